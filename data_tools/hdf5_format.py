@@ -1,0 +1,312 @@
+"""The HDF5 talk-and-tweak dataset layout: the one module that writes and reads it.
+
+Layout (robomimic-style, see ``docs/hdf5-format.md``)::
+
+    attrs: format = "dual-actor-talk-tweak", format_version = 1, fps
+    /data                attrs: total (steps), env_args (JSON)
+    /data/demo_<k>       attrs: num_samples, task, robot, kind ("demo" | "online"), episode_id
+       obs/<key>           low-dim float32 (N, d); images uint8 (N, H, W, 3), chunked + compressed
+       actions             float32 (N, A)   executed (the human's where intervened)
+       policy_actions      float32 (N, A)   NaN where there was none
+       rewards float32 (N,)   dones bool (N,)   intervention bool (N,)
+       refinement_command  variable-length UTF-8 strings (N,), "[null]" where none
+    /mask/<split>        episode names (robomimic filter keys)
+
+``dual_actor`` reads datasets only through :func:`read_episodes` / :class:`Episode`, so the
+schema lives here and nowhere else. Writers go through a temporary file renamed on success:
+a failure never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+FORMAT = "dual-actor-talk-tweak"
+FORMAT_VERSION = 1
+NULL_COMMAND = "[null]"
+EPISODE_KINDS = ("demo", "online")
+_EPISODE_RE = re.compile(r"^demo_(\d+)$")
+_STR_DTYPE = h5py.string_dtype(encoding="utf-8")
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file that does not follow the layout; the message names the file and key."""
+
+
+@dataclass
+class Episode:
+    """One episode in memory.
+
+    Shapes: ``obs[key]``: (N, d) float32 or (N, H, W, 3) uint8; ``actions``/``policy_actions``:
+    (N, A) float32; ``rewards``: (N,) float32; ``dones``/``intervention``: (N,) bool;
+    ``refinement_command``: N strings.
+    """
+
+    obs: dict[str, np.ndarray]
+    actions: np.ndarray
+    rewards: np.ndarray
+    dones: np.ndarray
+    task: str
+    robot: str = "unknown"
+    kind: str = "demo"
+    episode_id: str = ""
+    policy_actions: np.ndarray | None = None
+    intervention: np.ndarray | None = None
+    refinement_command: list[str] | None = None
+    name: str = ""  # demo_<k> once read from / written to a file
+    extra_attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions, dtype=np.float32)
+        n = len(self.actions)
+        self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(n)
+        self.dones = np.asarray(self.dones, dtype=bool).reshape(n)
+        if self.policy_actions is None:
+            self.policy_actions = np.full_like(self.actions, np.nan)
+        self.policy_actions = np.asarray(self.policy_actions, dtype=np.float32)
+        if self.intervention is None:
+            self.intervention = np.zeros(n, dtype=bool)
+        self.intervention = np.asarray(self.intervention, dtype=bool).reshape(n)
+        if self.refinement_command is None:
+            self.refinement_command = [NULL_COMMAND] * n
+        self.refinement_command = [str(c) for c in self.refinement_command]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.actions)
+
+    @property
+    def success(self) -> bool:
+        """An episode succeeded when it earned a positive reward (sparse success reward)."""
+        return bool(np.any(self.rewards > 0))
+
+    def validate(self, where: str = "episode") -> None:
+        """Raise :class:`DatasetFormatError` naming ``where`` if shapes or values are inconsistent."""
+        n = self.num_samples
+        if n == 0:
+            raise DatasetFormatError(f"{where}: empty episode (0 steps)")
+        if self.actions.ndim != 2:
+            raise DatasetFormatError(f"{where}/actions: expected (N, A), got shape {self.actions.shape}")
+        if self.policy_actions.shape != self.actions.shape:
+            raise DatasetFormatError(
+                f"{where}/policy_actions: shape {self.policy_actions.shape} != actions {self.actions.shape}"
+            )
+        if not np.all(np.isfinite(self.actions)):
+            raise DatasetFormatError(f"{where}/actions: contains NaN or inf")
+        if self.kind not in EPISODE_KINDS:
+            raise DatasetFormatError(f"{where}: kind {self.kind!r} not one of {EPISODE_KINDS}")
+        if not self.task:
+            raise DatasetFormatError(f"{where}: empty task string")
+        for name, arr in (("rewards", self.rewards), ("dones", self.dones), ("intervention", self.intervention)):
+            if arr.shape != (n,):
+                raise DatasetFormatError(f"{where}/{name}: expected ({n},), got {arr.shape}")
+        if len(self.refinement_command) != n:
+            raise DatasetFormatError(
+                f"{where}/refinement_command: expected {n} strings, got {len(self.refinement_command)}"
+            )
+        if not self.obs:
+            raise DatasetFormatError(f"{where}/obs: no observation keys")
+        for key, arr in self.obs.items():
+            if len(arr) != n:
+                raise DatasetFormatError(f"{where}/obs/{key}: {len(arr)} rows, expected {n}")
+            if arr.dtype == np.uint8:
+                if arr.ndim != 4 or arr.shape[-1] != 3:
+                    raise DatasetFormatError(f"{where}/obs/{key}: image must be (N, H, W, 3), got {arr.shape}")
+            else:
+                if arr.ndim != 2:
+                    raise DatasetFormatError(f"{where}/obs/{key}: low-dim must be (N, d), got {arr.shape}")
+                if not np.all(np.isfinite(arr)):
+                    raise DatasetFormatError(f"{where}/obs/{key}: contains NaN or inf")
+
+
+def _write_episode(group: h5py.Group, ep: Episode) -> None:
+    obs_g = group.create_group("obs")
+    for key, arr in ep.obs.items():
+        if arr.dtype == np.uint8:
+            obs_g.create_dataset(
+                key, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip", compression_opts=1
+            )
+        else:
+            obs_g.create_dataset(key, data=np.asarray(arr, dtype=np.float32))
+    group.create_dataset("actions", data=ep.actions)
+    group.create_dataset("policy_actions", data=ep.policy_actions)
+    group.create_dataset("rewards", data=ep.rewards)
+    group.create_dataset("dones", data=ep.dones)
+    group.create_dataset("intervention", data=ep.intervention)
+    group.create_dataset("refinement_command", data=ep.refinement_command, dtype=_STR_DTYPE)
+    group.attrs["num_samples"] = ep.num_samples
+    group.attrs["task"] = ep.task
+    group.attrs["robot"] = ep.robot
+    group.attrs["kind"] = ep.kind
+    group.attrs["episode_id"] = ep.episode_id or group.name.rsplit("/", 1)[-1]
+    for k, v in ep.extra_attrs.items():
+        group.attrs[k] = v
+
+
+def write_dataset(
+    path: str | os.PathLike,
+    episodes: Iterable[Episode],
+    fps: float,
+    env_args: Mapping | None = None,
+    masks: Mapping[str, Sequence[str]] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``episodes`` as a new dataset at ``path`` (temporary file, renamed on success).
+
+    Refuses to replace an existing file unless ``force``. Episodes are named ``demo_0..``
+    in order. Returns the path written.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise FileExistsError(f"{path}: exists (pass force=True / --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["fps"] = float(fps)
+            data = f.create_group("data")
+            total = 0
+            for k, ep in enumerate(episodes):
+                where = f"{path}:/data/demo_{k}"
+                ep.validate(where)
+                _write_episode(data.create_group(f"demo_{k}"), ep)
+                ep.name = f"demo_{k}"
+                total += ep.num_samples
+            data.attrs["total"] = total
+            data.attrs["env_args"] = json.dumps(dict(env_args or {}))
+            mask_g = f.create_group("mask")
+            for split, names in (masks or {}).items():
+                mask_g.create_dataset(split, data=list(names), dtype=_STR_DTYPE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class DatasetInfo:
+    path: Path
+    fps: float
+    env_args: dict
+    episode_names: list[str]
+    masks: dict[str, list[str]]
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise DatasetFormatError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetFormatError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def _check_header(f: h5py.File, path: Path) -> None:
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT:
+        raise DatasetFormatError(f"{path}: attribute 'format' is {fmt!r}, expected {FORMAT!r}")
+    ver = f.attrs.get("format_version")
+    if ver is None or int(ver) != FORMAT_VERSION:
+        raise DatasetFormatError(f"{path}: format_version {ver!r} not supported (expected {FORMAT_VERSION})")
+    if "data" not in f:
+        raise DatasetFormatError(f"{path}: missing group /data")
+
+
+def _sorted_names(group: h5py.Group, path: Path) -> list[str]:
+    names = []
+    for name in group.keys():
+        m = _EPISODE_RE.match(name)
+        if not m:
+            raise DatasetFormatError(f"{path}:/data/{name}: unexpected entry (episodes are named demo_<k>)")
+        names.append((int(m.group(1)), name))
+    return [n for _, n in sorted(names)]
+
+
+def dataset_info(path: str | os.PathLike) -> DatasetInfo:
+    """Header, episode names and masks of a dataset, without loading arrays."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_header(f, path)
+        names = _sorted_names(f["data"], path)
+        try:
+            env_args = json.loads(f["data"].attrs.get("env_args", "{}"))
+        except json.JSONDecodeError as e:
+            raise DatasetFormatError(f"{path}:/data attrs env_args: not JSON ({e})") from None
+        masks = {}
+        if "mask" in f:
+            for split, ds in f["mask"].items():
+                masks[split] = [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+        return DatasetInfo(path, float(f.attrs.get("fps", 10.0)), env_args, names, masks)
+
+
+def _read_episode(g: h5py.Group, where: str, load_images: bool) -> Episode:
+    def need(key: str) -> np.ndarray:
+        if key not in g:
+            raise DatasetFormatError(f"{where}: missing dataset '{key}'")
+        return g[key][()]
+
+    for attr in ("task", "num_samples"):
+        if attr not in g.attrs:
+            raise DatasetFormatError(f"{where}: missing attribute '{attr}'")
+    if "obs" not in g or not isinstance(g["obs"], h5py.Group):
+        raise DatasetFormatError(f"{where}: missing group 'obs'")
+    obs = {}
+    for key, ds in g["obs"].items():
+        if ds.dtype == np.uint8 and not load_images:
+            continue
+        obs[key] = ds[()]
+    commands = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in need("refinement_command")]
+    ep = Episode(
+        obs=obs,
+        actions=need("actions"),
+        rewards=need("rewards"),
+        dones=need("dones"),
+        task=str(g.attrs["task"]),
+        robot=str(g.attrs.get("robot", "unknown")),
+        kind=str(g.attrs.get("kind", "demo")),
+        episode_id=str(g.attrs.get("episode_id", "")),
+        policy_actions=need("policy_actions"),
+        intervention=need("intervention"),
+        refinement_command=commands,
+        name=g.name.rsplit("/", 1)[-1],
+    )
+    if int(g.attrs["num_samples"]) != ep.num_samples:
+        raise DatasetFormatError(
+            f"{where}: attribute num_samples={int(g.attrs['num_samples'])} but actions has {ep.num_samples} rows"
+        )
+    if obs:
+        ep.validate(where)
+    return ep
+
+
+def read_episodes(
+    path: str | os.PathLike, split: str | None = None, load_images: bool = True
+) -> Iterator[Episode]:
+    """Stream the episodes of a dataset (all, or those of ``/mask/<split>``), validated.
+
+    Raises :class:`DatasetFormatError` naming the file and key on any deviation from the layout.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        _check_header(f, path)
+        names = _sorted_names(f["data"], path)
+        if split is not None:
+            if "mask" not in f or split not in f["mask"]:
+                raise DatasetFormatError(f"{path}: no split '/mask/{split}'")
+            wanted = {s.decode() if isinstance(s, bytes) else str(s) for s in f["mask"][split][()]}
+            names = [n for n in names if n in wanted]
+        for name in names:
+            yield _read_episode(f["data"][name], f"{path}:/data/{name}", load_images)

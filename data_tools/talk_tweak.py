@@ -1,0 +1,104 @@
+"""Talk-and-tweak labelling (paper Eq. 12, 13; exact rule in DESIGN.md).
+
+For an intervened step t, Delta_t = sum of the translations (dims 0..2, in metres) of the
+intervened actions t .. t+J-1, cut at the end of the contiguous intervention segment holding t.
+Per axis: Delta > sigma -> positive word, Delta < -sigma -> negative word, else nothing.
+Sentence order: y word, x word, z word: "move A", "move A and B", "move A, B and C".
+No word, and every non-intervened step: "[null]".
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping, Sequence
+
+import numpy as np
+
+NULL_COMMAND = "[null]"
+DEFAULT_WORDS: dict[str, tuple[str, str]] = {
+    "x": ("forward", "backward"),
+    "y": ("left", "right"),
+    "z": ("up", "down"),
+}
+_AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
+SENTENCE_ORDER = ("y", "x", "z")
+
+
+def _words(words: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:
+    out = dict(DEFAULT_WORDS)
+    for axis, pair in (words or {}).items():
+        if axis not in _AXIS_INDEX or len(pair) != 2:
+            raise ValueError(f"words: expected axis x|y|z -> (positive, negative), got {axis!r}: {pair!r}")
+        out[axis] = (str(pair[0]), str(pair[1]))
+    return out
+
+
+def sentence(parts: Sequence[str]) -> str:
+    """Join direction words: [] -> "[null]", [A] -> "move A", [A, B] -> "move A and B", ..."""
+    if not parts:
+        return NULL_COMMAND
+    if len(parts) == 1:
+        return f"move {parts[0]}"
+    return f"move {', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def refinement_command(
+    window: np.ndarray, sigma: float = 0.001, words: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """Eq. 12-13 for one window: ``window`` (J, >=3) of translations already in metres."""
+    w = np.asarray(window, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] < 3:
+        raise ValueError(f"window must be (J, >=3), got shape {w.shape}")
+    delta = w[:, :3].sum(axis=0)
+    table = _words(words)
+    parts = []
+    for axis in SENTENCE_ORDER:
+        d = delta[_AXIS_INDEX[axis]]
+        if d > sigma:
+            parts.append(table[axis][0])
+        elif d < -sigma:
+            parts.append(table[axis][1])
+    return sentence(parts)
+
+
+def label_episode(
+    actions: np.ndarray,
+    intervention: np.ndarray,
+    window: int = 5,
+    sigma: float = 0.001,
+    translation_scale_m: float = 1.0,
+    words: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
+    """One command per step; "[null]" where not intervened. ``actions``: (N, A>=3) in action units."""
+    actions = np.asarray(actions, dtype=np.float64)
+    intervention = np.asarray(intervention, dtype=bool)
+    n = len(actions)
+    if intervention.shape != (n,):
+        raise ValueError(f"intervention must have shape ({n},), got {intervention.shape}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    trans = actions[:, :3] * translation_scale_m
+    out = [NULL_COMMAND] * n
+    t = 0
+    while t < n:
+        if not intervention[t]:
+            t += 1
+            continue
+        end = t
+        while end < n and intervention[end]:
+            end += 1
+        for s in range(t, end):
+            out[s] = refinement_command(trans[s : min(s + window, end)], sigma, words)
+        t = end
+    return out
+
+
+def command_vocabulary(words: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """Every sentence the rule can produce ("[null]" first): 3^3 = 27 commands."""
+    table = _words(words)
+    vocab = [NULL_COMMAND]
+    for choice in itertools.product((0, 1, None), repeat=3):
+        parts = [table[axis][c] for axis, c in zip(SENTENCE_ORDER, choice) if c is not None]
+        if parts:
+            vocab.append(sentence(parts))
+    return vocab

@@ -1,0 +1,44 @@
+"""Batch keys and their shapes: one place for every module that builds or reads a batch.
+
+A per-task transition batch is a ``dict[str, Tensor]``:
+
+=================  ==========  ================================================================
+key                shape       meaning
+=================  ==========  ================================================================
+``h``              B, Dh       frozen-backbone embedding of (s, l_task) (Eq. 3), cached at acting
+``obs``            B, Do       observation features for critics / refinement actor (state)
+``proprio``        B, Dp       proprioception
+``action``         B, A        executed action (the human's where intervened), in [-1, 1]
+``reward``         B           reward r_t
+``done``           B           1.0 where s_{t+1} is terminal
+``next_h``         B, Dh       embedding of s_{t+1}
+``next_obs``       B, Do
+``next_proprio``   B, Dp
+``mc_return``      B           Monte-Carlo discounted return-to-go from t (Cal-QL bound)
+``command``        B           refinement-command id in the policy's command vocabulary
+``task``           B           task index
+=================  ==========  ================================================================
+
+A training batch is ``{"tasks": [batch_task_0, ..., batch_task_{N-1}], "talk_tweak": batch | None}``.
+"""
+
+H = "h"
+OBS = "obs"
+PROPRIO = "proprio"
+ACTION = "action"
+REWARD = "reward"
+DONE = "done"
+NEXT_H = "next_h"
+NEXT_OBS = "next_obs"
+NEXT_PROPRIO = "next_proprio"
+MC_RETURN = "mc_return"
+COMMAND = "command"
+TASK = "task"
+INTERVENTION = "intervention"
+
+TRANSITION_KEYS = (H, OBS, PROPRIO, ACTION, REWARD, DONE, NEXT_H, NEXT_OBS, NEXT_PROPRIO, MC_RETURN, COMMAND, TASK)
+
+TASKS = "tasks"
+TALK_TWEAK = "talk_tweak"
+
+NULL_COMMAND = "[null]"

@@ -1,0 +1,114 @@
+"""DataModules: an ``IterableDataset`` that samples the live per-task buffers (Algorithm 1).
+
+Warm-up (line 6): B/N rows per task from that task's demos.
+Online (line 16): B/(2N) from demos + B/(2N) from rollouts per task; nothing is yielded until
+every rollout buffer holds ``min_rollout`` (100) transitions.
+Refinement (line 20): ``refine_batch_size`` rows from the global talk-and-tweak buffer when
+it is not empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from dual_actor import constants as K
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.data.hdf5 import DataSpec, load_dataset_into
+
+
+def _cat(parts: list[dict]) -> dict:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+class BufferSampler(IterableDataset):
+    """Yields training batches ``{"tasks": [...], "talk_tweak": ... | None}`` forever."""
+
+    def __init__(
+        self,
+        buffers: TaskBuffers,
+        batch_size: int,
+        phase: str = "warmup",
+        refine_batch_size: int | None = None,
+        min_rollout: int = 100,
+        seed: int = 0,
+    ):
+        n = len(buffers.tasks)
+        if batch_size % n:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of tasks {n}")
+        if phase == "online" and batch_size % (2 * n):
+            raise ValueError(f"online batch_size {batch_size} must be divisible by 2 x tasks = {2 * n}")
+        self.buffers = buffers
+        self.batch_size = batch_size
+        self.phase = phase
+        self.refine_batch_size = refine_batch_size or batch_size
+        self.min_rollout = min_rollout
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def ready(self) -> bool:
+        if self.phase == "warmup":
+            return all(len(self.buffers[t]["demos"]) > 0 for t in self.buffers.tasks)
+        return all(
+            len(self.buffers[t]["rollouts"]) >= self.min_rollout and len(self.buffers[t]["demos"]) > 0
+            for t in self.buffers.tasks
+        )
+
+    def sample(self) -> dict:
+        n = len(self.buffers.tasks)
+        g = self.generator
+        slices = []
+        for t in self.buffers.tasks:
+            bufs = self.buffers[t]
+            if self.phase == "warmup":
+                slices.append(bufs["demos"].sample(self.batch_size // n, g))
+            else:
+                half = self.batch_size // (2 * n)
+                slices.append(_cat([bufs["demos"].sample(half, g), bufs["rollouts"].sample(half, g)]))
+        tt = self.buffers.talk_tweak
+        return {K.TASKS: slices, K.TALK_TWEAK: tt.sample(self.refine_batch_size, g) if len(tt) else None}
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.ready():
+            raise RuntimeError(f"buffers not ready for phase {self.phase!r}: {self.buffers.sizes()}")
+        while True:
+            yield self.sample()
+
+
+class OfflineDataModule(L.LightningDataModule):
+    """Warm-up data: an HDF5 talk-and-tweak dataset loaded into per-task buffers.
+
+    ``embed`` / ``command_ids`` come from the policy (h is computed once per observation here).
+    Call :meth:`setup` before building run directories: it validates the whole file.
+    """
+
+    def __init__(self, path: str | Path, spec: DataSpec, embed, command_ids, batch_size: int = 256,
+                 gamma: float = 0.99, refine_batch_size: int | None = None, seed: int = 0, split: str | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.spec = spec
+        self.embed = embed
+        self.command_ids = command_ids
+        self.batch_size = batch_size
+        self.gamma = gamma
+        self.refine_batch_size = refine_batch_size
+        self.seed = seed
+        self.split = split
+        self.buffers: TaskBuffers | None = None
+        self.episode_counts: dict[str, int] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.buffers is not None:
+            return
+        buffers = TaskBuffers(self.spec.tasks)
+        self.episode_counts = load_dataset_into(
+            buffers, self.path, self.spec, self.embed, self.command_ids, self.gamma, self.split
+        )
+        self.buffers = buffers
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = BufferSampler(self.buffers, self.batch_size, "warmup", self.refine_batch_size, seed=self.seed)
+        return DataLoader(sampler, batch_size=None, num_workers=0)

@@ -1,0 +1,135 @@
+"""HDF5 talk-and-tweak datasets -> transitions in the per-task buffers.
+
+Reads through ``data_tools.hdf5_format`` only (the schema lives there). Each step becomes a
+transition (s_t, a_t, r_t, s_{t+1}, done_t) with the embedding h cached, the Monte-Carlo
+return-to-go (Cal-QL's bound) and the refinement-command id. The last step of an episode that
+ended without ``done`` (time limit) has no recorded s_{t+1} and is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from data_tools.hdf5_format import DatasetFormatError, Episode, read_episodes
+from dual_actor import constants as K
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.losses import mc_returns
+
+
+@dataclass
+class DataSpec:
+    """What the networks expect of the data: observation keys and dims."""
+
+    tasks: Sequence[str]
+    obs_key: str
+    obs_dim: int
+    proprio_key: str
+    proprio_dim: int
+    action_dim: int
+
+
+def _check_shapes(ep: Episode, spec: DataSpec, where: str) -> None:
+    for key, dim in ((spec.obs_key, spec.obs_dim), (spec.proprio_key, spec.proprio_dim)):
+        if key not in ep.obs:
+            raise DatasetFormatError(f"{where}/obs: no key '{key}' (has {sorted(ep.obs)})")
+        if ep.obs[key].shape[1:] != (dim,):
+            raise DatasetFormatError(
+                f"{where}/obs/{key}: shape {ep.obs[key].shape}, but the networks expect (N, {dim})"
+            )
+    if ep.actions.shape[1] != spec.action_dim:
+        raise DatasetFormatError(
+            f"{where}/actions: shape {ep.actions.shape}, but the networks expect (N, {spec.action_dim})"
+        )
+
+
+def episode_transitions(
+    ep: Episode,
+    task_id: int,
+    embed: Callable[[torch.Tensor, Sequence[str]], torch.Tensor],
+    command_ids: Callable[[Sequence[str]], torch.Tensor],
+    spec: DataSpec,
+    gamma: float,
+) -> dict[str, torch.Tensor]:
+    """One episode as transition rows (see ``dual_actor.constants`` for keys and shapes)."""
+    obs = torch.from_numpy(np.asarray(ep.obs[spec.obs_key], dtype=np.float32))
+    proprio = torch.from_numpy(np.asarray(ep.obs[spec.proprio_key], dtype=np.float32))
+    n = len(obs)
+    h = embed(obs, [ep.task] * n)
+    nxt = torch.cat([torch.arange(1, n), torch.tensor([n - 1])])
+    rows = {
+        K.H: h,
+        K.OBS: obs,
+        K.PROPRIO: proprio,
+        K.ACTION: torch.from_numpy(ep.actions).clamp(-1.0, 1.0),
+        K.REWARD: torch.from_numpy(ep.rewards),
+        K.DONE: torch.from_numpy(ep.dones.astype(np.float32)),
+        K.NEXT_H: h[nxt],
+        K.NEXT_OBS: obs[nxt],
+        K.NEXT_PROPRIO: proprio[nxt],
+        K.MC_RETURN: torch.from_numpy(mc_returns(ep.rewards, gamma)),
+        K.COMMAND: command_ids(ep.refinement_command),
+        K.TASK: torch.full((n,), task_id, dtype=torch.long),
+        K.INTERVENTION: torch.from_numpy(ep.intervention),
+    }
+    if not ep.dones[-1]:
+        rows = {k: v[:-1] for k, v in rows.items()}
+    return rows
+
+
+def load_dataset_into(
+    buffers: TaskBuffers,
+    path: str | Path,
+    spec: DataSpec,
+    embed: Callable,
+    command_ids: Callable,
+    gamma: float,
+    split: str | None = None,
+) -> dict[str, int]:
+    """Fill ``buffers`` from a dataset. Demo episodes -> demos; online episodes -> rollouts
+    (autonomous steps) and interventions + demos + talk-and-tweak (intervened steps), as
+    Algorithm 1 lines 27-34 leave them. Returns episodes per task.
+
+    Raises :class:`DatasetFormatError` for a configured task absent from the data, a task in the
+    data that the policy does not know, or a shape mismatch, naming file, key and shape; nothing
+    is added to ``buffers`` unless the whole file is valid.
+    """
+    path = Path(path)
+    task_index = {t: i for i, t in enumerate(spec.tasks)}
+    staged: list[tuple[str, str, dict]] = []
+    counts = {t: 0 for t in spec.tasks}
+    for ep in read_episodes(path, split=split, load_images=False):
+        where = f"{path}:/data/{ep.name}"
+        if ep.task not in task_index:
+            raise DatasetFormatError(f"{where}: task {ep.task!r} is not among the configured tasks {list(spec.tasks)}")
+        _check_shapes(ep, spec, where)
+        try:
+            rows = episode_transitions(ep, task_index[ep.task], embed, command_ids, spec, gamma)
+        except KeyError as e:
+            raise DatasetFormatError(f"{where}/refinement_command: {e.args[0]}") from None
+        counts[ep.task] += 1
+        if len(rows[K.H]) == 0:
+            continue
+        staged.append((ep.task, ep.kind, rows))
+    missing = [t for t, c in counts.items() if c == 0]
+    if missing:
+        present = sorted({t for t, _, _ in staged})
+        raise DatasetFormatError(f"{path}: no episodes for configured task(s) {missing} (the file has {present})")
+    for task, kind, rows in staged:
+        if kind == "demo":
+            buffers[task]["demos"].add(rows)
+            continue
+        intv = rows[K.INTERVENTION]
+        auto = {k: v[~intv] for k, v in rows.items()}
+        human = {k: v[intv] for k, v in rows.items()}
+        if len(auto[K.H]):
+            buffers[task]["rollouts"].add(auto)
+        if len(human[K.H]):
+            buffers[task]["interventions"].add(human)
+            buffers[task]["demos"].add(human)
+            buffers.talk_tweak.add(human)
+    return counts

@@ -1,0 +1,288 @@
+"""DualActorModule: the learner (primary actor, refinement actor, per-task critics).
+
+Manual optimisation, the Lightning way: one optimizer per task critic, one for the primary
+actor, one for the refinement actor; each update inside ``toggled_optimizer`` so a loss can
+only reach the parameters its optimizer owns. One ``training_step`` is one learner update,
+written in CleanRL's order: targets under ``no_grad``, critic losses, actor loss, refinement
+loss, Polyak. Warm-up and online differ only in loss switches (Cal-QL vs Bellman; lambda) and
+in what the DataModule feeds (see ``dual_actor/data``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+
+from dual_actor import constants as K
+from dual_actor import losses
+from dual_actor.nets.common import StateEncoder
+from dual_actor.nets.critic import TaskCritic, make_target, polyak_update
+from dual_actor.policy import DualActorPolicy
+
+PHASES = ("warmup", "online")
+
+
+def slug(task: str) -> str:
+    """A task string as a TensorBoard-friendly tag: "place the bolt" -> "place_the_bolt"."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", task).strip("_").lower()
+
+
+class DualActorModule(L.LightningModule):
+    """Args (explicit, no config objects):
+        policy: the :class:`DualActorPolicy` kwargs (tasks, dims, widths, scalings, ...).
+        critic_hidden, critic_feature_dim, critic_obs_dim, critic_ensemble: critic widths.
+        gamma: discount; tau: Polyak rate (0.005).
+        actor_lr, critic_lr, refine_lr: Adam learning rates.
+        lambdas: {"warmup": (l1, l2), "online": (l1, l2)} for Eq. 6.
+        eta: (eta1, eta2, eta3) for Eq. 11.
+        bc_form: "consistency" (CPQL/ConRFT denoising form of Eq. 5) or "literal".
+        calql_alpha, calql_temperature, calql_num_actions: Cal-QL regulariser.
+        task_weighting: use Eq. 15/16 weights (False: uniform Eq. 14).
+        eps_c, eps_min, eps_max: Eq. 16 constants.
+        actor_q_reduce: "min" or "mean" over the critic ensemble for actor losses.
+        grad_clip: max grad norm per optimizer (None: no clipping).
+        phase: "warmup" or "online" (settable later with :meth:`set_phase`).
+        max_updates: stop training after this many updates (None: never by itself).
+        log_every: log scalars every this many updates.
+        refine_enabled: False switches the refinement actor off (single-actor ablation).
+    """
+
+    def __init__(
+        self,
+        policy: dict,
+        critic_hidden: Sequence[int] = (256, 256),
+        critic_feature_dim: int = 64,
+        critic_obs_feature_dim: int = 256,
+        critic_ensemble: int = 2,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        refine_lr: float = 3e-4,
+        lambdas: dict | None = None,
+        eta: Sequence[float] = (1.0, 0.1, 0.1),
+        bc_form: str = "consistency",
+        calql_alpha: float = 5.0,
+        calql_temperature: float = 1.0,
+        calql_num_actions: int = 4,
+        task_weighting: bool = True,
+        eps_c: float = 0.1,
+        eps_min: float = 0.8,
+        eps_max: float = 1.2,
+        actor_q_reduce: str = "min",
+        grad_clip: float | None = 10.0,
+        phase: str = "warmup",
+        max_updates: int | None = None,
+        log_every: int = 50,
+        refine_enabled: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if bc_form not in ("consistency", "literal"):
+            raise ValueError(f"bc_form must be 'consistency' or 'literal', got {bc_form!r}")
+        if actor_q_reduce not in ("min", "mean"):
+            raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
+        self.policy = DualActorPolicy(**policy)
+        self.tasks = list(self.policy.tasks)
+        self.task_slugs = [slug(t) for t in self.tasks]
+        cfg = self.policy.config
+        self.critics = nn.ModuleList(
+            TaskCritic(
+                StateEncoder(cfg["obs_dim"], critic_obs_feature_dim),
+                cfg["proprio_dim"],
+                cfg["action_dim"],
+                feature_dim=critic_feature_dim,
+                hidden=critic_hidden,
+                ensemble=critic_ensemble,
+            )
+            for _ in self.tasks
+        )
+        self.target_critics = nn.ModuleList(make_target(c) for c in self.critics)
+        self.lambdas = {k: tuple(v) for k, v in (lambdas or {"warmup": (1.0, 0.1), "online": (0.5, 0.5)}).items()}
+        self.phase = "warmup"
+        self.set_phase(phase)
+        self.num_updates = 0
+
+    # ------------------------------------------------------------------------- switches
+    def set_phase(self, phase: str) -> None:
+        """Warm-up -> online changes only loss switches here (and the DataModule's sources)."""
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        if phase not in self.lambdas:
+            raise ValueError(f"no lambdas for phase {phase!r}: {self.lambdas}")
+        self.phase = phase
+
+    @property
+    def critic_loss_kind(self) -> str:
+        return "calql" if self.phase == "warmup" else "bellman"
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        critic_opts = [torch.optim.Adam(c.parameters(), lr=hp.critic_lr) for c in self.critics]
+        actor_opt = torch.optim.Adam(self.policy.primary.parameters(), lr=hp.actor_lr)
+        refine_opt = torch.optim.Adam(self.policy.refinement.parameters(), lr=hp.refine_lr)
+        return [*critic_opts, actor_opt, refine_opt]
+
+    # -------------------------------------------------------------------------- helpers
+    def _reduce(self, q: torch.Tensor) -> torch.Tensor:
+        return q.min(0).values if self.hparams.actor_q_reduce == "min" else q.mean(0)
+
+    def _step(self, opt, loss: torch.Tensor, params, want_norm: bool) -> torch.Tensor | None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = None
+        if want_norm:
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if self.hparams.grad_clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        return norm
+
+    def _critic_update(self, i: int, b: dict, opt, want_log: bool, logs: dict) -> None:
+        hp = self.hparams
+        critic, target = self.critics[i], self.target_critics[i]
+        primary = self.policy.primary
+        with torch.no_grad():
+            next_a = primary(b[K.NEXT_H], b[K.NEXT_PROPRIO])
+            q_target = losses.td_target(
+                b[K.REWARD], b[K.DONE], target(b[K.NEXT_OBS], b[K.NEXT_PROPRIO], next_a), hp.gamma
+            )
+        with self.toggled_optimizer(opt):
+            feat = critic.encode(b[K.OBS])
+            q_data = critic.q(feat, b[K.PROPRIO], b[K.ACTION])
+            if self.critic_loss_kind == "calql":
+                n, bsz, a_dim = hp.calql_num_actions, q_data.shape[1], b[K.ACTION].shape[1]
+                with torch.no_grad():
+                    rand = torch.rand(bsz * n, a_dim, device=q_data.device, dtype=q_data.dtype) * 2 - 1
+                    h2 = torch.cat([b[K.H], b[K.NEXT_H]]).repeat_interleave(n, 0)
+                    p2 = torch.cat([b[K.PROPRIO], b[K.NEXT_PROPRIO]]).repeat_interleave(n, 0)
+                    pi = primary(h2, p2)  # (2 B n, A): policy actions at s, then at s'
+                cand = torch.cat([rand, pi])  # (3 B n, A), blocks [rand | pi(s) | pi(s')]
+                q_c = critic.q(feat.repeat_interleave(n, 0).repeat(3, 1), b[K.PROPRIO].repeat_interleave(n, 0).repeat(3, 1), cand)
+                q_c = q_c.view(q_c.shape[0], 3, bsz, n)
+                loss, td, reg = losses.calql_loss(
+                    q_data, q_target, q_c[:, 0], q_c[:, 1], q_c[:, 2], b[K.MC_RETURN],
+                    hp.calql_alpha, hp.calql_temperature,
+                )
+                if want_log:
+                    logs[f"loss/calql_reg_{self.task_slugs[i]}"] = reg.detach()
+                    logs[f"loss/td_{self.task_slugs[i]}"] = td.detach()
+            else:
+                loss = losses.bellman_loss(q_data, q_target)
+            norm = self._step(opt, loss, critic.parameters(), want_log)
+        if want_log:
+            s = self.task_slugs[i]
+            logs[f"loss/critic_{s}"] = loss.detach()
+            logs[f"q/{s}"] = q_data.detach().mean()
+            logs[f"q_target/{s}"] = q_target.mean()
+            logs[f"grad_norm/critic_{s}"] = norm
+
+    def _actor_update(self, tasks: list[dict], opt, want_log: bool, logs: dict) -> None:
+        hp = self.hparams
+        primary = self.policy.primary
+        sizes = [b[K.H].shape[0] for b in tasks]
+        h = torch.cat([b[K.H] for b in tasks])
+        proprio = torch.cat([b[K.PROPRIO] for b in tasks])
+        action = torch.cat([b[K.ACTION] for b in tasks])
+        with self.toggled_optimizer(opt):
+            if hp.bc_form == "consistency":
+                pred, sigma = primary.noised_prediction(action, h, proprio)
+                bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
+            else:
+                bc = losses.bc_literal_loss(primary(h, proprio), action)
+            a_pi = primary(h, proprio).split(sizes)
+            q_pi = [self._reduce(self.critics[i](b[K.OBS], b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
+            q_means = torch.stack([q.mean() for q in q_pi]).detach()
+            eps = (
+                losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)
+                if hp.task_weighting
+                else torch.ones_like(q_means)
+            )
+            q_loss = losses.actor_q_loss(q_pi, eps)
+            lam1, lam2 = self.lambdas[self.phase]
+            loss = losses.actor_loss(bc, q_loss, lam1, lam2)
+            norm = self._step(opt, loss, primary.parameters(), want_log)
+        if want_log:
+            logs.update({"loss/actor": loss.detach(), "loss/actor_bc": bc.detach(), "loss/actor_q": q_loss.detach()})
+            logs["grad_norm/actor"] = norm
+            with torch.no_grad():
+                logs["bc/action_mse"] = (torch.cat(a_pi) - action).pow(2).mean()
+            for i, s in enumerate(self.task_slugs):
+                logs[f"eps/{s}"] = eps[i]
+                logs[f"q_pi/{s}"] = q_means[i]
+
+    def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
+        hp = self.hparams
+        primary, refinement = self.policy.primary, self.policy.refinement
+        h, obs, proprio, action = b[K.H], b[K.OBS], b[K.PROPRIO], b[K.ACTION]
+        with self.toggled_optimizer(opt):
+            z = torch.randn_like(action)
+            mu = refinement(obs, b[K.COMMAND])
+            a_ref = primary(h, proprio, noise_mean=mu, noise=z)
+            bc = losses.refine_bc_loss(a_ref, action)
+            task_ids = b[K.TASK]
+            q = torch.zeros(h.shape[0], device=h.device, dtype=h.dtype)
+            for i in torch.unique(task_ids).tolist():
+                rows = task_ids == i
+                q = q.index_put((rows,), self._reduce(self.critics[i](obs[rows], proprio[rows], a_ref[rows])))
+            q_loss = losses.refine_q_loss(q)
+            z0 = torch.randn_like(action)
+            null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
+            a_null = primary(h, proprio, noise_mean=refinement(obs, null), noise=z0)
+            with torch.no_grad():
+                a_base = primary(h, proprio, noise=z0)
+            reg = losses.refine_reg_loss(a_null, a_base)
+            loss = losses.refine_loss(bc, q_loss, reg, hp.eta)
+            norm = self._step(opt, loss, refinement.parameters(), want_log)
+        if want_log:
+            logs.update(
+                {
+                    "loss/refine": loss.detach(), "loss/refine_bc": bc.detach(), "loss/refine_q": q_loss.detach(),
+                    "loss/refine_reg": reg.detach(), "grad_norm/refine": norm,
+                    "refine/mu_abs": mu.detach().abs().mean(),
+                }
+            )
+
+    # ---------------------------------------------------------------------------- update
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        tasks: list[dict] = batch[K.TASKS]
+        if len(tasks) != len(self.tasks):
+            raise ValueError(f"batch has {len(tasks)} task slices, module has {len(self.tasks)} tasks")
+        opts = self.optimizers()
+        n = len(self.tasks)
+        critic_opts, actor_opt, refine_opt = opts[:n], opts[n], opts[n + 1]
+        want_log = self.num_updates % self.hparams.log_every == 0
+        logs: dict[str, Any] = {}
+
+        for i, b in enumerate(tasks):
+            self._critic_update(i, b, critic_opts[i], want_log, logs)
+        self._actor_update(tasks, actor_opt, want_log, logs)
+        tt = batch.get(K.TALK_TWEAK)
+        if tt is not None and self.hparams.refine_enabled:
+            self._refine_update(tt, refine_opt, want_log, logs)
+        for c, t in zip(self.critics, self.target_critics):
+            polyak_update(t, c, self.hparams.tau)
+
+        self.num_updates += 1
+        if want_log:
+            logs["updates"] = float(self.num_updates)
+            logs["phase_online"] = float(self.phase == "online")
+            self.log_dict({k: v for k, v in logs.items() if v is not None}, on_step=True, on_epoch=False,
+                          batch_size=sum(b[K.H].shape[0] for b in tasks))
+        if self.hparams.max_updates is not None and self.num_updates >= self.hparams.max_updates:
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dual_actor"] = {"num_updates": self.num_updates, "phase": self.phase}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("dual_actor", {})
+        self.num_updates = int(state.get("num_updates", 0))
+        self.set_phase(state.get("phase", self.phase))

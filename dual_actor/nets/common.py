@@ -1,0 +1,48 @@
+"""Small building blocks shared by the networks."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int | None = None,
+    activation: type[nn.Module] = nn.Mish,
+    layer_norm: bool = False,
+    final_activation: bool = False,
+) -> nn.Sequential:
+    """``Linear -> [LayerNorm] -> act`` per hidden width, then an optional output ``Linear``."""
+    layers: list[nn.Module] = []
+    d = in_dim
+    for width in hidden:
+        layers.append(nn.Linear(d, width))
+        if layer_norm:
+            layers.append(nn.LayerNorm(width))
+        layers.append(activation())
+        d = width
+    if out_dim is not None:
+        layers.append(nn.Linear(d, out_dim))
+        if final_activation:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class StateEncoder(nn.Module):
+    """Observation encoder for low-dim state observations: ``obs (B, Do) -> (B, out_dim)``.
+
+    The image route (ResNet) implements the same call and ``out_dim``.
+    """
+
+    def __init__(self, obs_dim: int, out_dim: int = 256, hidden: Sequence[int] = (256,), layer_norm: bool = True):
+        super().__init__()
+        self.obs_dim = obs_dim
+        self.out_dim = out_dim
+        self.net = mlp(obs_dim, hidden, out_dim, layer_norm=layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)

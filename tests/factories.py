@@ -1,0 +1,73 @@
+"""Batch and dataset factories for tests (tiny, deterministic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_tools.hdf5_format import Episode, write_dataset
+from dual_actor import constants as K
+
+TASKS = ["place the bolt", "pick up the bolt", "assemble the bolt"]
+OBS_DIM, PROPRIO_DIM, ACTION_DIM = 6, 2, 4
+
+
+def tiny_policy_kwargs(tasks=TASKS, obs_dim=OBS_DIM, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM) -> dict:
+    return dict(
+        tasks=list(tasks), obs_dim=obs_dim, proprio_dim=proprio_dim, action_dim=action_dim,
+        actor_hidden=[32, 32], refine_hidden=[32], refine_proj_dim=16, command_dim=8, obs_feature_dim=16,
+    )
+
+
+def tiny_module_kwargs(**over) -> dict:
+    kw = dict(policy=tiny_policy_kwargs(), critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16,
+              log_every=1)
+    kw.update(over)
+    return kw
+
+
+def transition_batch(b: int, task_id: int, h_dim: int, gen: torch.Generator, commands: int = 27) -> dict:
+    """A random per-task batch with every key of ``dual_actor.constants``."""
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    return {
+        K.H: r(b, h_dim), K.OBS: r(b, OBS_DIM), K.PROPRIO: r(b, PROPRIO_DIM),
+        K.ACTION: torch.rand(b, ACTION_DIM, generator=gen) * 2 - 1,
+        K.REWARD: (torch.rand(b, generator=gen) > 0.8).float(), K.DONE: (torch.rand(b, generator=gen) > 0.9).float(),
+        K.NEXT_H: r(b, h_dim), K.NEXT_OBS: r(b, OBS_DIM), K.NEXT_PROPRIO: r(b, PROPRIO_DIM),
+        K.MC_RETURN: torch.rand(b, generator=gen), K.COMMAND: torch.randint(0, commands, (b,), generator=gen),
+        K.TASK: torch.full((b,), task_id, dtype=torch.long),
+    }
+
+
+def training_batch(n_tasks: int = 3, per_task: int = 8, h_dim: int = OBS_DIM + 3, talk_tweak: bool = True,
+                   seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    tasks = [transition_batch(per_task, i, h_dim, gen) for i in range(n_tasks)]
+    tt = None
+    if talk_tweak:
+        tt = transition_batch(per_task, 0, h_dim, gen)
+        tt[K.TASK] = torch.arange(per_task) % n_tasks
+    return {K.TASKS: tasks, K.TALK_TWEAK: tt}
+
+
+def synthetic_episode(task: str, n: int, rng: np.random.Generator, obs_dim=OBS_DIM, proprio_dim=PROPRIO_DIM,
+                      action_dim=ACTION_DIM, kind="demo", success=True) -> Episode:
+    """An episode whose expert action is a fixed linear function of the state (learnable by BC)."""
+    state = rng.normal(size=(n, obs_dim)).astype(np.float32)
+    w = np.linspace(-0.5, 0.5, obs_dim * action_dim).reshape(obs_dim, action_dim)
+    actions = np.tanh(state @ w).astype(np.float32)
+    rewards = np.zeros(n, np.float32)
+    dones = np.zeros(n, bool)
+    if success:
+        rewards[-1] = 1.0
+        dones[-1] = True
+    return Episode(obs={"state": state, "proprio": state[:, :proprio_dim].copy()}, actions=actions,
+                   rewards=rewards, dones=dones, task=task, kind=kind)
+
+
+def write_synthetic_dataset(path: Path, tasks=TASKS, episodes_per_task=3, steps=20, seed=0, **kw) -> Path:
+    rng = np.random.default_rng(seed)
+    eps = [synthetic_episode(t, steps, rng, **kw) for t in tasks for _ in range(episodes_per_task)]
+    return write_dataset(path, eps, fps=10, env_args={"synthetic": True})

@@ -1,0 +1,151 @@
+"""Equation tests with hand-computed numbers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.talk_tweak import command_vocabulary, label_episode, refinement_command
+from dual_actor import losses
+from dual_actor.nets.consistency import ConsistencyPolicy, EDMScalings
+
+
+def test_task_weights_hand_computed():
+    # sum = 3.3; eps_i = 3.3 / (3 Qbar_i + 0.3): 3.3/3.3, 3.3/3.6, 3.3/3.9
+    eps = losses.task_weights(torch.tensor([1.0, 1.1, 1.2]))
+    assert torch.allclose(eps, torch.tensor([1.0, 0.916667, 0.846154]), atol=1e-5)
+    assert not eps.requires_grad
+
+
+def test_task_weights_clipping_and_detached():
+    q = torch.tensor([0.1, 2.0, 5.0], requires_grad=True)
+    eps = losses.task_weights(q)
+    # raw: 7.1/(0.3+0.3)=11.83 -> 1.2 ; 7.1/6.3=1.127 ; 7.1/15.3=0.464 -> 0.8
+    assert torch.allclose(eps, torch.tensor([1.2, 7.1 / 6.3, 0.8]), atol=1e-5)
+    assert eps.grad_fn is None
+    # custom bounds and c
+    eps2 = losses.task_weights(torch.tensor([1.0, 3.0]), c=0.0, eps_min=0.0, eps_max=10.0)
+    assert torch.allclose(eps2, torch.tensor([4.0 / 2.0, 4.0 / 6.0]))
+
+
+def test_actor_q_loss_eq15():
+    q = [torch.tensor([1.0, 3.0]), torch.tensor([2.0]), torch.tensor([0.0, 0.0, 6.0])]
+    eps = torch.tensor([1.0, 0.5, 2.0])
+    # -(1/3)(1*2 + 0.5*2 + 2*2) = -7/3
+    assert losses.actor_q_loss(q, eps).item() == pytest.approx(-7.0 / 3.0)
+    assert losses.actor_q_loss(q).item() == pytest.approx(-2.0)  # Eq. 4/14: uniform
+
+
+def test_actor_loss_eq6():
+    assert losses.actor_loss(torch.tensor(2.0), torch.tensor(-4.0), 1.0, 0.1).item() == pytest.approx(1.6)
+    assert losses.actor_loss(torch.tensor(2.0), torch.tensor(-4.0), 0.5, 0.5).item() == pytest.approx(-1.0)
+
+
+def test_calql_clamp_and_regularizer():
+    q_pi = torch.tensor([[[0.2, 1.5], [-1.0, 0.0]]])  # (E=1, B=2, n=2)
+    g = torch.tensor([1.0, -0.5])
+    assert torch.equal(losses.calql_clamp(q_pi, g), torch.tensor([[[1.0, 1.5], [-0.5, 0.0]]]))
+    # regulariser by hand, B=1, n=1, T=1: candidates [rand 0, max(pi=-2, G=1)=1, max(next=0.5, 1)=1, data 2]
+    q_data = torch.tensor([[2.0]])
+    r = losses.calql_regularizer(q_data, torch.tensor([[[0.0]]]), torch.tensor([[[-2.0]]]),
+                                 torch.tensor([[[0.5]]]), torch.tensor([1.0]), alpha=2.0)
+    expect = 2.0 * (math.log(math.exp(0) + 2 * math.exp(1) + math.exp(2)) - 2.0)
+    assert r.item() == pytest.approx(expect, rel=1e-6)
+
+
+def test_td_target_and_bellman():
+    next_q = torch.tensor([[1.0, 2.0], [0.5, 3.0]])  # (E=2, B=2): min -> [0.5, 2.0]
+    y = losses.td_target(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), next_q, gamma=0.9)
+    assert torch.allclose(y, torch.tensor([1.0 + 0.9 * 0.5, 0.0]))
+    q = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    # ((1-1.45)^2 + 1 + (2-1.45)^2 + 0) / 4
+    assert losses.bellman_loss(q, y).item() == pytest.approx((0.2025 + 1 + 0.3025 + 0) / 4)
+
+
+def test_mc_returns():
+    g = losses.mc_returns(np.array([0, 0, 1], np.float32), 0.5)
+    assert np.allclose(g, [0.25, 0.5, 1.0])
+
+
+def test_consistency_scalings_boundary():
+    sc = EDMScalings()
+    s_min = torch.tensor(0.002)
+    assert sc.c_skip(s_min).item() == pytest.approx(1.0)
+    assert sc.c_out(s_min).item() == pytest.approx(0.0)
+    # at sigma = K = 80: c_skip = 0.25 / (79.998^2 + 0.25); c_in = 1/sqrt(6400.25)
+    k = torch.tensor(80.0)
+    assert sc.c_skip(k).item() == pytest.approx(0.25 / (79.998**2 + 0.25), rel=1e-5)
+    assert sc.c_in(k).item() == pytest.approx(1 / math.sqrt(6400.25), rel=1e-6)
+    levels = sc.karras_sigmas()
+    assert len(levels) == 40
+    assert levels[0].item() == pytest.approx(80.0, rel=1e-5) and levels[-1].item() == pytest.approx(0.002, rel=1e-4)
+    assert torch.all(levels[:-1] > levels[1:])
+
+
+def test_denoise_is_identity_at_sigma_min():
+    torch.manual_seed(0)
+    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,))
+    x = torch.randn(4, 3)
+    out = pol.denoise(x, torch.full((4,), 0.002), torch.randn(4, 5))
+    assert torch.allclose(out, x, atol=1e-6)
+
+
+def test_refinement_mode_shifts_noise_mean():
+    """Eq. 2: w = mu + K z; with the same z a mean of K * delta equals noise z + delta."""
+    torch.manual_seed(0)
+    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,))
+    h, z, d = torch.randn(4, 5), torch.randn(4, 3), torch.randn(4, 3)
+    a1 = pol(h, noise_mean=pol.K * d, noise=z, clip=False)
+    a2 = pol(h, noise=z + d, clip=False)
+    assert torch.allclose(a1, a2, atol=1e-5)
+
+
+def test_refine_reg_zero_when_mu_zero_and_bc_eq8():
+    torch.manual_seed(0)
+    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,))
+    h, z = torch.randn(4, 5), torch.randn(4, 3)
+    a_ref = pol(h, noise_mean=torch.zeros(4, 3), noise=z)
+    a_base = pol(h, noise=z)
+    assert losses.refine_reg_loss(a_ref, a_base).item() == 0.0
+    a = torch.tensor([[1.0, 0.0]]); t = torch.tensor([[0.0, 2.0]])
+    assert losses.refine_bc_loss(a, t).item() == pytest.approx(5.0)  # 1 + 4
+    assert losses.refine_q_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
+    assert losses.refine_loss(torch.tensor(1.0), torch.tensor(-2.0), torch.tensor(4.0)).item() == pytest.approx(
+        1.0 - 0.2 + 0.4)
+
+
+def test_bc_losses():
+    pred = torch.tensor([[1.0, 3.0]]); tgt = torch.tensor([[0.0, 1.0]])
+    # literal: ||.||^2 = 1 + 4
+    assert losses.bc_literal_loss(pred, tgt).item() == pytest.approx(5.0)
+    # consistency: (1/s^2 + 1/0.25) * mean(1, 4) at s = 0.5 -> 8 * 2.5
+    assert losses.bc_consistency_loss(pred, tgt, torch.tensor([0.5])).item() == pytest.approx(20.0)
+
+
+# ----------------------------------------------------------------- talk-and-tweak rule (Eq. 12-13)
+def test_refinement_command_words_and_order():
+    assert refinement_command(np.array([[0.002, -0.002, 0.0]])) == "move right and forward"
+    assert refinement_command(np.array([[0.0005, 0.0, 0.0]] * 5)) == "move forward"  # sum 0.0025
+    assert refinement_command(np.array([[0.0002, 0.0, 0.0]] * 5)) == "[null]"  # sum 0.001 not > sigma
+    assert refinement_command(np.array([[-0.01, 0.01, -0.01]])) == "move left, backward and down"
+    assert refinement_command(np.array([[0, 0, 0.01]]), words={"z": ("higher", "lower")}) == "move higher"
+
+
+def test_label_episode_windows_cut_at_segment_end():
+    # translation units of 0.01 m (Metaworld); intervention on steps 1..3 only
+    a = np.zeros((6, 4))
+    a[1, 0] = 0.05   # +0.5 mm
+    a[2, 0] = 0.1    # +1 mm
+    a[3, 1] = -0.2   # -2 mm y
+    a[4, 0] = 5.0    # not intervened: must not leak into step 3's window
+    intv = np.array([0, 1, 1, 1, 0, 0], bool)
+    cmds = label_episode(a, intv, window=5, translation_scale_m=0.01)
+    # t=1: x 1.5mm, y -2mm -> right, forward ; t=2: x 1mm (not > 1mm), y -2mm -> right ; t=3: right
+    assert cmds == ["[null]", "move right and forward", "move right", "move right", "[null]", "[null]"]
+
+
+def test_command_vocabulary():
+    v = command_vocabulary()
+    assert len(v) == 27 and v[0] == "[null]" and len(set(v)) == 27
+    assert "move right and forward" in v and "move left, backward and down" in v

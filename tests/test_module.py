@@ -1,0 +1,173 @@
+"""DualActorModule: gradient isolation, optimizer-step counting, learning on small problems."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from dual_actor import constants as K
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.data.datamodule import BufferSampler
+from dual_actor.module import DualActorModule
+from factories import tiny_module_kwargs, training_batch
+
+
+class Repeat(IterableDataset):
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+def fit(module, data, **trainer_kw):
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, **trainer_kw)
+    loader = DataLoader(data if isinstance(data, IterableDataset) else Repeat(data), batch_size=None)
+    trainer.fit(module, loader)
+    return trainer
+
+
+def snapshot(mod):
+    return {n: p.detach().clone() for n, p in mod.named_parameters()}
+
+
+def changed(before, mod):
+    return {n for n, p in mod.named_parameters() if not torch.equal(before[n], p.detach())}
+
+
+class OneUpdate(DualActorModule):
+    """Runs exactly one of the module's updates, chosen by ``which``."""
+
+    which = "actor"
+    critic_index = 0
+
+    def training_step(self, batch, batch_idx):
+        for p in self.parameters():
+            p.grad = None
+        opts = self.optimizers()
+        n = len(self.tasks)
+        if self.which == "critic":
+            self._critic_update(self.critic_index, batch[K.TASKS][self.critic_index], opts[self.critic_index], True, {})
+        elif self.which == "actor":
+            self._actor_update(batch[K.TASKS], opts[n], True, {})
+        else:
+            self._refine_update(batch[K.TALK_TWEAK], opts[n + 1], True, {})
+        self.trainer.should_stop = True
+
+
+@pytest.mark.parametrize("phase", ["warmup", "online"])
+def test_gradient_isolation(phase):
+    torch.manual_seed(0)
+    batch = training_batch()
+    for which in ("critic", "actor", "refine"):
+        m = OneUpdate(**tiny_module_kwargs(phase=phase))
+        m.which = which
+        m.critic_index = 1
+        before = {"primary": snapshot(m.policy.primary), "refinement": snapshot(m.policy.refinement),
+                  **{f"critic{i}": snapshot(c) for i, c in enumerate(m.critics)},
+                  **{f"target{i}": snapshot(c) for i, c in enumerate(m.target_critics)}}
+        fit(m, batch)
+        moved = {name for name, snap in before.items()
+                 if changed(snap, dict(**{"primary": m.policy.primary, "refinement": m.policy.refinement},
+                                       **{f"critic{i}": c for i, c in enumerate(m.critics)},
+                                       **{f"target{i}": c for i, c in enumerate(m.target_critics)})[name])}
+        expected = {"critic": {"critic1"}, "actor": {"primary"}, "refine": {"refinement"}}[which]
+        assert moved == expected, (which, moved)
+        # no gradient left on parameters that the update does not own
+        owners = {"critic": m.critics[1], "actor": m.policy.primary, "refine": m.policy.refinement}
+        own = {id(p) for p in owners[which].parameters()}
+        leaked = [n for n, p in m.named_parameters() if p.grad is not None and id(p) not in own]
+        assert not leaked, (which, leaked[:5])
+
+
+@pytest.mark.parametrize("talk_tweak", [True, False])
+def test_optimizer_steps_per_training_step(talk_tweak):
+    torch.manual_seed(0)
+    m = DualActorModule(**tiny_module_kwargs(max_updates=4, log_every=2))
+    trainer = fit(m, training_batch(talk_tweak=talk_tweak))
+    opts = trainer.optimizers
+    assert len(opts) == 3 + 2
+    steps = [int(next(iter(o.state.values()))["step"]) if o.state else 0 for o in opts]
+    assert steps == [4, 4, 4, 4, 4 if talk_tweak else 0]
+    assert m.num_updates == 4
+    assert trainer.global_step == sum(steps)
+
+
+def test_refine_disabled_is_single_actor():
+    m = DualActorModule(**tiny_module_kwargs(max_updates=2, refine_enabled=False))
+    before = snapshot(m.policy.refinement)
+    fit(m, training_batch(talk_tweak=True))
+    assert not changed(before, m.policy.refinement)
+
+
+def test_phase_switch_changes_losses_only():
+    m = DualActorModule(**tiny_module_kwargs())
+    assert m.critic_loss_kind == "calql" and m.lambdas[m.phase] == (1.0, 0.1)
+    m.set_phase("online")
+    assert m.critic_loss_kind == "bellman" and m.lambdas[m.phase] == (0.5, 0.5)
+    with pytest.raises(ValueError, match="phase"):
+        m.set_phase("offline")
+
+
+def _expert(state):
+    w = np.linspace(-0.5, 0.5, state.shape[1] * 4).reshape(state.shape[1], 4)
+    return np.tanh(state @ w)
+
+
+def test_warmup_bc_learns_demonstrations(tmp_path):
+    """Warm-up on demos drives the one-step action error far below its start."""
+    from dual_actor.data.datamodule import OfflineDataModule
+    from dual_actor.data.hdf5 import DataSpec
+    from factories import TASKS, write_synthetic_dataset
+
+    torch.manual_seed(0)
+    path = write_synthetic_dataset(tmp_path / "d.hdf5", episodes_per_task=5, steps=40)
+    m = DualActorModule(**tiny_module_kwargs(max_updates=400, log_every=100, actor_lr=1e-3))
+    dm = OfflineDataModule(path, DataSpec(TASKS, "state", 6, "proprio", 2, 4), m.policy.embed,
+                           m.policy.command_ids, batch_size=48)
+    dm.setup()
+    rows = [dm.buffers[t]["demos"].all() for t in TASKS]
+
+    def action_mse():
+        with torch.no_grad():
+            err = [(m.policy.primary(r[K.H], r[K.PROPRIO]) - r[K.ACTION]).pow(2).mean() for r in rows]
+        return float(torch.stack(err).mean())
+
+    start = action_mse()
+    fit(m, dm.train_dataloader().dataset)
+    end = action_mse()
+    assert end < 0.2 * start, (start, end)
+    assert end < 0.03
+
+
+def test_critic_converges_on_known_mdp():
+    """Chain s0 -> s1 -> s2 (terminal, reward 1), actions irrelevant: Q*(s_k, .) = gamma^(2-k)."""
+    torch.manual_seed(0)
+    gamma = 0.9
+    tasks = ["chain"]
+    kw = tiny_module_kwargs(policy=dict(tasks=tasks, obs_dim=3, proprio_dim=1, action_dim=2, actor_hidden=[16],
+                                        refine_hidden=[16], refine_proj_dim=8, command_dim=4, obs_feature_dim=16),
+                            gamma=gamma, tau=0.05, critic_lr=3e-3, max_updates=800, log_every=400,
+                            phase="online", lambdas={"warmup": [1.0, 0.0], "online": [1.0, 0.0]})
+    m = DualActorModule(**kw)
+    bufs = TaskBuffers(tasks)
+    eye = torch.eye(3)
+    n = 300
+    s = torch.randint(0, 3, (n,))
+    nxt = torch.clamp(s + 1, max=2)
+    obs, next_obs = eye[s], eye[nxt]
+    h, next_h = m.policy.embed(obs, tasks * n), m.policy.embed(next_obs, tasks * n)
+    rows = {K.H: h, K.OBS: obs, K.PROPRIO: torch.zeros(n, 1), K.ACTION: torch.rand(n, 2) * 2 - 1,
+            K.REWARD: (s == 2).float(), K.DONE: (s == 2).float(), K.NEXT_H: next_h, K.NEXT_OBS: next_obs,
+            K.NEXT_PROPRIO: torch.zeros(n, 1), K.MC_RETURN: gamma ** (2 - s).float(),
+            K.COMMAND: torch.zeros(n, dtype=torch.long), K.TASK: torch.zeros(n, dtype=torch.long),
+            K.INTERVENTION: torch.zeros(n, dtype=torch.bool)}
+    bufs["chain"]["demos"].add(rows)
+    bufs["chain"]["rollouts"].add(rows)
+    fit(m, BufferSampler(bufs, batch_size=64, phase="online", min_rollout=100))
+    with torch.no_grad():
+        q = m.critics[0](eye, torch.zeros(3, 1), torch.zeros(3, 2)).mean(0)
+    assert torch.allclose(q, torch.tensor([gamma**2, gamma, 1.0]), atol=0.05), q

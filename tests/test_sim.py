@@ -1,0 +1,149 @@
+"""The simulated Metaworld bench: env contract, randomisation, scripted experts, demo files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("metaworld")
+
+from data_tools.hdf5_format import dataset_info, read_episodes  # noqa: E402
+from dual_actor.runtime.sim import (  # noqa: E402
+    BENCH_TASKS,
+    MetaworldTaskEnv,
+    ScriptedExpert,
+    generate_demos,
+    resolve_task,
+    rollout_expert,
+)
+
+
+def _config(obs: np.ndarray) -> np.ndarray:
+    """Object position and goal position from a 39-d observation."""
+    return np.concatenate([obs[4:7], obs[36:39]])
+
+
+def test_task_table():
+    assert list(BENCH_TASKS) == ["place the bolt", "pick up the bolt", "assemble the bolt"]
+    assert list(BENCH_TASKS.values()) == ["pick-place-v3", "pick-out-of-hole-v3", "peg-insert-side-v3"]
+    assert resolve_task("place the bolt") == ("place the bolt", "pick-place-v3")
+    assert resolve_task("peg-insert-side-v3") == ("assemble the bolt", "peg-insert-side-v3")
+    assert resolve_task("reach-v3") == ("reach-v3", "reach-v3")
+    with pytest.raises(KeyError, match="unknown task"):
+        resolve_task("juggle the bolt")
+
+
+def test_env_shapes_clipping_and_truncation():
+    with MetaworldTaskEnv("place the bolt", seed=0, max_episode_steps=5) as env:
+        assert (env.observation_dim, env.action_dim, env.proprio_slice) == (39, 4, slice(0, 4))
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(np.zeros(4))
+        obs = env.reset()
+        assert obs.shape == (39,) and obs.dtype == np.float32
+        assert np.any(obs[36:39] != 0), "goal position must be observable"
+        for k in range(5):
+            obs, reward, terminated, truncated, info = env.step(np.full(4, 5.0))  # clipped to 1
+            assert obs.shape == (39,) and obs.dtype == np.float32
+            assert reward == 0.0 and not terminated and info["success"] is False
+            assert truncated == (k == 4)
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(np.zeros(4))
+        env.reset()
+        with pytest.raises(ValueError, match="shape"):
+            env.step(np.zeros(3))
+        with pytest.raises(ValueError, match="NaN"):
+            env.step(np.array([np.nan, 0, 0, 0]))
+
+
+def test_sparse_reward_and_termination_on_success():
+    with MetaworldTaskEnv("place the bolt", seed=0) as env:
+        expert = ScriptedExpert("place the bolt", noise=0.0)
+        obs = env.reset()
+        rewards = []
+        terminated = truncated = False
+        while not (terminated or truncated):
+            obs, reward, terminated, truncated, info = env.step(expert.act(obs))
+            rewards.append(reward)
+        assert terminated and not truncated and info["success"] is True
+        assert rewards[-1] == 1.0 and sum(rewards) == 1.0
+        assert len(rewards) < 200
+        with pytest.raises(RuntimeError):
+            env.step(np.zeros(4))
+
+
+@pytest.mark.parametrize("task", list(BENCH_TASKS))
+def test_resets_randomise_configuration(task):
+    with MetaworldTaskEnv(task, seed=0) as env:
+        configs = [_config(env.reset()) for _ in range(3)]
+    assert not np.allclose(configs[0], configs[1]) and not np.allclose(configs[1], configs[2])
+    with MetaworldTaskEnv(task, seed=0) as same, MetaworldTaskEnv(task, seed=1) as other:
+        assert np.array_equal(_config(same.reset()), configs[0])  # reproducible from the seed
+        assert not np.allclose(_config(other.reset()), configs[0])
+
+
+@pytest.mark.parametrize("task", list(BENCH_TASKS))
+def test_scripted_expert_succeeds(task):
+    successes = 0
+    for seed in range(4):
+        with MetaworldTaskEnv(task, seed=seed, max_episode_steps=200) as env:
+            ep = rollout_expert(env, ScriptedExpert(task, noise=0.0), np.random.default_rng(seed))
+        successes += ep.success
+    assert successes >= 3, f"{task}: expert succeeded in {successes}/4 episodes"
+
+
+def test_expert_noise_is_clipped_and_seeded():
+    obs = np.zeros(39, dtype=np.float32)
+    obs[:3] = [0.0, 0.6, 0.2]
+    obs[36:39] = [0.0, 0.85, 0.2]
+    a = ScriptedExpert("place the bolt", noise=5.0, rng=np.random.default_rng(3))
+    b = ScriptedExpert("place the bolt", noise=5.0, rng=np.random.default_rng(3))
+    acts = np.stack([a.act(obs) for _ in range(20)])
+    assert acts.shape == (20, 4) and acts.dtype == np.float32
+    assert np.all(np.abs(acts) <= 1.0)
+    assert np.array_equal(acts, np.stack([b.act(obs) for _ in range(20)]))
+
+
+@pytest.fixture(scope="module")
+def demo_file(tmp_path_factory):
+    return generate_demos(tmp_path_factory.mktemp("sim") / "demos.hdf5", episodes_per_task=2, seed=0)
+
+
+def test_generate_demos_roundtrip(demo_file):
+    episodes = list(read_episodes(demo_file))
+    assert len(episodes) == 6
+    assert [ep.task for ep in episodes] == [t for t in BENCH_TASKS for _ in range(2)]
+    for ep in episodes:
+        n = ep.num_samples
+        assert ep.robot == "metaworld-sawyer" and ep.kind == "demo"
+        assert ep.episode_id.startswith(BENCH_TASKS[ep.task] + "-")
+        assert ep.obs["state"].shape == (n, 39) and ep.obs["state"].dtype == np.float32
+        np.testing.assert_array_equal(ep.obs["proprio"], ep.obs["state"][:, 0:4])
+        assert ep.actions.shape == (n, 4) and np.all(np.abs(ep.actions) <= 1.0)
+        assert ep.rewards[-1] == 1.0 and ep.rewards.sum() == 1.0
+        assert ep.dones[-1] and not ep.dones[:-1].any()
+        assert not ep.intervention.any() and np.isnan(ep.policy_actions).all()
+    info = dataset_info(demo_file)
+    assert info.fps == 10
+    assert info.env_args["bench"] == "metaworld"
+    assert info.env_args["tasks"] == BENCH_TASKS
+    assert (info.env_args["max_episode_steps"], info.env_args["noise"], info.env_args["seed"]) == (200, 0.1, 0)
+
+
+def test_generate_demos_deterministic(demo_file, tmp_path):
+    again = generate_demos(tmp_path / "again.hdf5", episodes_per_task=2, seed=0)
+    for a, b in zip(read_episodes(demo_file), read_episodes(again), strict=True):
+        np.testing.assert_array_equal(a.actions, b.actions)
+        np.testing.assert_array_equal(a.obs["state"], b.obs["state"])
+        assert a.episode_id == b.episode_id
+    other = generate_demos(tmp_path / "other.hdf5", tasks=["place the bolt"], episodes_per_task=1, seed=1)
+    first = next(read_episodes(demo_file))
+    assert not np.array_equal(next(read_episodes(other)).obs["state"][0], first.obs["state"][0])
+
+
+def test_generate_demos_refuses_overwrite_and_reports_failure(demo_file, tmp_path):
+    with pytest.raises(FileExistsError):
+        generate_demos(demo_file, episodes_per_task=1)
+    out = tmp_path / "never.hdf5"
+    with pytest.raises(RuntimeError, match="only 0 of 5"):
+        generate_demos(out, tasks=["place the bolt"], episodes_per_task=1, max_episode_steps=3)
+    assert not out.exists() and not list(tmp_path.iterdir())
