@@ -219,7 +219,8 @@ def _check_header(f: h5py.File, path: Path) -> None:
     if fmt != FORMAT:
         raise DatasetFormatError(f"{path}: attribute 'format' is {fmt!r}, expected {FORMAT!r}")
     ver = f.attrs.get("format_version")
-    if ver is None or int(ver) != FORMAT_VERSION:
+    ver = None if ver is None else ver.item() if hasattr(ver, "item") else ver
+    if ver != FORMAT_VERSION:
         raise DatasetFormatError(f"{path}: format_version {ver!r} not supported (expected {FORMAT_VERSION})")
     if "data" not in f:
         raise DatasetFormatError(f"{path}: missing group /data")
