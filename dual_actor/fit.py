@@ -135,7 +135,7 @@ def run(cfg: DictConfig) -> Path:
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
-        max_epochs=1, max_steps=-1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+        max_epochs=-1, max_steps=-1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
         callbacks=[UpdateCheckpoint(run_dir, int(cfg.trainer.checkpoint_every))],
         enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False, num_sanity_val_steps=0,
     )
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> Path:
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
         "dataset": str(data_path), "episodes": dm.episode_counts,
-        "last_metrics": {k: float(v) for k, v in trainer.logged_metrics.items()},
+        "last_metrics": module.last_logs,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"Warm-up: {module.num_updates} updates in {elapsed:.1f} s. Run: {run_dir} "

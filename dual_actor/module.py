@@ -107,6 +107,7 @@ class DualActorModule(L.LightningModule):
         self.phase = "warmup"
         self.set_phase(phase)
         self.num_updates = 0
+        self.last_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------------- switches
     def set_phase(self, phase: str) -> None:
@@ -258,6 +259,7 @@ class DualActorModule(L.LightningModule):
         n = len(self.tasks)
         critic_opts, actor_opt, refine_opt = opts[:n], opts[n], opts[n + 1]
         want_log = self.num_updates % self.hparams.log_every == 0
+        self.num_updates += 1
         logs: dict[str, Any] = {}
 
         for i, b in enumerate(tasks):
@@ -269,12 +271,11 @@ class DualActorModule(L.LightningModule):
         for c, t in zip(self.critics, self.target_critics):
             polyak_update(t, c, self.hparams.tau)
 
-        self.num_updates += 1
         if want_log:
-            logs["updates"] = float(self.num_updates)
             logs["phase_online"] = float(self.phase == "online")
-            self.log_dict({k: v for k, v in logs.items() if v is not None}, on_step=True, on_epoch=False,
-                          batch_size=sum(b[K.H].shape[0] for b in tasks))
+            self.last_logs = {k: float(v) for k, v in logs.items() if v is not None}
+            if self.logger is not None:
+                self.logger.log_metrics(self.last_logs, step=self.num_updates)
         if self.hparams.max_updates is not None and self.num_updates >= self.hparams.max_updates:
             self.trainer.should_stop = True
 

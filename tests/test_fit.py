@@ -1,0 +1,90 @@
+"""The real entry point as a subprocess: smoke run, resume, --help, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dual_actor.policy import DualActorPolicy
+from factories import TASKS, write_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fit(*overrides, cwd=ROOT, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "dual_actor.fit", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+SYN = ["env.obs_dim=6", "env.proprio_dim=2", "algo.batch_size=24", "algo.actor_hidden=[32]",
+       "algo.refine_hidden=[32]", "algo.critic_hidden=[32]", "trainer.progress_bar=false", "trainer.log_every=2"]
+
+
+def test_help_lists_groups():
+    r = fit("--help")
+    assert r.returncode == 0
+    for group in ("env:", "backbone:", "algo:", "trainer:", "experiment:"):
+        assert group in r.stdout, r.stdout
+
+
+@pytest.mark.slow
+def test_smoke_default_bench(tmp_path):
+    """experiment=smoke on the built-in bench: demo generation -> warm-up -> checkpoint + policy."""
+    r = fit("experiment=smoke", f"run_root={tmp_path}", "run_name=smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "smoke"
+    assert (run / "last.ckpt").exists() and (run / "config.yaml").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["updates"] == 30 and summary["phase"] == "warmup"
+    policy = DualActorPolicy.from_pretrained(run / "policy")
+    assert policy.tasks == TASKS and not any("critic" in k for k in policy.state_dict())
+    ea = EventAccumulator(str(run / "tb")).Reload()
+    tags = ea.Tags()["scalars"]
+    for tag in ("loss/actor", "loss/actor_bc", "loss/critic_place_the_bolt", "q/pick_up_the_bolt",
+                "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt"):
+        assert tag in tags, tags
+    assert len(ea.Scalars("loss/actor")) == 6  # every 5 of 30 updates
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
+    base = [f"data.path={data}", f"run_root={tmp_path}", "run_name=r", *SYN, "trainer.checkpoint_every=3"]
+    r = fit(*base, "algo.warmup_updates=6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["updates"] == 6
+    r = fit(*base, "algo.warmup_updates=10")  # same run name without resume: refused, untouched
+    assert r.returncode == 2 and "exists" in r.stderr
+    r = fit(*base, "algo.warmup_updates=10", "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["updates"] == 10
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("missing", "no such file"),
+        ("garbage", "not a readable HDF5 file"),
+        ("task_absent", "no episodes for configured task(s) ['assemble the bolt']"),
+        ("shape", "demo_0/obs/state: shape (20, 9), but the networks expect (N, 6)"),
+    ],
+)
+def test_bad_input_one_clear_error_nothing_written(tmp_path, case, expect):
+    data = tmp_path / "in" / "d.hdf5"
+    data.parent.mkdir()
+    if case == "garbage":
+        data.write_bytes(b"\x00" * 100)
+    elif case == "task_absent":
+        write_synthetic_dataset(data, tasks=TASKS[:2])
+    elif case == "shape":
+        write_synthetic_dataset(data, obs_dim=9)
+    runs = tmp_path / "runs"
+    r = fit(f"data.path={data}", "data.generate_if_missing=false", f"run_root={runs}", "run_name=x", *SYN)
+    assert r.returncode == 2
+    assert expect in r.stderr and str(data) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not runs.exists()
