@@ -124,67 +124,103 @@ class DualActorModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        critic_opts = [torch.optim.Adam(c.parameters(), lr=hp.critic_lr) for c in self.critics]
-        actor_opt = torch.optim.Adam(self.policy.primary.parameters(), lr=hp.actor_lr)
-        refine_opt = torch.optim.Adam(self.policy.refinement.parameters(), lr=hp.refine_lr)
+        # fused Adam: one kernel per optimizer instead of ~10 small ops per parameter tensor
+        critic_opts = [torch.optim.Adam(c.parameters(), lr=hp.critic_lr, fused=True) for c in self.critics]
+        actor_opt = torch.optim.Adam(self.policy.primary.parameters(), lr=hp.actor_lr, fused=True)
+        refine_opt = torch.optim.Adam(self.policy.refinement.parameters(), lr=hp.refine_lr, fused=True)
         return [*critic_opts, actor_opt, refine_opt]
 
     # -------------------------------------------------------------------------- helpers
     def _reduce(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(0).values if self.hparams.actor_q_reduce == "min" else q.mean(0)
 
-    def _step(self, opt, loss: torch.Tensor, params, want_norm: bool) -> torch.Tensor | None:
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        norm = None
-        if want_norm:
-            grads = [p.grad for p in params if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    @staticmethod
+    def _grad_norm(params) -> torch.Tensor | None:
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
+
+    def _clip_and_step(self, opt) -> None:
         if self.hparams.grad_clip is not None:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
+
+    def _step(self, opt, loss: torch.Tensor, params, want_norm: bool) -> torch.Tensor | None:
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = self._grad_norm(params) if want_norm else None
+        self._clip_and_step(opt)
         return norm
 
-    def _critic_update(self, i: int, b: dict, opt, want_log: bool, logs: dict) -> None:
+    def _critic_updates(self, tasks: list[dict], opts: list, want_log: bool, logs: dict) -> None:
+        """Every task critic on its own task slice (Alg. 1 lines 5-8 / 15-18).
+
+        The task losses share no parameter (targets and policy actions are computed without
+        gradient), so one backward of their sum gives each critic exactly its own gradient;
+        each critic keeps its own optimizer, clipping and step.
+        """
         hp = self.hparams
-        critic, target = self.critics[i], self.target_critics[i]
         primary = self.policy.primary
+        sizes = [b[K.H].shape[0] for b in tasks]
+        calql = self.critic_loss_kind == "calql"
+        n = hp.calql_num_actions
         with torch.no_grad():
-            next_a = primary(b[K.NEXT_H], b[K.NEXT_PROPRIO])
-            q_target = losses.td_target(
-                b[K.REWARD], b[K.DONE], target(b[K.NEXT_OBS], b[K.NEXT_PROPRIO], next_a), hp.gamma
-            )
-        with self.toggled_optimizer(opt):
-            feat = critic.encode(b[K.OBS])
-            q_data = critic.q(feat, b[K.PROPRIO], b[K.ACTION])
-            if self.critic_loss_kind == "calql":
-                n, bsz, a_dim = hp.calql_num_actions, q_data.shape[1], b[K.ACTION].shape[1]
-                with torch.no_grad():
-                    rand = torch.rand(bsz * n, a_dim, device=q_data.device, dtype=q_data.dtype) * 2 - 1
-                    h2 = torch.cat([b[K.H], b[K.NEXT_H]]).repeat_interleave(n, 0)
-                    p2 = torch.cat([b[K.PROPRIO], b[K.NEXT_PROPRIO]]).repeat_interleave(n, 0)
-                    pi = primary(h2, p2)  # (2 B n, A): policy actions at s, then at s'
-                cand = torch.cat([rand, pi])  # (3 B n, A), blocks [rand | pi(s) | pi(s')]
-                q_c = critic.q(feat.repeat_interleave(n, 0).repeat(3, 1), b[K.PROPRIO].repeat_interleave(n, 0).repeat(3, 1), cand)
-                q_c = q_c.view(q_c.shape[0], 3, bsz, n)
-                loss, td, reg = losses.calql_loss(
-                    q_data, q_target, q_c[:, 0], q_c[:, 1], q_c[:, 2], b[K.MC_RETURN],
-                    hp.calql_alpha, hp.calql_temperature,
+            nh = torch.cat([b[K.NEXT_H] for b in tasks])
+            npr = torch.cat([b[K.NEXT_PROPRIO] for b in tasks])
+            if calql:  # one policy call: next actions, n actions at s, n actions at s'
+                h = torch.cat([b[K.H] for b in tasks])
+                pr = torch.cat([b[K.PROPRIO] for b in tasks])
+                tot = h.shape[0]
+                all_a = primary(
+                    torch.cat([nh, h.repeat_interleave(n, 0), nh.repeat_interleave(n, 0)]),
+                    torch.cat([npr, pr.repeat_interleave(n, 0), npr.repeat_interleave(n, 0)]),
                 )
-                if want_log:
-                    logs[f"loss/calql_reg_{self.task_slugs[i]}"] = reg.detach()
-                    logs[f"loss/td_{self.task_slugs[i]}"] = td.detach()
+                next_a = all_a[:tot].split(sizes)
+                pi_s = all_a[tot : tot * (1 + n)].view(tot, n, -1).split(sizes)
+                pi_ns = all_a[tot * (1 + n) :].view(tot, n, -1).split(sizes)
             else:
+                next_a = primary(nh, npr).split(sizes)
+        total = 0.0
+        per_task = []
+        for i, b in enumerate(tasks):
+            critic = self.critics[i]
+            with torch.no_grad():
+                q_next = self.target_critics[i](b[K.NEXT_OBS], b[K.NEXT_PROPRIO], next_a[i])
+                q_target = losses.td_target(b[K.REWARD], b[K.DONE], q_next, hp.gamma)
+            feat = critic.encode(b[K.OBS])
+            if calql:
+                act = b[K.ACTION]
+                rand = torch.rand(act.shape[0], n, act.shape[1], device=act.device, dtype=act.dtype) * 2 - 1
+                qs = critic.q(feat, b[K.PROPRIO], torch.cat([act[:, None], rand, pi_s[i], pi_ns[i]], 1))
+                q_data = qs[..., 0]
+                loss, td, reg = losses.calql_loss(
+                    q_data, q_target, qs[..., 1 : 1 + n], qs[..., 1 + n : 1 + 2 * n], qs[..., 1 + 2 * n :],
+                    b[K.MC_RETURN], hp.calql_alpha, hp.calql_temperature,
+                )
+            else:
+                q_data = critic.q(feat, b[K.PROPRIO], b[K.ACTION])
                 loss = losses.bellman_loss(q_data, q_target)
-            norm = self._step(opt, loss, critic.parameters(), want_log)
-        if want_log:
-            s = self.task_slugs[i]
-            logs[f"loss/critic_{s}"] = loss.detach()
-            logs[f"q/{s}"] = q_data.detach().mean()
-            logs[f"q_target/{s}"] = q_target.mean()
-            logs[f"grad_norm/critic_{s}"] = norm
+                td = reg = None
+            total = total + loss
+            per_task.append((loss, q_data, q_target, td, reg))
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        for i, opt in enumerate(opts):
+            norm = self._grad_norm(self.critics[i].parameters()) if want_log else None
+            self._clip_and_step(opt)
+            if want_log:
+                s = self.task_slugs[i]
+                loss, q_data, q_target, td, reg = per_task[i]
+                logs[f"loss/critic_{s}"] = loss.detach()
+                logs[f"q/{s}"] = q_data.detach().mean()
+                logs[f"q_target/{s}"] = q_target.mean()
+                logs[f"grad_norm/critic_{s}"] = norm
+                if reg is not None:
+                    logs[f"loss/calql_reg_{s}"] = reg.detach()
+                    logs[f"loss/td_{s}"] = td.detach()
 
     def _actor_update(self, tasks: list[dict], opt, want_log: bool, logs: dict) -> None:
+        """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term."""
         hp = self.hparams
         primary = self.policy.primary
         sizes = [b[K.H].shape[0] for b in tasks]
@@ -193,11 +229,12 @@ class DualActorModule(L.LightningModule):
         action = torch.cat([b[K.ACTION] for b in tasks])
         with self.toggled_optimizer(opt):
             if hp.bc_form == "consistency":
-                pred, sigma = primary.noised_prediction(action, h, proprio)
+                pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
                 bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
             else:
-                bc = losses.bc_literal_loss(primary(h, proprio), action)
-            a_pi = primary(h, proprio).split(sizes)
+                a_all = primary(h, proprio)
+                bc = losses.bc_literal_loss(a_all, action)
+            a_pi = a_all.split(sizes)
             q_pi = [self._reduce(self.critics[i](b[K.OBS], b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
             q_means = torch.stack([q.mean() for q in q_pi]).detach()
             eps = (
@@ -212,34 +249,36 @@ class DualActorModule(L.LightningModule):
         if want_log:
             logs.update({"loss/actor": loss.detach(), "loss/actor_bc": bc.detach(), "loss/actor_q": q_loss.detach()})
             logs["grad_norm/actor"] = norm
-            with torch.no_grad():
-                logs["bc/action_mse"] = (torch.cat(a_pi) - action).pow(2).mean()
+            logs["bc/action_mse"] = (a_all.detach() - action).pow(2).mean()
             for i, s in enumerate(self.task_slugs):
                 logs[f"eps/{s}"] = eps[i]
                 logs[f"q_pi/{s}"] = q_means[i]
 
     def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
+        """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped)."""
         hp = self.hparams
         primary, refinement = self.policy.primary, self.policy.refinement
         h, obs, proprio, action = b[K.H], b[K.OBS], b[K.PROPRIO], b[K.ACTION]
+        bsz = h.shape[0]
         with self.toggled_optimizer(opt):
-            z = torch.randn_like(action)
-            mu = refinement(obs, b[K.COMMAND])
-            a_ref = primary(h, proprio, noise_mean=mu, noise=z)
-            bc = losses.refine_bc_loss(a_ref, action)
+            feat = refinement.encode_obs(obs)
+            null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
+            mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([b[K.COMMAND], null]))
+            z, z0 = torch.randn_like(action), torch.randn_like(action)
+            a_both = primary(torch.cat([h, h]), torch.cat([proprio, proprio]), noise_mean=mu_both,
+                             noise=torch.cat([z, z0]))
+            mu, a_ref, a_null = mu_both[:bsz], a_both[:bsz], a_both[bsz:]
+            bc = losses.refine_bc_loss(a_ref, action)  # Eq. 8
             task_ids = b[K.TASK]
-            q = torch.zeros(h.shape[0], device=h.device, dtype=h.dtype)
-            for i in torch.unique(task_ids).tolist():
+            q = torch.zeros(bsz, device=h.device, dtype=h.dtype)
+            for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
                 rows = task_ids == i
                 q = q.index_put((rows,), self._reduce(self.critics[i](obs[rows], proprio[rows], a_ref[rows])))
-            q_loss = losses.refine_q_loss(q)
-            z0 = torch.randn_like(action)
-            null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
-            a_null = primary(h, proprio, noise_mean=refinement(obs, null), noise=z0)
+            q_loss = losses.refine_q_loss(q)  # Eq. 9
             with torch.no_grad():
                 a_base = primary(h, proprio, noise=z0)
-            reg = losses.refine_reg_loss(a_null, a_base)
-            loss = losses.refine_loss(bc, q_loss, reg, hp.eta)
+            reg = losses.refine_reg_loss(a_null, a_base)  # Eq. 10, same z for both terms
+            loss = losses.refine_loss(bc, q_loss, reg, hp.eta)  # Eq. 11
             norm = self._step(opt, loss, refinement.parameters(), want_log)
         if want_log:
             logs.update(
@@ -262,8 +301,7 @@ class DualActorModule(L.LightningModule):
         self.num_updates += 1
         logs: dict[str, Any] = {}
 
-        for i, b in enumerate(tasks):
-            self._critic_update(i, b, critic_opts[i], want_log, logs)
+        self._critic_updates(tasks, critic_opts, want_log, logs)
         self._actor_update(tasks, actor_opt, want_log, logs)
         tt = batch.get(K.TALK_TWEAK)
         if tt is not None and self.hparams.refine_enabled:

@@ -50,7 +50,7 @@ class OneUpdate(DualActorModule):
         opts = self.optimizers()
         n = len(self.tasks)
         if self.which == "critic":
-            self._critic_update(self.critic_index, batch[K.TASKS][self.critic_index], opts[self.critic_index], True, {})
+            self._critic_updates(batch[K.TASKS], opts[:n], True, {})
         elif self.which == "actor":
             self._actor_update(batch[K.TASKS], opts[n], True, {})
         else:
@@ -74,13 +74,31 @@ def test_gradient_isolation(phase):
                  if changed(snap, dict(**{"primary": m.policy.primary, "refinement": m.policy.refinement},
                                        **{f"critic{i}": c for i, c in enumerate(m.critics)},
                                        **{f"target{i}": c for i, c in enumerate(m.target_critics)})[name])}
-        expected = {"critic": {"critic1"}, "actor": {"primary"}, "refine": {"refinement"}}[which]
+        expected = {"critic": {"critic0", "critic1", "critic2"}, "actor": {"primary"}, "refine": {"refinement"}}[which]
         assert moved == expected, (which, moved)
         # no gradient left on parameters that the update does not own
-        owners = {"critic": m.critics[1], "actor": m.policy.primary, "refine": m.policy.refinement}
+        owners = {"critic": m.critics, "actor": m.policy.primary, "refine": m.policy.refinement}
         own = {id(p) for p in owners[which].parameters()}
         leaked = [n for n, p in m.named_parameters() if p.grad is not None and id(p) not in own]
         assert not leaked, (which, leaked[:5])
+
+
+@pytest.mark.parametrize("phase", ["warmup", "online"])
+def test_each_critic_learns_only_from_its_own_task_slice(phase):
+    """Changing task 2's slice changes critic 2's update and nothing else."""
+    results = []
+    for variant in (0, 1):
+        torch.manual_seed(0)
+        batch = training_batch()
+        if variant:
+            batch[K.TASKS][2][K.REWARD] = 1.0 - batch[K.TASKS][2][K.REWARD]
+            batch[K.TASKS][2][K.ACTION] = -batch[K.TASKS][2][K.ACTION]
+        m = OneUpdate(**tiny_module_kwargs(phase=phase))
+        m.which = "critic"
+        fit(m, batch)
+        results.append([snapshot(c) for c in m.critics])
+    same = [all(torch.equal(results[0][i][k], results[1][i][k]) for k in results[0][i]) for i in range(3)]
+    assert same == [True, True, False]
 
 
 @pytest.mark.parametrize("talk_tweak", [True, False])

@@ -152,12 +152,20 @@ class ConsistencyPolicy(nn.Module):
         return a.clamp(-1.0, 1.0) if clip else a
 
     def noised_prediction(
-        self, action: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, action: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, with_action: bool = False
+    ):
         """Consistency BC inputs: pick a Karras level per row (excluding sigma_min, as CPQL does),
-        noise the target action, and denoise it. Returns (prediction (B, A), sigma (B,))."""
+        noise the target action, and denoise it. Returns (prediction (B, A), sigma (B,)), and with
+        ``with_action`` also the one-step action clip(f(K z, K | h)) (B, A) from the same
+        network call (both halves of one batched forward)."""
+        b = action.shape[0]
         sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
-        idx = torch.randint(0, len(sigmas) - 1, (action.shape[0],), device=action.device)
-        sigma = sigmas[idx]
+        sigma = sigmas[torch.randint(0, len(sigmas) - 1, (b,), device=action.device)]
         x = action + sigma[:, None] * torch.randn_like(action)
-        return self.denoise(x, sigma, h, proprio), sigma
+        if not with_action:
+            return self.denoise(x, sigma, h, proprio), sigma
+        w = self.K * torch.randn_like(action)
+        sig2 = torch.cat([sigma, torch.full_like(sigma, self.K)])
+        p2 = None if proprio is None else torch.cat([proprio, proprio])
+        out = self.denoise(torch.cat([x, w]), sig2, torch.cat([h, h]), p2)
+        return out[:b], sigma, out[b:].clamp(-1.0, 1.0)

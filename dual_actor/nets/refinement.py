@@ -70,6 +70,13 @@ class RefinementActor(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.scale = float(mean_bound) * float(sigma_max)
 
-    def forward(self, obs: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
-        z = torch.cat([self.obs_proj(self.obs_encoder(obs)), self.cmd_proj(self.command_encoder(command_ids))], -1)
+    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """Projected observation features (B, proj_dim): compute once for several commands."""
+        return self.obs_proj(self.obs_encoder(obs))
+
+    def from_features(self, obs_feat: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([obs_feat, self.cmd_proj(self.command_encoder(command_ids))], -1)
         return self.scale * torch.tanh(self.head(z))
+
+    def forward(self, obs: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.encode_obs(obs), command_ids)
