@@ -1,0 +1,58 @@
+"""The deployable policy: save/load round trip, acting modes, clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from dual_actor.policy import DualActorPolicy
+from factories import TASKS, tiny_policy_kwargs
+
+
+def test_roundtrip_same_actions_and_no_training_state(tmp_path):
+    torch.manual_seed(0)
+    pol = DualActorPolicy(**tiny_policy_kwargs())
+    with torch.no_grad():
+        for p in pol.refinement.head[-1].parameters():
+            p.normal_()  # a non-zero refinement actor
+    pol.save_pretrained(tmp_path / "p")
+    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == ["config.json", "model.safetensors"]
+    back = DualActorPolicy.from_pretrained(tmp_path / "p")
+    for k, v in pol.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    s = torch.randn(5, 6)
+    h = pol.embed(s, [TASKS[1]] * 5)
+    assert h.shape == (5, 9) and torch.equal(h[:, 6:], torch.tensor([[0.0, 1.0, 0.0]] * 5))
+    z = torch.randn(5, 4)
+    assert torch.equal(pol.primary(h, s[:, :2], noise=z), back.primary(h, s[:, :2], noise=z))
+
+
+def test_act_modes():
+    torch.manual_seed(0)
+    pol = DualActorPolicy(**tiny_policy_kwargs(), refine_act="mean")
+    with torch.no_grad():
+        for p in pol.refinement.head[-1].parameters():
+            p.normal_()
+    s = torch.randn(3, 6)
+    h, pr = pol.embed(s, TASKS), s[:, :2]
+    a = pol.act(h, s, pr, commands=["move left", None, "[null]"])
+    assert a.shape == (3, 4) and a.abs().max() <= 1.0
+    # "mean" mode: row 0 is deterministic w = mu; rows 1, 2 are primary-mode samples
+    a2 = pol.act(h, s, pr, commands=["move left", None, "[null]"])
+    assert torch.equal(a[0], a2[0]) and not torch.equal(a[1:], a2[1:])
+    mu = pol.refinement(s[:1], pol.command_ids(["move left"]))
+    assert torch.allclose(a[0], pol.primary(h[:1], pr[:1], noise_mean=mu, noise=torch.zeros(1, 4))[0])
+    with pytest.raises(KeyError, match="not in the policy's command vocabulary"):
+        pol.act(h, s, pr, commands=["jump", None, None])
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        DualActorPolicy.from_pretrained(tmp_path)
+    pol = DualActorPolicy(**tiny_policy_kwargs())
+    pol.save_pretrained(tmp_path / "p")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    cfg["actor_hidden"] = [8]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="size mismatch|does not match"):
+        DualActorPolicy.from_pretrained(tmp_path / "p")
