@@ -31,6 +31,7 @@ import tempfile
 import uuid
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -157,6 +158,13 @@ def _episodes_with_images(path: Path, s: DatasetSummary) -> Iterator[tuple[Episo
 # Output folders: temp dir beside the destination, renamed on success.
 
 
+def _check_not_input(source: Path, out_dir: Path) -> None:
+    """Refuse an output folder that is, or holds, the input file (``--force`` would delete it)."""
+    src, out = source.resolve(), out_dir.resolve()
+    if src == out or out in src.parents:
+        raise DataToolsError(f"{out_dir}: the output folder would replace the input {source}; choose another -o")
+
+
 def _check_destination(out_dir: Path, force: bool) -> None:
     if (out_dir.exists() or out_dir.is_symlink()) and not force:
         raise DataToolsError(f"{out_dir}: exists (pass force=True / --force to overwrite)")
@@ -250,7 +258,9 @@ def _summary_markdown(s: DatasetSummary) -> str:
     ]
     for (task, kind), g in sorted(s.groups.items()):
         ratio = g.intervened / g.steps if g.steps else 0.0
-        lines.append(f"| {_md(task)} | {kind} | {g.episodes} | {g.steps} | {g.successes} | {g.intervened} | {ratio:.4f} |")
+        lines.append(
+            f"| {_md(task)} | {kind} | {g.episodes} | {g.steps} | {g.successes} | {g.intervened} | {ratio:.4f} |"
+        )
     lines += [
         "",
         "## Refinement commands",
@@ -309,8 +319,8 @@ def _fixed_list(arr: np.ndarray):
     return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=pa.float32()), arr.shape[1])
 
 
-def _episode_columns(ep: Episode, s: DatasetSummary, image_keys: list[str]) -> dict[str, Any]:
-    """One episode as pyarrow arrays, one entry per step, in feature order."""
+def _episode_columns(ep: Episode, s: DatasetSummary, image_keys: list[str], pool=None) -> dict[str, Any]:
+    """One episode as pyarrow arrays, one entry per step; PNG encoding on ``pool`` if given."""
     import pyarrow as pa
 
     n = ep.num_samples
@@ -327,7 +337,8 @@ def _episode_columns(ep: Episode, s: DatasetSummary, image_keys: list[str]) -> d
     for key in image_keys:
         frames = ep.obs[key]
         cols[f"observation.{key}"] = pa.StructArray.from_arrays(
-            [pa.array([_png(fr) for fr in frames], pa.binary()), pa.array([None] * n, pa.string())],
+            [pa.array(list(pool.map(_png, frames) if pool else map(_png, frames)), pa.binary()),
+             pa.array([None] * n, pa.string())],
             names=["bytes", "path"],
         )
     cols["action"] = _fixed_list(ep.actions)
@@ -412,9 +423,14 @@ def export_hf(
     import pyarrow.parquet as pq
 
     path, out_dir = Path(path), Path(out_dir)
+    _check_not_input(path, out_dir)
     _check_destination(out_dir, force)
     s = summarize(path)
-    with _staging_dir(out_dir, force) as tmp, _progress(s.steps, "export-hf", progress) as bar:
+    with (
+        _staging_dir(out_dir, force) as tmp,
+        _progress(s.steps, "export-hf", progress) as bar,
+        ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,  # PIL releases the GIL
+    ):
         data_dir = tmp / "data"
         data_dir.mkdir()
         features = schema = image_keys = None
@@ -436,7 +452,7 @@ def export_hf(
                 image_keys = list(ep_images)
                 features = _hf_features(s, image_keys)
                 schema = features.arrow_schema
-            cols = _episode_columns(ep, s, image_keys)
+            cols = _episode_columns(ep, s, image_keys, pool)
             buf.append(pa.Table.from_arrays([cols[name] for name in schema.names], schema=schema))
             buf_bytes += buf[-1].nbytes
             if buf_bytes >= _SHARD_BYTES:
@@ -463,7 +479,9 @@ def _lerobot_features(s: DatasetSummary, images: dict[str, tuple]) -> dict:
         feats[f"observation.images.{key}"] = {
             "dtype": "image", "shape": tuple(int(x) for x in shape), "names": ["height", "width", "channels"],
         }
-    feats["action"] = {"dtype": "float32", "shape": (s.action_dim,), "names": [f"action_{i}" for i in range(s.action_dim)]}
+    feats["action"] = {
+        "dtype": "float32", "shape": (s.action_dim,), "names": [f"action_{i}" for i in range(s.action_dim)],
+    }
     feats["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
     feats["next.done"] = {"dtype": "bool", "shape": (1,), "names": None}
     feats["intervention"] = {"dtype": "int64", "shape": (1,), "names": None}
@@ -533,12 +551,13 @@ def export_lerobot(
     path, out_dir = Path(path), Path(out_dir)
     if not repo_id or "/" not in repo_id:
         raise DataToolsError(f"repo id {repo_id!r}: expected '<user or org>/<name>'")
+    _check_not_input(path, out_dir)
     _check_destination(out_dir, force)
     s = summarize(path)
     fps = _lerobot_fps(s)
     vocab = lerobot_command_vocabulary(s)
     index = {c: i for i, c in enumerate(vocab)}
-    robot_type = s.robots[0] if len(s.robots) == 1 else None
+    robot_type = s.robots[0] if len(s.robots) == 1 and s.robots[0] != "unknown" else None
 
     with _quiet_libraries():
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
