@@ -23,6 +23,8 @@ import json
 import os
 import re
 import tempfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -128,13 +130,45 @@ class Episode:
                     raise DatasetFormatError(f"{where}/obs/{key}: contains NaN or inf")
 
 
+_RAW_CHUNK = 0x1  # chunk filter mask: the deflate filter (the only one) was skipped
+_DEFLATE_POOL: ThreadPoolExecutor | None = None
+
+
+def _deflate_chunk(frame: np.ndarray) -> tuple[bytes, int]:
+    """One image chunk as gzip level 1 (what h5py's filter would write), or raw if it does not shrink.
+
+    Runs in threads (zlib releases the GIL; h5py's own filter runs under the GIL, serially).
+    Incompressible frames (sensor noise) are detected on a 16 KiB probe and stored raw with the
+    filter marked skipped in the chunk's filter mask, which every HDF5 reader honours.
+    """
+    raw = frame.tobytes()
+    if len(raw) > 4 * 16384:
+        mid = len(raw) // 2
+        probe = raw[mid : mid + 16384]
+        if len(zlib.compress(probe, 1)) > 0.95 * len(probe):
+            return raw, _RAW_CHUNK
+    packed = zlib.compress(raw, 1)
+    return (packed, 0) if len(packed) < len(raw) else (raw, _RAW_CHUNK)
+
+
+def _write_images(obs_g: h5py.Group, key: str, arr: np.ndarray) -> None:
+    """uint8 (N, H, W, 3), one chunk per frame, gzip-compatible, compressed in parallel."""
+    global _DEFLATE_POOL
+    if _DEFLATE_POOL is None:
+        _DEFLATE_POOL = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="hdf5-deflate")
+    ds = obs_g.create_dataset(
+        key, shape=arr.shape, dtype=np.uint8, chunks=(1, *arr.shape[1:]), compression="gzip", compression_opts=1
+    )
+    origin = (0,) * (arr.ndim - 1)
+    for i, (data, mask) in enumerate(_DEFLATE_POOL.map(_deflate_chunk, arr)):
+        ds.id.write_direct_chunk((i, *origin), data, mask)
+
+
 def _write_episode(group: h5py.Group, ep: Episode) -> None:
     obs_g = group.create_group("obs")
     for key, arr in ep.obs.items():
         if arr.dtype == np.uint8:
-            obs_g.create_dataset(
-                key, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip", compression_opts=1
-            )
+            _write_images(obs_g, key, np.ascontiguousarray(arr))
         else:
             obs_g.create_dataset(key, data=np.asarray(arr, dtype=np.float32))
     group.create_dataset("actions", data=ep.actions)
@@ -171,6 +205,9 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a dataset gets the usual file mode
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
@@ -311,3 +348,82 @@ def read_episodes(
             names = [n for n in names if n in wanted]
         for name in names:
             yield _read_episode(f["data"][name], f"{path}:/data/{name}", load_images)
+
+
+
+def _layout_of(item: h5py.Group | Episode) -> tuple:
+    """(action width, {obs key: (trailing shape, is image)}) of a stored or in-memory episode."""
+    if isinstance(item, Episode):
+        obs = {k: (tuple(np.shape(v)[1:]), np.asarray(v).dtype == np.uint8) for k, v in item.obs.items()}
+        return tuple(item.actions.shape[1:]), obs
+    obs = {k: (tuple(ds.shape[1:]), ds.dtype == np.uint8) for k, ds in item["obs"].items()}
+    return tuple(item["actions"].shape[1:]), obs
+
+
+def _check_same_layout(ref: tuple, ref_where: str, ep: Episode, where: str) -> None:
+    (a_ref, obs_ref), (a_new, obs_new) = ref, _layout_of(ep)
+    if a_new != a_ref:
+        raise DatasetFormatError(f"{where}/actions: width {a_new} != {a_ref} of {ref_where}")
+    if set(obs_new) != set(obs_ref):
+        raise DatasetFormatError(f"{where}/obs: keys {sorted(obs_new)} != {sorted(obs_ref)} of {ref_where}")
+    for k, (shape, is_img) in obs_new.items():
+        if obs_ref[k] != (shape, is_img):
+            kind = lambda img: "image" if img else "low-dim"  # noqa: E731
+            raise DatasetFormatError(
+                f"{where}/obs/{k}: {kind(is_img)} {shape} != {kind(obs_ref[k][1])} {obs_ref[k][0]} of {ref_where}"
+            )
+
+
+def append_episodes(path: str | os.PathLike, episodes: Iterable[Episode]) -> list[str]:
+    """Add ``episodes`` to an existing dataset in place, after its last ``demo_<k>``.
+
+    Nothing already in the file is rewritten; ``/data`` attribute ``total`` is updated.
+    Episodes must match the layout of those already stored (action width, obs keys, shapes).
+    A list / tuple is validated entirely (values and layout) before the file is opened for
+    writing; other iterables (streams of large episodes) are validated one by one before each
+    is written. On any exception the groups added so far are deleted and ``total`` is left as
+    it was (the logical content is as before; HDF5 may keep the freed space). Returns the new
+    episode names. Raises :class:`DatasetFormatError` (naming file and key).
+    """
+    path = Path(path)
+    with _open(path) as f:  # header / naming / layout checks before touching anything
+        _check_header(f, path)
+        names = _sorted_names(f["data"], path)
+        ref = (_layout_of(f["data"][names[0]]), f"{path}:/data/{names[0]}") if names else None
+    next_k = int(_EPISODE_RE.match(names[-1]).group(1)) + 1 if names else 0
+    if isinstance(episodes, (list, tuple)):
+        for i, ep in enumerate(episodes):
+            where = f"{path}:/data/demo_{next_k + i}"
+            ep.validate(where)
+            if ref is None:
+                ref = (_layout_of(ep), where)
+            _check_same_layout(*ref, ep, where)
+    added: list[str] = []
+    try:
+        f = h5py.File(path, "r+")
+    except OSError as e:
+        raise DatasetFormatError(f"{path}: cannot be opened for writing ({e})") from None
+    with f:
+        data = f["data"]
+        total = int(data.attrs.get("total", 0))
+        try:
+            for ep in episodes:
+                name = f"demo_{next_k + len(added)}"
+                where = f"{path}:/data/{name}"
+                ep.validate(where)
+                if ref is None:
+                    ref = (_layout_of(ep), where)
+                _check_same_layout(*ref, ep, where)
+                added.append(name)
+                _write_episode(data.create_group(name), ep)
+                ep.name = name
+                total += ep.num_samples
+            data.attrs["total"] = total
+            f.flush()
+        except BaseException:
+            for name in added:
+                if name in data:
+                    del data[name]
+            f.flush()
+            raise
+    return added

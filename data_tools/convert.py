@@ -1,0 +1,377 @@
+"""Teleoperation logs (format v1) -> HDF5 talk-and-tweak dataset (``hdf5_format``).
+
+Per episode the dataset gets ``obs/<key>`` for every low-dim obs key of the log (float32),
+``obs/<camera>`` (uint8 (N, H, W, 3), chunked per frame + compressed), ``actions``,
+``policy_actions`` (NaN where the log has null), ``intervention``, ``rewards``, ``dones`` and
+``refinement_command``: the command the operator spoke where the log has one, else the
+talk-and-tweak label of :func:`data_tools.talk_tweak.label_episode` (``"[null]"`` on steps
+without intervention). Attributes: ``task`` (one task per episode), ``robot``, ``kind`` and
+``episode_id`` = ``"<session folder>/<episode id>"``, plus ``session`` and
+``translation_scale_m``.
+
+Episode kind: a session in which any step has a ``policy_action`` or an intervention was
+recorded with a policy acting, so all its episodes are ``"online"``; a session without either
+is pure teleoperation, so all its episodes are ``"demo"``.
+
+Safety: every input is validated before anything is written (JSON lines, values, PNG
+presence, headers and sizes, cross-session consistency). A new dataset is written to a
+temporary file renamed on success; the pixels are decoded while writing, so a PNG whose body
+is corrupt aborts the write and the temporary file is deleted. ``append`` decodes every PNG
+once before it touches the dataset, then adds groups in place (rolled back on failure).
+Inputs are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from . import talk_tweak
+from .errors import DataToolsError, TeleopLogError
+from .hdf5_format import Episode, append_episodes, dataset_info, read_episodes, write_dataset
+from .teleop_log import SESSION_FILE, LogEpisode, Session, decode_png, read_session
+
+SOURCE = "dual-actor-teleop-log"
+
+
+@dataclass
+class ConvertSummary:
+    """What :func:`convert` wrote. ``input_bytes``: size of the session trees read."""
+
+    out: Path
+    sessions: int
+    episodes: int
+    steps: int
+    kinds: dict[str, int]
+    episode_names: list[str]
+    truncated: list[str] = field(default_factory=list)
+    input_bytes: int = 0
+    seconds: float = 0.0
+    appended: bool = False
+
+    def __str__(self) -> str:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items()))
+        verb = "appended to" if self.appended else "wrote"
+        return (
+            f"{verb} {self.out}: {self.episodes} episodes ({kinds}), {self.steps} steps from "
+            f"{self.sessions} session(s) in {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class _Planned:
+    session: Session
+    log: LogEpisode
+    kind: str
+    commands: list[str]
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_options(window: int, sigma: float, words) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise DataToolsError(f"window must be an integer >= 1, got {window!r}")
+    if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
+        raise DataToolsError(f"sigma must be a finite number >= 0 (metres), got {sigma!r}")
+    try:
+        talk_tweak.command_vocabulary(words)
+    except (ValueError, TypeError) as e:
+        raise DataToolsError(f"words: {e}") from None
+
+
+def _layout(log: LogEpisode) -> tuple:
+    return {k: v.shape[1] for k, v in log.obs.items()}, dict(log.image_shapes)
+
+
+def _plan(
+    sessions: Sequence[Session], window: int, sigma: float, words, progress: bool
+) -> tuple[list[_Planned], list[str]]:
+    """Pass 1: read and validate every episode (low-dim data, PNG presence/headers), label."""
+    planned: list[_Planned] = []
+    truncated: list[str] = []
+    ref_layout = ref_where = None
+    n_eps = sum(len(s.episode_ids) for s in sessions)
+    with tqdm(total=n_eps, desc="checking", unit="ep", disable=not progress, leave=False) as bar:
+        for s in sessions:
+            if not s.episode_ids:
+                raise TeleopLogError(s.path / "episodes", "no episodes in this session")
+            logs = []
+            for eid in s.episode_ids:
+                log = s.read_episode(eid, load_images=False, check_images=True)
+                first_task = log.tasks[0]
+                for i, task in enumerate(log.tasks):
+                    if task != first_task:
+                        raise TeleopLogError(
+                            log.steps_path,
+                            f"task changes from {first_task!r} to {task!r} (one task per episode)",
+                            i + 1,
+                        )
+                layout = _layout(log)
+                if ref_layout is None:
+                    ref_layout, ref_where = layout, log.steps_path
+                elif layout != ref_layout:
+                    raise TeleopLogError(
+                        log.steps_path,
+                        f"observation layout (obs dims {layout[0]}, image shapes {layout[1]}) differs from "
+                        f"{ref_where} (obs dims {ref_layout[0]}, image shapes {ref_layout[1]})",
+                        1,
+                    )
+                if log.truncated:
+                    truncated.append(str(log.steps_path))
+                logs.append(log)
+                bar.update(1)
+            online = any(lg.intervention.any() or lg.has_policy_action.any() for lg in logs)
+            needs_label = any(lg.intervention.any() for lg in logs)
+            if needs_label and s.action_dim < 3:
+                raise TeleopLogError(
+                    s.path / SESSION_FILE,
+                    f"action_dim {s.action_dim}: talk-and-tweak labelling needs action dims 0..2 to be "
+                    "the translation",
+                )
+            for lg in logs:
+                derived = talk_tweak.label_episode(
+                    lg.actions, lg.intervention, window, sigma, s.translation_scale_m, words
+                )
+                commands = [spoken if spoken is not None else d for spoken, d in zip(lg.commands, derived)]
+                planned.append(_Planned(s, lg, "online" if online else "demo", commands))
+    return planned, truncated
+
+
+def _start_decoding(log: LogEpisode, pool: ThreadPoolExecutor) -> tuple[dict[str, np.ndarray], list[Future]]:
+    n = len(log)
+    arrays = {cam: np.empty((n, *shape), np.uint8) for cam, shape in log.image_shapes.items()}
+
+    def one(cam: str, i: int) -> None:
+        try:
+            arrays[cam][i] = decode_png(log.image_paths[cam][i], log.image_shapes[cam])
+        except ValueError as e:
+            raise TeleopLogError(log.steps_path, f"camera {cam!r}: {log.image_paths[cam][i]}: {e}", i + 1) from None
+
+    futures = [pool.submit(one, cam, i) for cam in arrays for i in range(n)]
+    return arrays, futures
+
+
+def _verify_pixels(planned: list[_Planned], pool: ThreadPoolExecutor, progress: bool) -> None:
+    """Decode every PNG once without keeping it (append mode: the file is touched only after)."""
+
+    def one(log: LogEpisode, cam: str, i: int) -> None:
+        try:
+            decode_png(log.image_paths[cam][i], log.image_shapes[cam])
+        except ValueError as e:
+            raise TeleopLogError(log.steps_path, f"camera {cam!r}: {log.image_paths[cam][i]}: {e}", i + 1) from None
+
+    n = sum(len(p.log) for p in planned)
+    with tqdm(total=n, desc="checking images", unit="step", disable=not progress, leave=False) as bar:
+        for p in planned:
+            futures = [pool.submit(one, p.log, cam, i) for cam in p.log.image_paths for i in range(len(p.log))]
+            try:
+                for fut in futures:
+                    fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+            bar.update(len(p.log))
+
+
+def _episodes(planned: list[_Planned], pool: ThreadPoolExecutor, bar: tqdm, prefetch: int = 1) -> Iterator[Episode]:
+    """Pass 2: decode the PNGs (threads, ``prefetch`` episodes ahead) and yield HDF5 episodes."""
+    queue: deque = deque()
+    nxt = 0
+
+    def fill() -> None:
+        nonlocal nxt
+        while nxt < len(planned) and len(queue) <= prefetch:
+            queue.append((planned[nxt], *_start_decoding(planned[nxt].log, pool)))
+            nxt += 1
+
+    try:
+        fill()
+        while queue:
+            p, images, futures = queue.popleft()
+            for fut in futures:
+                fut.result()
+            fill()
+            log = p.log
+            yield Episode(
+                obs={**log.obs, **images},
+                actions=log.actions,
+                rewards=log.rewards,
+                dones=log.dones,
+                task=log.tasks[0],
+                robot=p.session.robot,
+                kind=p.kind,
+                episode_id=f"{p.session.name}/{log.episode_id}",
+                policy_actions=log.policy_actions,
+                intervention=log.intervention,
+                refinement_command=p.commands,
+                extra_attrs={"session": p.session.name, "translation_scale_m": p.session.translation_scale_m},
+            )
+            bar.update(len(log))
+    finally:
+        for _, _, futures in queue:
+            for fut in futures:
+                fut.cancel()
+
+
+def convert(
+    sessions: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    append: bool = False,
+    force: bool = False,
+    window: int = 5,
+    sigma: float = 0.001,
+    words: Mapping[str, Sequence[str]] | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> ConvertSummary:
+    """Convert teleoperation log sessions into one HDF5 talk-and-tweak dataset at ``out``.
+
+    ``window`` (J) / ``sigma`` (metres) / ``words``: the talk-and-tweak rule for steps where the
+    operator intervened without speaking. ``append``: add the episodes to the existing dataset
+    ``out`` in place (same fps and layout required; an episode already in it, by
+    ``episode_id``, is refused). Otherwise ``out`` must not exist unless ``force``.
+    ``workers``: PNG decoding threads (default ``min(8, cpu count)``). ``progress``: tqdm bars
+    on stderr.
+
+    Raises :class:`~data_tools.errors.TeleopLogError` (file and line) for a bad log,
+    :class:`~data_tools.errors.DataToolsError` for bad arguments / incompatible inputs,
+    ``FileExistsError`` when ``out`` exists without ``force``, and
+    :class:`~data_tools.hdf5_format.DatasetFormatError` for a bad dataset to append to.
+    On any error no output file is left (append: the file is as before).
+    """
+    t0 = time.perf_counter()
+    _check_options(window, sigma, words)
+    if not sessions:
+        raise DataToolsError("no session given")
+    if append and force:
+        raise DataToolsError("--append and --force exclude each other")
+    out = Path(out)
+    out_abs = out.resolve()
+    paths = [Path(s) for s in sessions]
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        rp = p.resolve()
+        if rp in seen:
+            raise DataToolsError(f"{p}: session given twice")
+        seen[rp] = p
+        if _inside(out_abs, rp):
+            raise DataToolsError(f"{out}: the output may not be inside the input session {p}")
+    if out.is_dir():
+        raise DataToolsError(f"{out}: is a directory (give the dataset file name, e.g. {out / 'dataset.hdf5'})")
+    existing_ids: set[str] = set()
+    if append:
+        if not out.exists():
+            raise DataToolsError(f"{out}: --append needs an existing dataset (leave it out to create one)")
+        info = dataset_info(out)
+        existing_ids = {ep.episode_id for ep in read_episodes(out, load_images=False)}
+    elif out.exists() and not force:
+        raise FileExistsError(f"{out}: exists (pass force=True / --force to overwrite, or --append)")
+
+    opened = [read_session(p) for p in paths]
+    planned, truncated = _plan(opened, window, sigma, words, progress)  # each session on its own
+    ref = opened[0]
+    for s in opened[1:]:
+        for attr in ("fps", "action_dim", "translation_scale_m"):
+            if getattr(s, attr) != getattr(ref, attr):
+                raise TeleopLogError(
+                    s.path / SESSION_FILE,
+                    f"{attr} {getattr(s, attr)!r} differs from {getattr(ref, attr)!r} in {ref.path / SESSION_FILE} "
+                    "(one dataset holds one fps, action layout and action scale)",
+                )
+        if set(s.cameras) != set(ref.cameras):
+            raise TeleopLogError(
+                s.path / SESSION_FILE,
+                f"cameras {list(s.cameras)} differ from {list(ref.cameras)} in {ref.path / SESSION_FILE}",
+            )
+    if append and float(info.fps) != float(ref.fps):
+        raise DataToolsError(f"{out}: dataset fps {info.fps:g} differs from the sessions' fps {ref.fps:g}")
+    if append and info.env_args.get("translation_scale_m", ref.translation_scale_m) != ref.translation_scale_m:
+        raise DataToolsError(
+            f"{out}: dataset translation_scale_m {info.env_args['translation_scale_m']!r} differs from the "
+            f"sessions' {ref.translation_scale_m!r}"
+        )
+
+    ids = Counter(f"{p.session.name}/{p.log.episode_id}" for p in planned)
+    dup = sorted(k for k, c in ids.items() if c > 1)
+    if dup:
+        raise DataToolsError(f"episode id(s) {dup[:3]} come from two sessions with the same folder name")
+    clash = sorted(set(ids) & existing_ids)
+    if clash:
+        raise DataToolsError(f"{out}: already holds episode(s) {clash[:3]} (appending the same session twice?)")
+
+    labelling = {
+        "window": window,
+        "sigma": float(sigma),
+        "translation_scale_m": ref.translation_scale_m,
+        "words": {k: list(v) for k, v in {**talk_tweak.DEFAULT_WORDS, **dict(words or {})}.items()},
+    }
+    if append and "talk_tweak" in info.env_args:
+        stored = info.env_args["talk_tweak"]
+        differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
+        if differ:
+            listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
+            raise DataToolsError(
+                f"{out}: its commands were labelled with {listed}; append with the same --window / --sigma / "
+                "--words, or relabel the dataset afterwards"
+            )
+    env_args = {
+        "source": SOURCE,
+        "robots": sorted({s.robot for s in opened}),
+        "cameras": list(ref.cameras),
+        "sessions": [s.name for s in opened],
+        "translation_scale_m": ref.translation_scale_m,
+        "talk_tweak": labelling,
+    }
+    n_steps = sum(len(p.log) for p in planned)
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        if append:
+            _verify_pixels(planned, pool, progress)
+        with tqdm(total=n_steps, desc="converting", unit="step", disable=not progress) as bar:
+            episodes = _episodes(planned, pool, bar)
+            try:
+                if append:
+                    names = append_episodes(out, episodes)
+                else:
+                    write_dataset(out, episodes, fps=ref.fps, env_args=env_args, force=force)
+                    names = [f"demo_{k}" for k in range(len(planned))]
+            finally:
+                episodes.close()
+    return ConvertSummary(
+        out=out,
+        sessions=len(opened),
+        episodes=len(planned),
+        steps=n_steps,
+        kinds=dict(Counter(p.kind for p in planned)),
+        episode_names=names,
+        truncated=truncated,
+        input_bytes=sum(_tree_bytes(s.path) for s in opened),
+        seconds=time.perf_counter() - t0,
+        appended=append,
+    )
