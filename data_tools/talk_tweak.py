@@ -102,3 +102,64 @@ def command_vocabulary(words: Mapping[str, Sequence[str]] | None = None) -> list
         if parts:
             vocab.append(sentence(parts))
     return vocab
+
+
+class StreamingLabeler:
+    """Talk-and-tweak labels as a control loop produces steps (the runtime's online labeller).
+
+    ``push(action, intervened)`` returns the labels that became final with this step, as
+    ``(step_index, command)`` pairs: a non-intervened step is "[null]" at once; an intervened
+    step is final once its window of J steps is complete or its intervention segment ends.
+    ``flush()`` finalises what is pending at the end of an episode. The labels are exactly
+    :func:`label_episode`'s on the same episode (tested).
+    """
+
+    def __init__(self, window: int = 5, sigma: float = 0.001, translation_scale_m: float = 1.0,
+                 words: Mapping[str, Sequence[str]] | None = None):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window, self.sigma, self.scale, self.words = window, sigma, translation_scale_m, words
+        self.reset()
+
+    def reset(self) -> None:
+        self._t = 0
+        self._seg_start = None  # index of the first step of the open segment
+        self._seg: list[np.ndarray] = []  # translations (metres) of the open segment
+        self._next = 0  # first step of the open segment not yet labelled
+
+    def _label(self, s: int, end: int) -> tuple[int, str]:
+        lo = s - self._seg_start
+        hi = min(s + self.window, end) - self._seg_start
+        return s, refinement_command(np.asarray(self._seg[lo:hi]), self.sigma, self.words)
+
+    def push(self, action: Sequence[float], intervened: bool) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        t = self._t
+        self._t += 1
+        if intervened:
+            if self._seg_start is None:
+                self._seg_start, self._seg, self._next = t, [], t
+            self._seg.append(np.asarray(action, dtype=np.float64)[:3] * self.scale)
+            while self._next + self.window - 1 <= t:
+                out.append(self._label(self._next, t + 1))
+                self._next += 1
+            return out
+        out.extend(self.flush_segment())
+        out.append((t, NULL_COMMAND))
+        return out
+
+    def flush_segment(self) -> list[tuple[int, str]]:
+        out = []
+        if self._seg_start is not None:
+            end = self._seg_start + len(self._seg)
+            while self._next < end:
+                out.append(self._label(self._next, end))
+                self._next += 1
+            self._seg_start, self._seg = None, []
+        return out
+
+    def flush(self) -> list[tuple[int, str]]:
+        """End of episode: finalise the open segment and start afresh."""
+        out = self.flush_segment()
+        self.reset()
+        return out

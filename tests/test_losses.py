@@ -149,3 +149,24 @@ def test_command_vocabulary():
     v = command_vocabulary()
     assert len(v) == 27 and v[0] == "[null]" and len(set(v)) == 27
     assert "move right and forward" in v and "move left, backward and down" in v
+
+
+def test_streaming_labeler_equals_label_episode():
+    from data_tools.talk_tweak import StreamingLabeler
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        actions = rng.normal(scale=0.3, size=(n, 4))
+        intv = rng.random(n) < 0.5
+        window = int(rng.integers(1, 7))
+        expect = label_episode(actions, intv, window=window, translation_scale_m=0.01)
+        lab = StreamingLabeler(window=window, translation_scale_m=0.01)
+        got = {}
+        for a, i in zip(actions, intv):
+            for s, c in lab.push(a, bool(i)):
+                assert s not in got
+                got[s] = c
+        for s, c in lab.flush():
+            got[s] = c
+        assert [got[s] for s in range(n)] == expect, trial

@@ -83,6 +83,24 @@ class TaskBuffers:
     def __getitem__(self, task: str) -> dict[str, TransitionBuffer]:
         return self.per_task[task]
 
+    def add_episode(self, task: str, kind: str, rows: Mapping[str, torch.Tensor]) -> None:
+        """Algorithm 1 lines 27-34 for one episode's rows (with an ``intervention`` column):
+        a demo episode -> D_demos; an online episode's autonomous steps -> D_rollouts and its
+        intervened steps -> D_intv, then (after the episode) D_demos and the global
+        talk-and-tweak buffer."""
+        if kind == "demo":
+            self.per_task[task]["demos"].add(rows)
+            return
+        intv = rows["intervention"]
+        auto = {k: v[~intv] for k, v in rows.items()}
+        human = {k: v[intv] for k, v in rows.items()}
+        if len(intv) - int(intv.sum()):
+            self.per_task[task]["rollouts"].add(auto)
+        if int(intv.sum()):
+            self.per_task[task]["interventions"].add(human)
+            self.per_task[task]["demos"].add(human)
+            self.talk_tweak.add(human)
+
     def sizes(self) -> dict[str, dict[str, int]]:
         out = {t: {k: len(b) for k, b in d.items()} for t, d in self.per_task.items()}
         out["talk_tweak"] = {"all": len(self.talk_tweak)}

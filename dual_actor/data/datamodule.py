@@ -36,6 +36,7 @@ class BufferSampler(IterableDataset):
         refine_batch_size: int | None = None,
         min_rollout: int = 100,
         seed: int = 0,
+        before_batch=None,
     ):
         n = len(buffers.tasks)
         if batch_size % n:
@@ -48,6 +49,7 @@ class BufferSampler(IterableDataset):
         self.refine_batch_size = refine_batch_size or batch_size
         self.min_rollout = min_rollout
         self.generator = torch.Generator().manual_seed(seed)
+        self.before_batch = before_batch
 
     def ready(self) -> bool:
         if self.phase == "warmup":
@@ -72,9 +74,11 @@ class BufferSampler(IterableDataset):
         return {K.TASKS: slices, K.TALK_TWEAK: tt.sample(self.refine_batch_size, g) if len(tt) else None}
 
     def __iter__(self) -> Iterator[dict]:
-        if not self.ready():
-            raise RuntimeError(f"buffers not ready for phase {self.phase!r}: {self.buffers.sizes()}")
         while True:
+            if self.before_batch is not None:
+                self.before_batch()  # in-process interaction: collect, then sample the live buffers
+            if not self.ready():
+                raise RuntimeError(f"buffers not ready for phase {self.phase!r}: {self.buffers.sizes()}")
             yield self.sample()
 
 

@@ -120,16 +120,5 @@ def load_dataset_into(
         present = sorted({t for t, _, _ in staged})
         raise DatasetFormatError(f"{path}: no episodes for configured task(s) {missing} (the file has {present})")
     for task, kind, rows in staged:
-        if kind == "demo":
-            buffers[task]["demos"].add(rows)
-            continue
-        intv = rows[K.INTERVENTION]
-        auto = {k: v[~intv] for k, v in rows.items()}
-        human = {k: v[intv] for k, v in rows.items()}
-        if len(auto[K.H]):
-            buffers[task]["rollouts"].add(auto)
-        if len(human[K.H]):
-            buffers[task]["interventions"].add(human)
-            buffers[task]["demos"].add(human)
-            buffers.talk_tweak.add(human)
+        buffers.add_episode(task, kind, rows)
     return counts

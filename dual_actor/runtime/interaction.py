@@ -1,0 +1,122 @@
+"""Driving the interaction thread in one process, and the learner-side glue.
+
+:class:`Interaction` owns one :class:`ControlLoop` per task and runs episodes round-robin over
+the tasks; the learner drains finished episodes from the transport into the buffers. In one
+process the streaming dataset calls :meth:`Interaction.before_batch` before drawing each batch:
+it earns ``env_steps_per_update`` interaction steps per learner update and spends them on whole
+episodes, and before the first batch it runs until every rollout buffer holds ``min_rollout``
+transitions (Algorithm 1 line 13). :class:`InteractionCallback` publishes the learner's policy
+weights every ``weight_sync_every`` updates, stops training at the interaction budget, logs
+rollout statistics and keeps the buffers in the checkpoint (a resumed run keeps every transition).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.module import slug
+from dual_actor.runtime.loop import ControlLoop, ingest
+from dual_actor.runtime.transport import Transport
+
+
+class Interaction:
+    def __init__(self, loops: Sequence[ControlLoop], transport: Transport, buffers: TaskBuffers,
+                 env_steps_per_update: float = 1.0, min_rollout: int = 100, max_env_steps: int | None = None):
+        self.loops = list(loops)
+        self.transport = transport
+        self.buffers = buffers
+        self.env_steps_per_update = env_steps_per_update
+        self.min_rollout = min_rollout
+        self.max_env_steps = max_env_steps
+        self.credit = 0.0
+        self.env_steps = 0
+        self.episodes = 0
+        self.next_loop = 0
+        self.recent: list[dict] = []  # per-episode stats since the last log
+
+    @property
+    def done(self) -> bool:
+        return self.max_env_steps is not None and self.env_steps >= self.max_env_steps
+
+    def run_episode(self) -> None:
+        loop = self.loops[self.next_loop]
+        self.next_loop = (self.next_loop + 1) % len(self.loops)
+        rec = loop.run_episode()
+        self.env_steps += rec.length
+        self.episodes += 1
+        self.credit -= rec.length
+        self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
+                            "interventions": rec.interventions, "overruns": rec.overruns})
+        ingest(self.buffers, self.transport.poll_episodes())
+
+    def ready(self) -> bool:
+        return all(len(self.buffers[t]["rollouts"]) >= self.min_rollout for t in self.buffers.tasks)
+
+    def before_batch(self) -> None:
+        if not self.ready():
+            while not self.ready():  # Alg. 1 line 13: wait for 100 rollouts per task
+                self.run_episode()
+            self.credit = 0.0  # the initial fill is not charged to the update budget
+        self.credit += self.env_steps_per_update
+        while self.credit > 0 and not self.done:
+            self.run_episode()
+
+    def pop_stats(self) -> dict[str, float]:
+        if not self.recent:
+            return {}
+        out: dict[str, float] = {}
+        steps = sum(r["length"] for r in self.recent)
+        out["rollout/intervention_rate"] = sum(r["interventions"] for r in self.recent) / max(steps, 1)
+        out["rollout/overruns"] = float(sum(r["overruns"] for r in self.recent))
+        for task in {r["task"] for r in self.recent}:
+            rs = [r for r in self.recent if r["task"] == task]
+            out[f"rollout/success_{slug(task)}"] = float(np.mean([r["success"] for r in rs]))
+            out[f"rollout/length_{slug(task)}"] = float(np.mean([r["length"] for r in rs]))
+        out["rollout/env_steps"] = float(self.env_steps)
+        self.recent = []
+        return out
+
+    def state_dict(self) -> dict:
+        return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
+                "credit": self.credit, "next_loop": self.next_loop,
+                "intervention_steps": sum(l.stats.interventions for l in self.loops)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers.load_state_dict(state["buffers"])
+        self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
+        self.credit, self.next_loop = float(state["credit"]), int(state["next_loop"])
+
+
+class InteractionCallback(L.Callback):
+    def __init__(self, interaction: Interaction, weight_sync_every: int = 1, log_every: int = 50):
+        self.interaction = interaction
+        self.weight_sync_every = max(1, weight_sync_every)
+        self.log_every = log_every
+        self._version = 0
+
+    def _publish(self, pl_module) -> None:
+        self._version += 1
+        self.interaction.transport.publish_weights(pl_module.policy.state_dict(), self._version)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._publish(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if pl_module.num_updates % self.weight_sync_every == 0:
+            self._publish(pl_module)
+        if pl_module.num_updates % self.log_every == 0 and pl_module.logger is not None:
+            stats = self.interaction.pop_stats()
+            if stats:
+                pl_module.logger.log_metrics(stats, step=pl_module.num_updates)
+        if self.interaction.done:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return self.interaction.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.interaction.load_state_dict(state_dict)

@@ -1,0 +1,223 @@
+"""The robot control loop (Algorithm 1, interaction thread, lines 22-35).
+
+Per control step: embed the observation once (h is cached with the transition), act with the
+primary actor (refinement mode while the operator's spoken command is active), let the operator
+override, clip to the configured limits, step the robot, label interventions with
+talk-and-tweak as they happen, optionally write the teleop log, and at the episode's end send
+its transitions (with h) to the learner through the transport.
+
+Timing: with ``period_s`` set (0.1 s for a 10 Hz robot) the loop keeps a fixed rate and counts
+its overruns; if inference alone overruns the period the robot holds (zero motion, gripper
+unchanged) instead of executing a stale action. With ``period_s=None`` (simulation) it runs as
+fast as possible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from data_tools.talk_tweak import NULL_COMMAND, StreamingLabeler
+from dual_actor import constants as K
+from dual_actor.losses import mc_returns
+from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.transport import EpisodeRecord, Transport
+
+
+class RobotEnv(Protocol):
+    """What the loop needs of a robot or simulator (gymnasium-style)."""
+
+    def reset(self) -> np.ndarray: ...
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
+
+
+def hold_action(previous: np.ndarray | None, action_dim: int, gripper_index: int | None = -1) -> np.ndarray:
+    """Zero motion; the gripper keeps its last command (a held robot must not drop the part)."""
+    a = np.zeros(action_dim, dtype=np.float32)
+    if gripper_index is not None and previous is not None:
+        a[gripper_index] = previous[gripper_index]
+    return a
+
+
+@dataclass
+class LoopStats:
+    env_steps: int = 0
+    episodes: int = 0
+    interventions: int = 0
+    overruns: int = 0
+    successes: int = 0
+
+
+class ControlLoop:
+    """Runs episodes of one task on one robot.
+
+    Args:
+        env: a :class:`RobotEnv`; ``task``: the task string.
+        policy: the acting-side :class:`DualActorPolicy` (weights refreshed from the transport).
+        operator: anything with ``reset(task)`` and ``observe(obs, policy_action, info)`` returning
+            an object with ``intervening``, ``action``, ``command``; None: no human.
+        transport: where finished episodes go; ``proprio_slice``: proprio inside the state vector.
+        period_s: control period (None: as fast as possible). ``low``/``high``: action limits.
+        window, sigma, translation_scale_m, words: the talk-and-tweak rule.
+        gamma: discount for the Monte-Carlo return-to-go stored with each transition.
+        log_episode: optional ``callable(episode_id) -> EpisodeWriter`` (data_tools.teleop_log).
+        clock / sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        env: RobotEnv,
+        task: str,
+        policy: DualActorPolicy,
+        operator: Any | None,
+        transport: Transport,
+        proprio_slice: slice = slice(0, 4),
+        period_s: float | None = None,
+        low: float | np.ndarray = -1.0,
+        high: float | np.ndarray = 1.0,
+        window: int = 5,
+        sigma: float = 0.001,
+        translation_scale_m: float = 1.0,
+        words=None,
+        gamma: float = 0.99,
+        gripper_index: int | None = -1,
+        log_episode: Callable[[str], Any] | None = None,
+        actor_id: str = "actor-0",
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.env, self.task, self.policy, self.operator, self.transport = env, task, policy, operator, transport
+        self.proprio_slice = proprio_slice
+        self.period_s = period_s
+        self.low, self.high = low, high
+        self.labeler = StreamingLabeler(window, sigma, translation_scale_m, words)
+        self.gamma = gamma
+        self.gripper_index = gripper_index
+        self.log_episode = log_episode
+        self.actor_id = actor_id
+        self.clock, self.sleep = clock, sleep
+        self.stats = LoopStats()
+        self.weights_version = -1
+        self.task_id = policy.tasks.index(task)
+
+    # ------------------------------------------------------------------------------ weights
+    def sync_weights(self) -> None:
+        latest = self.transport.latest_weights()
+        if latest is not None and latest[0] != self.weights_version:
+            version, state = latest
+            with torch.no_grad():
+                for k, v in self.policy.state_dict().items():
+                    v.copy_(state[k])
+            self.weights_version = version
+
+    # ------------------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def _policy_action(self, state: torch.Tensor, command: str | None) -> tuple[np.ndarray, torch.Tensor]:
+        h = self.policy.embed(state, [self.task])
+        a = self.policy.act(h, state, state[:, self.proprio_slice], commands=[command])
+        return a[0].numpy(), h[0]
+
+    def run_episode(self, episode_id: str | None = None) -> EpisodeRecord:
+        """One episode; returns (and sends) its record."""
+        self.sync_weights()
+        self.policy.eval()
+        obs = np.asarray(self.env.reset(), dtype=np.float32)
+        if self.operator is not None:
+            self.operator.reset(self.task)
+        self.labeler.reset()
+        writer = self.log_episode(episode_id or f"{self.actor_id}-{self.stats.episodes}") if self.log_episode else None
+        states, hs, actions, policy_actions, intervened, rewards, spoken = [], [], [], [], [], [], []
+        labels: dict[int, str] = {}
+        command: str | None = None
+        previous: np.ndarray | None = None
+        info: dict = {}
+        overruns = 0
+        terminated = truncated = False
+        t = 0
+        while True:
+            start = self.clock()
+            state = torch.from_numpy(obs)[None]
+            a_pi, h = self._policy_action(state, command)
+            late = self.period_s is not None and self.clock() - start > self.period_s
+            if late:
+                a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # never a stale action
+            human = self.operator.observe(obs, a_pi, info) if self.operator is not None else None
+            intv = bool(human is not None and human.intervening and human.action is not None)
+            executed = np.clip(np.asarray(human.action if intv else a_pi, dtype=np.float32), self.low, self.high)
+            command = human.command if human is not None else None
+            next_obs, reward, terminated, truncated, info = self.env.step(executed)
+            next_obs = np.asarray(next_obs, dtype=np.float32)
+            for s, c in self.labeler.push(executed, intv):
+                labels[s] = c
+            states.append(obs)
+            hs.append(h)
+            actions.append(executed)
+            policy_actions.append(a_pi)
+            intervened.append(intv)
+            rewards.append(float(reward))
+            spoken.append(command)
+            if writer is not None:
+                writer.step(task=self.task, obs={"proprio": obs[self.proprio_slice].tolist(), "state": obs.tolist()},
+                            action=executed.tolist(), policy_action=None if intv else a_pi.tolist(),
+                            intervention=intv, command=command, reward=float(reward), done=bool(terminated))
+            previous = executed
+            obs = next_obs
+            t += 1
+            if self.period_s is not None:
+                left = self.period_s - (self.clock() - start)
+                if left > 0:
+                    self.sleep(left)
+                overruns += int(late or left < 0)
+            if terminated or truncated:
+                break
+        for s, c in self.labeler.flush():
+            labels[s] = c
+        if writer is not None:
+            writer.close()
+        commands = [spoken[s] if (intervened[s] and spoken[s]) else labels[s] for s in range(t)]
+        rows = self._rows(states, hs, obs, actions, rewards, terminated, intervened, commands)
+        record = EpisodeRecord(
+            task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
+            interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
+            weights_version=self.weights_version, extra={"commands": commands, "policy_actions": policy_actions},
+        )
+        self.transport.send_episode(record)
+        st = self.stats
+        st.env_steps += t
+        st.episodes += 1
+        st.interventions += record.interventions
+        st.overruns += overruns
+        st.successes += int(record.success)
+        return record
+
+    def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands) -> dict:
+        n = len(states)
+        obs = torch.from_numpy(np.stack(states))
+        h = torch.stack(hs)
+        final = torch.from_numpy(last_obs)[None]
+        h_final = self.policy.embed(final, [self.task])
+        next_obs = torch.cat([obs[1:], final])
+        next_h = torch.cat([h[1:], h_final])
+        done = torch.zeros(n)
+        done[-1] = float(terminated)
+        r = np.asarray(rewards, dtype=np.float32)
+        return {
+            K.H: h, K.OBS: obs, K.PROPRIO: obs[:, self.proprio_slice],
+            K.ACTION: torch.from_numpy(np.stack(actions)), K.REWARD: torch.from_numpy(r), K.DONE: done,
+            K.NEXT_H: next_h, K.NEXT_OBS: next_obs, K.NEXT_PROPRIO: next_obs[:, self.proprio_slice],
+            K.MC_RETURN: torch.from_numpy(mc_returns(r, self.gamma)),
+            K.COMMAND: self.policy.command_ids([c or NULL_COMMAND for c in commands]),
+            K.TASK: torch.full((n,), self.task_id, dtype=torch.long),
+            K.INTERVENTION: torch.tensor(intervened, dtype=torch.bool),
+        }
+
+
+def ingest(buffers, episodes: Sequence[EpisodeRecord]) -> None:
+    """Learner side: each finished episode into the task's buffers (Algorithm 1 lines 27-34)."""
+    for ep in episodes:
+        buffers.add_episode(ep.task, "online", ep.rows)

@@ -1,0 +1,69 @@
+"""The actor <-> learner boundary: send episodes of transitions, receive policy weights.
+
+One small interface; :class:`InProcessTransport` is the single-machine implementation. A Ray
+implementation (actors on robot nodes, the learner on the GPU node, weights through the object
+store) implements the same four methods; neither the module nor the DataModule changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished episode from an actor: transition rows (``dual_actor.constants`` keys, incl.
+    ``intervention``) and its statistics."""
+
+    task: str
+    rows: dict[str, torch.Tensor]
+    success: bool
+    length: int
+    interventions: int
+    overruns: int = 0
+    actor_id: str = "actor-0"
+    weights_version: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+class Transport(Protocol):
+    def send_episode(self, episode: EpisodeRecord) -> None: ...  # actor side
+
+    def poll_episodes(self) -> list[EpisodeRecord]: ...  # learner side
+
+    def publish_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None: ...  # learner side
+
+    def latest_weights(self) -> tuple[int, dict[str, torch.Tensor]] | None: ...  # actor side
+
+
+class InProcessTransport:
+    """Thread-safe queues in one process; weights are copied to CPU when published."""
+
+    def __init__(self) -> None:
+        self._episodes: deque[EpisodeRecord] = deque()
+        self._lock = threading.Lock()
+        self._weights: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    def send_episode(self, episode: EpisodeRecord) -> None:
+        with self._lock:
+            self._episodes.append(episode)
+
+    def poll_episodes(self) -> list[EpisodeRecord]:
+        with self._lock:
+            out = list(self._episodes)
+            self._episodes.clear()
+        return out
+
+    def publish_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
+        copy = {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+        with self._lock:
+            self._weights = (version, copy)
+
+    def latest_weights(self) -> tuple[int, dict[str, torch.Tensor]] | None:
+        with self._lock:
+            return self._weights

@@ -1,0 +1,151 @@
+"""Control loop, in-process transport and the streaming interaction (Algorithm 1, online)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from data_tools.talk_tweak import label_episode
+from dual_actor import constants as K
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.data.datamodule import BufferSampler
+from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.interaction import Interaction
+from dual_actor.runtime.loop import ControlLoop, hold_action
+from dual_actor.runtime.transport import InProcessTransport
+from factories import TASKS, tiny_policy_kwargs
+
+
+class FakeEnv:
+    """6-d state; the action's first 2 dims move state[0:2]; success after `horizon` steps if
+    `succeed`, else truncated."""
+
+    def __init__(self, horizon=12, succeed=True, seed=0):
+        self.horizon, self.succeed = horizon, succeed
+        self.rng = np.random.default_rng(seed)
+        self.actions = []
+
+    def reset(self):
+        self.t = 0
+        self.s = self.rng.normal(size=6).astype(np.float32)
+        return self.s.copy()
+
+    def step(self, a):
+        self.actions.append(np.array(a))
+        self.t += 1
+        self.s[:2] += 0.1 * np.asarray(a[:2])
+        self.s[2:] = self.rng.normal(size=4)
+        done = self.t >= self.horizon
+        term = done and self.succeed
+        return self.s.copy(), float(term), term, done and not term, {}
+
+
+@dataclass(frozen=True)
+class Human:
+    intervening: bool
+    action: np.ndarray | None
+    command: str | None = None
+
+
+class ScriptedOperator:
+    """Intervenes on steps [3, 9) with a known action sequence."""
+
+    def __init__(self):
+        self.rng = np.random.default_rng(1)
+
+    def reset(self, task):
+        self.t = 0
+
+    def observe(self, obs, policy_action, info):
+        t = self.t
+        self.t += 1
+        if 3 <= t < 9:
+            return Human(True, self.rng.normal(scale=0.3, size=4).astype(np.float32))
+        return Human(False, None)
+
+
+def make_loop(env, transport=None, **kw):
+    torch.manual_seed(0)
+    policy = DualActorPolicy(**tiny_policy_kwargs())
+    return ControlLoop(env, TASKS[0], policy, kw.pop("operator", ScriptedOperator()), transport or InProcessTransport(),
+                       proprio_slice=slice(0, 2), translation_scale_m=0.01, **kw)
+
+
+def test_runtime_labels_equal_label_episode_and_rows():
+    env = FakeEnv(horizon=12)
+    loop = make_loop(env)
+    rec = loop.run_episode()
+    acts = np.stack(env.actions)
+    intv = np.array([3 <= t < 9 for t in range(12)])
+    assert rec.rows[K.INTERVENTION].numpy().tolist() == intv.tolist()
+    assert rec.extra["commands"] == label_episode(acts, intv, window=5, translation_scale_m=0.01)
+    assert rec.rows[K.COMMAND].tolist() == loop.policy.command_ids(rec.extra["commands"]).tolist()
+    r = rec.rows
+    assert torch.equal(r[K.NEXT_OBS][:-1], r[K.OBS][1:]) and torch.equal(r[K.NEXT_H][:-1], r[K.H][1:])
+    assert r[K.DONE].tolist() == [0.0] * 11 + [1.0] and rec.success
+    assert torch.allclose(r[K.H], loop.policy.embed(r[K.OBS], [TASKS[0]] * 12))
+    assert np.allclose(r[K.ACTION].numpy(), acts)
+    assert transport_has(loop.transport, 1)
+
+
+def transport_has(transport, n):
+    return len(transport.poll_episodes()) == n
+
+
+def test_overrun_holds_instead_of_stale_action():
+    env = FakeEnv(horizon=6)
+    ticks = iter(np.arange(0, 100, 0.3))  # every clock read advances 0.3 s: inference overruns 0.1 s
+    loop = make_loop(env, operator=None, period_s=0.1, clock=lambda: next(ticks), sleep=lambda s: None)
+    rec = loop.run_episode()
+    assert rec.overruns == 6
+    for a in env.actions:
+        assert np.array_equal(a, hold_action(None, 4))  # zero motion (no previous gripper command yet)
+    prev = np.array([0.2, -0.1, 0.3, 0.7], np.float32)
+    assert hold_action(prev, 4).tolist() == [0, 0, 0, pytest_approx(0.7)]
+
+
+def pytest_approx(x):
+    import pytest
+
+    return pytest.approx(x)
+
+
+def test_truncated_episode_keeps_last_transition_not_done():
+    env = FakeEnv(horizon=5, succeed=False)
+    rec = make_loop(env, operator=None).run_episode()
+    assert rec.length == 5 and not rec.success and rec.rows[K.DONE].sum() == 0
+
+
+def test_interaction_fills_buffers_per_algorithm_1_and_weights_sync():
+    transport = InProcessTransport()
+    buffers = TaskBuffers(TASKS)
+    torch.manual_seed(0)
+    policy = DualActorPolicy(**tiny_policy_kwargs())
+    loops = [ControlLoop(FakeEnv(horizon=10, seed=i), t, policy, ScriptedOperator(), transport,
+                         proprio_slice=slice(0, 2)) for i, t in enumerate(TASKS)]
+    inter = Interaction(loops, transport, buffers, env_steps_per_update=5, min_rollout=12, max_env_steps=200)
+    sampler = BufferSampler(buffers, batch_size=12, phase="online", min_rollout=12, before_batch=inter.before_batch)
+    it = iter(sampler)
+    batch = next(it)
+    # 12 rollouts per task need 3 episodes each (4 autonomous steps of 10); 6 intervened per episode
+    sizes = buffers.sizes()
+    for t in TASKS:
+        assert sizes[t]["rollouts"] >= 12
+        assert sizes[t]["interventions"] == sizes[t]["demos"] == 6 * (sizes[t]["rollouts"] // 4)
+    assert sizes["talk_tweak"]["all"] == sum(sizes[t]["interventions"] for t in TASKS)
+    assert [len(s[K.H]) for s in batch[K.TASKS]] == [4, 4, 4] and len(batch[K.TALK_TWEAK][K.H]) == 12
+    assert inter.env_steps == 90 + 10  # 9 episodes to fill, then 5 credits buy one 10-step episode
+    next(it)  # credit -5 + 5 = 0: no episode
+    assert inter.env_steps == 100
+    next(it)  # credit 5: one more
+    assert inter.env_steps == 110
+    # weight sync: the actor's policy takes the published weights
+    new = {k: torch.zeros_like(v) for k, v in policy.state_dict().items()}
+    transport.publish_weights(new, version=7)
+    loops[0].sync_weights()
+    assert loops[0].weights_version == 7 and all(float(v.abs().sum()) == 0 for v in policy.state_dict().values())
+    # buffers survive a state_dict round trip exactly
+    state = inter.state_dict()
+    other = Interaction(loops, transport, TaskBuffers(TASKS))
+    other.load_state_dict(state)
+    assert other.buffers.sizes() == buffers.sizes() and other.env_steps == inter.env_steps
