@@ -1,0 +1,299 @@
+"""Evaluation protocol on the simulated bench, ``eval.json``, and the learning curve.
+
+:func:`evaluate` runs ``trials`` episodes per task on :class:`~dual_actor.runtime.sim.MetaworldTaskEnv`
+with the policy alone (no interventions): at every step ``h = policy.embed(state, [task])`` and
+``action = policy.act(h, state, state[:, :4], commands)``, where ``commands`` is ``[cmd]`` when
+the optional ``command_fn(task, obs, step)`` (a simulated operator speaking refinement commands,
+as the paper's evaluation allows) returns a command, else ``None`` (primary mode). An episode
+succeeds when it terminates (Metaworld ``success``) within ``max_episode_steps``.
+
+Trials are reproducible and shared between policies: each task's env seed and the torch seed of
+its action sampling are drawn from ``SeedSequence([seed, crc32(env_name)])`` (so a task's trials
+do not depend on which other tasks are evaluated with it), and the caller's global torch RNG is
+left untouched (``torch.random.fork_rng``). The default ``seed=10_000`` keeps evaluation
+configurations apart from the warm-up demos' (``generate_demos(seed=0)``).
+
+Result (also written as ``eval.json`` by :func:`write_eval`, printed by :func:`format_table`)::
+
+    {"per_task": {"<task string>": {"success_rate": float, "mean_episode_length": float,
+                                    "trials": int}},
+     "average_success_rate": float, "online_steps": int, "intervention_rate": float}
+
+``mean_episode_length`` averages over all trials: steps to success, or ``max_episode_steps`` for
+a failed trial. ``average_success_rate`` is the unweighted mean over tasks.
+
+:class:`LearningCurve` keeps the evaluations of one run against online interaction steps in
+``learning_curve.json``, logs them as TensorBoard scalars (``eval/success_<task slug>``,
+``eval/average_success``) and plots success per task against online steps with a second x-axis
+in equivalent minutes at ``fps`` (10 Hz: the paper's Fig. 5 x-axis).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.sim import DEMO_FPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
+
+EVAL_FILE = "eval.json"
+CURVE_FILE = "learning_curve.json"
+CURVE_PLOT = "learning_curve.png"
+DEFAULT_EVAL_SEED = 10_000
+
+CommandFn = Callable[[str, np.ndarray, int], "str | None"]
+"""``command_fn(task, obs (39,), step) -> refinement command or None``; ``step`` counts from 0
+within each episode."""
+
+
+def eval_seeds(seed: int, task: str) -> tuple[int, int]:
+    """``(env seed, torch seed)`` of one task's evaluation trials, keyed by (seed, env name) only."""
+    _, env_name = resolve_task(task)
+    env_seed, torch_seed = np.random.SeedSequence([int(seed), zlib.crc32(env_name.encode())]).generate_state(2)
+    return int(env_seed), int(torch_seed)
+
+
+def evaluate(
+    policy: DualActorPolicy,
+    tasks: Sequence[str],
+    trials: int = 25,
+    max_episode_steps: int = 200,
+    seed: int = DEFAULT_EVAL_SEED,
+    command_fn: CommandFn | None = None,
+    progress: bool = False,
+    online_steps: int = 0,
+    intervention_rate: float = 0.0,
+) -> dict[str, Any]:
+    """Success rate and mean episode length per task, ``trials`` episodes each, no interventions.
+
+    ``tasks``: bench task strings or Metaworld env names (reported under the task string); each
+    must be one of ``policy.tasks``. ``online_steps`` and ``intervention_rate`` are the caller's
+    (the online phase's) figures, copied into the result. The policy is put in eval mode and
+    restored afterwards. Returns the ``eval.json`` dict (module docstring).
+    """
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    if max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    resolved = [resolve_task(t)[0] for t in tasks]
+    if not resolved:
+        raise ValueError("evaluate: no tasks given")
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"evaluate: duplicate tasks in {list(tasks)}")
+    unknown = [t for t in resolved if t not in policy.tasks]
+    if unknown:
+        raise ValueError(f"evaluate: the policy was not trained on {unknown}; its tasks are {policy.tasks}")
+    cfg = policy.config
+    if cfg["backbone"].get("name") != "state" or cfg["obs_dim"] != OBS_DIM:
+        raise ValueError(
+            f"evaluate runs the state-observation bench ({OBS_DIM}-d state, 'state' backbone); this policy "
+            f"has backbone {cfg['backbone'].get('name')!r} and obs_dim {cfg['obs_dim']}"
+        )
+    from tqdm.auto import tqdm
+
+    was_training = policy.training
+    policy.eval()
+    per_task: dict[str, dict[str, Any]] = {}
+    try:
+        with torch.no_grad(), tqdm(
+            total=len(resolved) * trials, desc="eval", unit="ep", disable=not progress
+        ) as bar:
+            for task in resolved:
+                bar.set_postfix_str(task)
+                per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar)
+    finally:
+        policy.train(was_training)
+    return {
+        "per_task": per_task,
+        "average_success_rate": float(np.mean([r["success_rate"] for r in per_task.values()])),
+        "online_steps": int(online_steps),
+        "intervention_rate": float(intervention_rate),
+    }
+
+
+def _evaluate_task(
+    policy: DualActorPolicy,
+    task: str,
+    trials: int,
+    max_episode_steps: int,
+    seed: int,
+    command_fn: CommandFn | None,
+    bar,
+) -> dict[str, Any]:
+    device = next(policy.parameters()).device
+    env_seed, torch_seed = eval_seeds(seed, task)
+    successes, lengths = 0, []
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), MetaworldTaskEnv(
+        task, seed=env_seed, max_episode_steps=max_episode_steps
+    ) as env:
+        torch.manual_seed(torch_seed)
+        for _ in range(trials):
+            obs = env.reset()
+            terminated = truncated = False
+            step = 0
+            while not (terminated or truncated):
+                state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
+                h = policy.embed(state, [task])
+                cmd = command_fn(task, obs, step) if command_fn is not None else None
+                action = policy.act(h, state, state[:, PROPRIO_SLICE], commands=[cmd] if cmd else None)
+                obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
+                step += 1
+            successes += int(terminated)
+            lengths.append(env.elapsed_steps)
+            bar.update(1)
+    return {
+        "success_rate": successes / trials,
+        "mean_episode_length": float(np.mean(lengths)),
+        "trials": int(trials),
+    }
+
+
+# ------------------------------------------------------------------------------- output
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_eval(result: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:
+    """Write ``result`` to ``run_dir/eval.json`` (atomically) and return the path."""
+    path = Path(run_dir) / EVAL_FILE
+    _atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def format_table(result: Mapping[str, Any], fps: float = DEMO_FPS) -> str:
+    """``result`` (an :func:`evaluate` dict) as a plain-text table, for printing."""
+    header = ("task", "success", "mean length", "trials")
+    rows = [
+        (task, _pct(r["success_rate"]), f"{r['mean_episode_length']:.1f}", str(r["trials"]))
+        for task, r in result["per_task"].items()
+    ]
+    avg = ("average", _pct(result["average_success_rate"]), "", "")
+    widths = [max(len(r[i]) for r in [header, *rows, avg]) for i in range(len(header))]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))]).rstrip()
+
+    steps = int(result["online_steps"])
+    lines = [fmt(header), *(fmt(r) for r in rows), "-" * len(fmt(header)), fmt(avg), ""]
+    lines.append(f"online steps: {steps} ({steps / fps / 60:.1f} min at {fps:g} Hz)")
+    lines.append(f"intervention rate: {_pct(result['intervention_rate'])}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ learning curve
+class LearningCurve:
+    """Evaluations of one run against online interaction steps.
+
+    Args:
+        run_dir: the run folder; the curve lives in ``run_dir/learning_curve.json``, which is
+            read back if it exists (a resumed run extends its curve).
+        fps: control rate for the equivalent-minutes axis (10 Hz, the paper's).
+
+    ``learning_curve.json``: ``{"fps": float, "points": [{"online_steps": int, "minutes": float,
+    "per_task": {task: success_rate}, "average_success_rate": float, "intervention_rate": float}]}``
+    with points sorted by ``online_steps``; adding a point at an existing ``online_steps``
+    replaces it (a resumed run re-evaluating the same checkpoint).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, fps: float = DEMO_FPS) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.run_dir = Path(run_dir)
+        self.fps = float(fps)
+        self.path = self.run_dir / CURVE_FILE
+        self.points: list[dict[str, Any]] = []
+        if self.path.exists():
+            self.points = list(json.loads(self.path.read_text())["points"])
+
+    def add(self, online_steps: int, result: Mapping[str, Any]) -> dict[str, Any]:
+        """Record ``result`` (an :func:`evaluate` dict) at ``online_steps``; rewrite the JSON."""
+        online_steps = int(online_steps)
+        point = {
+            "online_steps": online_steps,
+            "minutes": online_steps / self.fps / 60.0,
+            "per_task": {t: float(r["success_rate"]) for t, r in result["per_task"].items()},
+            "average_success_rate": float(result["average_success_rate"]),
+            "intervention_rate": float(result["intervention_rate"]),
+        }
+        self.points = sorted(
+            [p for p in self.points if p["online_steps"] != online_steps] + [point], key=lambda p: p["online_steps"]
+        )
+        _atomic_write_text(self.path, json.dumps({"fps": self.fps, "points": self.points}, indent=2) + "\n")
+        return point
+
+    @staticmethod
+    def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any]) -> None:
+        """``experiment.add_scalar`` (a ``SummaryWriter``, e.g. ``trainer.logger.experiment``):
+        ``eval/success_<task slug>`` per task and ``eval/average_success``, at ``online_steps``."""
+        from dual_actor.module import slug
+
+        step = int(online_steps)
+        for task, r in result["per_task"].items():
+            experiment.add_scalar(f"eval/success_{slug(task)}", float(r["success_rate"]), step)
+        experiment.add_scalar("eval/average_success", float(result["average_success_rate"]), step)
+
+    def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path:
+        """Success per task (and the average) against online steps, minutes at ``fps`` on top.
+
+        Writes a PNG (default ``run_dir/learning_curve.png``, atomically) and returns its path.
+        """
+        if not self.points:
+            raise ValueError(f"{self.path}: no evaluations to plot")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path) if path is not None else self.run_dir / CURVE_PLOT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        steps = [p["online_steps"] for p in self.points]
+        tasks = list(dict.fromkeys(t for p in self.points for t in p["per_task"]))
+        fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=120)
+        try:
+            for task in tasks:
+                xs = [p["online_steps"] for p in self.points if task in p["per_task"]]
+                ys = [100 * p["per_task"][task] for p in self.points if task in p["per_task"]]
+                ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.6, label=task)
+            ax.plot(steps, [100 * p["average_success_rate"] for p in self.points], color="black",
+                    linestyle="--", linewidth=1.4, label="average")
+            ax.set_xlabel("online interaction steps")
+            ax.set_ylabel("success rate (%)")
+            ax.set_ylim(-3, 103)
+            lo, hi = min(steps), max(steps)
+            pad = max(1.0, 0.03 * (hi - lo))
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.grid(True, alpha=0.3)
+            fps = self.fps
+            top = ax.secondary_xaxis("top", functions=(lambda s: s / fps / 60.0, lambda m: m * 60.0 * fps))
+            top.set_xlabel(f"equivalent minutes at {fps:g} Hz")
+            ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+            if title:
+                fig.suptitle(title, fontsize=10)
+            fig.tight_layout()
+            tmp = path.with_name(f".{path.name}.tmp.png")
+            fig.savefig(tmp)
+            os.replace(tmp, path)
+        finally:
+            plt.close(fig)
+        return path

@@ -1,0 +1,231 @@
+"""Evaluation protocol: schema, determinism, shared trials, expert vs zero policy, learning curve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("metaworld")
+
+from dual_actor.eval import (  # noqa: E402
+    LearningCurve,
+    eval_seeds,
+    evaluate,
+    format_table,
+    write_eval,
+)
+from dual_actor.policy import DualActorPolicy  # noqa: E402
+from dual_actor.runtime.sim import (  # noqa: E402
+    BENCH_TASKS,
+    MetaworldTaskEnv,
+    ScriptedExpert,
+    _task_seeds,
+    rollout_expert,
+)
+
+TASKS = list(BENCH_TASKS)
+PLACE = "place the bolt"
+
+
+def tiny_policy(seed: int = 0) -> DualActorPolicy:
+    torch.manual_seed(seed)
+    return DualActorPolicy(
+        tasks=TASKS, obs_dim=39, proprio_dim=4, action_dim=4, actor_hidden=[32], refine_hidden=[32],
+        refine_proj_dim=16, command_dim=8, obs_feature_dim=16,
+    )
+
+
+def recording_act(policy: DualActorPolicy, log: list) -> None:
+    """Wrap ``policy.act`` to record (obs, commands, action) of every call."""
+    real = policy.act
+
+    def act(h, obs, proprio, commands=None):
+        a = real(h, obs, proprio, commands=commands)
+        log.append((obs[0].clone(), commands, a[0].clone()))
+        return a
+
+    policy.act = act
+
+
+def test_schema_exact_and_eval_json(tmp_path):
+    pol = tiny_policy()
+    pol.train()
+    res = evaluate(pol, ["pick-place-v3", "assemble the bolt"], trials=2, max_episode_steps=10,
+                   online_steps=1234, intervention_rate=0.25)
+    assert pol.training, "the policy's train/eval mode is restored"
+    assert set(res) == {"per_task", "average_success_rate", "online_steps", "intervention_rate"}
+    assert list(res["per_task"]) == [PLACE, "assemble the bolt"]  # env names reported as task strings
+    for r in res["per_task"].values():
+        assert set(r) == {"success_rate", "mean_episode_length", "trials"}
+        assert type(r["success_rate"]) is float and type(r["mean_episode_length"]) is float
+        assert type(r["trials"]) is int and r["trials"] == 2
+        # a random tiny policy cannot solve these in 10 steps: every trial runs to the limit
+        assert r["success_rate"] == 0.0 and r["mean_episode_length"] == 10.0
+    assert type(res["average_success_rate"]) is float and res["average_success_rate"] == 0.0
+    assert res["online_steps"] == 1234 and type(res["online_steps"]) is int
+    assert res["intervention_rate"] == 0.25 and type(res["intervention_rate"]) is float
+
+    path = write_eval(res, tmp_path / "run")
+    assert path == tmp_path / "run" / "eval.json"
+    assert json.loads(path.read_text()) == res
+    assert sorted(p.name for p in path.parent.iterdir()) == ["eval.json"], "no temp file left behind"
+    res2 = dict(res, online_steps=99)
+    write_eval(res2, tmp_path / "run")  # overwrite in place
+    assert json.loads(path.read_text())["online_steps"] == 99
+
+    table = format_table(res).splitlines()
+    assert table[0].split() == ["task", "success", "mean", "length", "trials"]
+    assert table[1].split() == ["place", "the", "bolt", "0.0%", "10.0", "2"]
+    assert any(line.split() == ["average", "0.0%"] for line in table)
+    assert "online steps: 1234 (2.1 min at 10 Hz)" in table
+    assert "intervention rate: 25.0%" in table
+
+
+def test_bad_arguments():
+    pol = tiny_policy()
+    with pytest.raises(ValueError, match="not trained on"):
+        evaluate(DualActorPolicy(tasks=[PLACE], obs_dim=39, proprio_dim=4, action_dim=4, actor_hidden=[8],
+                                 refine_hidden=[8], refine_proj_dim=4, command_dim=4, obs_feature_dim=4),
+                 ["assemble the bolt"], trials=1)
+    with pytest.raises(ValueError, match="trials"):
+        evaluate(pol, [PLACE], trials=0)
+    with pytest.raises(ValueError, match="duplicate"):
+        evaluate(pol, [PLACE, "pick-place-v3"], trials=1)
+    with pytest.raises(KeyError, match="unknown task"):
+        evaluate(pol, ["juggle the bolt"], trials=1)
+
+
+def test_deterministic_shared_trials_and_rng_untouched():
+    # Same seed, same weights -> identical observations, actions and result whatever the
+    # caller's global RNG state; the caller's RNG is left where it was.
+    runs = []
+    for global_seed in (123, 456):
+        pol, log = tiny_policy(0), []
+        recording_act(pol, log)
+        torch.manual_seed(global_seed)
+        res = evaluate(pol, [PLACE], trials=2, max_episode_steps=8)
+        after = torch.rand(3)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(3)), "evaluate must not consume the global torch RNG"
+        runs.append((res, log))
+    assert runs[0][0] == runs[1][0]
+    assert len(runs[0][1]) == 16
+    for (o1, _, a1), (o2, _, a2) in zip(runs[0][1], runs[1][1]):
+        assert torch.equal(o1, o2) and torch.equal(a1, a2)
+
+    # A different policy sees the same trial configurations (object + goal at each reset).
+    starts = {}
+    for name, pol in (("a", tiny_policy(0)), ("b", tiny_policy(7))):
+        seen = []
+        evaluate(pol, [PLACE], trials=3, max_episode_steps=4,
+                 command_fn=lambda task, obs, step: seen.append(obs.copy()) if step == 0 else None)
+        starts[name] = np.stack(seen)
+    assert starts["a"].shape == (3, 39)
+    np.testing.assert_array_equal(starts["a"], starts["b"])
+    # ... which are the configurations of MetaworldTaskEnv at eval_seeds(), distinct from the demos'.
+    with MetaworldTaskEnv(PLACE, seed=eval_seeds(10_000, PLACE)[0]) as env:
+        np.testing.assert_array_equal(np.stack([env.reset() for _ in range(3)]), starts["a"])
+    with MetaworldTaskEnv(PLACE, seed=_task_seeds(0, "pick-place-v3")[0]) as env:
+        demo_first = env.reset()
+    assert not np.allclose(demo_first[4:7], starts["a"][0, 4:7]) or not np.allclose(
+        demo_first[36:39], starts["a"][0, 36:39]
+    )
+    # A different eval seed draws different configurations.
+    seen = []
+    evaluate(tiny_policy(0), [PLACE], trials=1, max_episode_steps=2, seed=1,
+             command_fn=lambda task, obs, step: seen.append(obs.copy()) if step == 0 else None)
+    assert not np.array_equal(seen[0], starts["a"][0])
+
+
+def test_command_fn_drives_refinement_mode():
+    pol, log = tiny_policy(), []
+    recording_act(pol, log)
+    calls = []
+
+    def command_fn(task, obs, step):
+        calls.append((task, step))
+        return "move left" if step % 2 == 0 else None
+
+    evaluate(pol, ["pick-place-v3"], trials=2, max_episode_steps=5, command_fn=command_fn)
+    assert calls == [(PLACE, s) for s in range(5)] * 2
+    assert [c for _, c, _ in log] == [["move left"], None, ["move left"], None, ["move left"]] * 2
+
+
+def test_scripted_expert_scores_one_and_zero_policy_scores_zero():
+    # Primary actor replaced by the noise-free scripted expert: every trial succeeds, and the
+    # mean length equals that of the same expert rolled out directly on the eval seed's env.
+    pol = tiny_policy()
+    expert = ScriptedExpert(PLACE, noise=0.0)
+    pol.act = lambda h, obs, proprio, commands=None: torch.from_numpy(expert.act(obs[0].numpy()))[None]
+    res = evaluate(pol, [PLACE], trials=3, max_episode_steps=200)
+    with MetaworldTaskEnv(PLACE, seed=eval_seeds(10_000, PLACE)[0], max_episode_steps=200) as env:
+        lengths = [len(rollout_expert(env, ScriptedExpert(PLACE, noise=0.0)).actions) for _ in range(3)]
+    assert res["per_task"][PLACE] == {"success_rate": 1.0, "mean_episode_length": float(np.mean(lengths)),
+                                      "trials": 3}
+    assert max(lengths) < 200
+    assert res["average_success_rate"] == 1.0
+
+    zero = tiny_policy()
+    zero.act = lambda h, obs, proprio, commands=None: torch.zeros(1, 4)
+    res0 = evaluate(zero, [PLACE], trials=3, max_episode_steps=60)
+    assert res0["per_task"][PLACE] == {"success_rate": 0.0, "mean_episode_length": 60.0, "trials": 3}
+
+
+class FakeWriter:
+    def __init__(self):
+        self.calls = []
+
+    def add_scalar(self, tag, value, global_step=None):
+        self.calls.append((tag, value, global_step))
+
+
+def _result(rates: dict[str, float], steps: int, irate: float) -> dict:
+    return {
+        "per_task": {t: {"success_rate": r, "mean_episode_length": 50.0, "trials": 4} for t, r in rates.items()},
+        "average_success_rate": float(np.mean(list(rates.values()))),
+        "online_steps": steps,
+        "intervention_rate": irate,
+    }
+
+
+def test_learning_curve_json_png_tensorboard(tmp_path):
+    curve = LearningCurve(tmp_path, fps=10)
+    r0 = _result({PLACE: 0.5, "pick up the bolt": 0.25}, 0, 0.0)
+    r1 = _result({PLACE: 1.0, "pick up the bolt": 0.75}, 3000, 0.2)
+    curve.add(3000, r1)
+    curve.add(0, r0)  # out of order: points are kept sorted by online steps
+    data = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert data == {
+        "fps": 10.0,
+        "points": [
+            {"online_steps": 0, "minutes": 0.0, "per_task": {PLACE: 0.5, "pick up the bolt": 0.25},
+             "average_success_rate": 0.375, "intervention_rate": 0.0},
+            {"online_steps": 3000, "minutes": 5.0, "per_task": {PLACE: 1.0, "pick up the bolt": 0.75},
+             "average_success_rate": 0.875, "intervention_rate": 0.2},
+        ],
+    }
+    # A resumed run reads the curve back; re-adding a step replaces that point.
+    again = LearningCurve(tmp_path)
+    assert again.points == data["points"]
+    again.add(3000, _result({PLACE: 0.75, "pick up the bolt": 0.75}, 3000, 0.1))
+    pts = json.loads((tmp_path / "learning_curve.json").read_text())["points"]
+    assert [p["online_steps"] for p in pts] == [0, 3000] and pts[1]["per_task"][PLACE] == 0.75
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curve.json"]
+
+    png = again.plot()
+    assert png == tmp_path / "learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert again.plot(tmp_path / "sub" / "c.png", title="run").exists()
+    with pytest.raises(ValueError, match="no evaluations"):
+        LearningCurve(tmp_path / "empty").plot()
+
+    w = FakeWriter()
+    LearningCurve.log_tensorboard(w, 3000, r1)
+    assert w.calls == [
+        ("eval/success_place_the_bolt", 1.0, 3000),
+        ("eval/success_pick_up_the_bolt", 0.75, 3000),
+        ("eval/average_success", 0.875, 3000),
+    ]
