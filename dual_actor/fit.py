@@ -99,8 +99,102 @@ def ensure_dataset(cfg: DictConfig) -> Path:
     return path
 
 
+def _checkpoint_phase(ckpt: Path) -> str:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return state.get("dual_actor", {}).get("phase", "warmup")
+
+
+def _trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
+        max_epochs=-1, max_steps=-1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+        callbacks=callbacks, enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir: Path):
+    """One control loop per task on the simulated bench, each with its own operator."""
+    from hydra.utils import instantiate
+
+    from data_tools.teleop_log import SessionWriter
+    from dual_actor.policy import DualActorPolicy
+    from dual_actor.runtime.interaction import Interaction
+    from dual_actor.runtime.loop import ControlLoop
+    from dual_actor.runtime.sim import MetaworldTaskEnv
+    from dual_actor.runtime.transport import InProcessTransport
+
+    if cfg.env.name != "metaworld_bench":
+        raise ConfigError(f"online phase: no simulated robot for env {cfg.env.name!r}; drive a real robot "
+                          f"through dual_actor.runtime.loop.ControlLoop")
+    on = cfg.online
+    transport = InProcessTransport()
+    actor_policy = DualActorPolicy(**module.policy.config)  # the acting side's own copy
+    actor_policy.load_state_dict(module.policy.state_dict())
+    session = None
+    if on.log_teleop:
+        session = SessionWriter(run_dir / "teleop" / f"online-{int(time.time())}", fps=cfg.env.fps,
+                                robot="metaworld-sawyer", action_dim=int(cfg.env.action_dim),
+                                translation_scale_m=float(on.translation_scale_m))
+    loops = []
+    shared_operator = None
+    per_task_operator = False
+    if cfg.operator.get("_target_"):
+        import inspect
+
+        from hydra.utils import get_class
+
+        # a simulated human is one per task; a physical device (SpaceMouse, keyboard) is one, shared
+        per_task_operator = "task" in inspect.signature(get_class(cfg.operator._target_)).parameters
+        if not per_task_operator:
+            shared_operator = instantiate(cfg.operator)
+    for i, task in enumerate(cfg.env.tasks):
+        env = MetaworldTaskEnv(task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps))
+        operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
+        loops.append(ControlLoop(
+            env, task, actor_policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
+            period_s=None if on.period_s is None else float(on.period_s),
+            window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
+            gamma=float(cfg.algo.gamma), log_episode=session.episode if session is not None else None,
+            actor_id=f"sim-{i}",
+        ))
+    return Interaction(loops, transport, buffers, env_steps_per_update=1.0 / float(on.updates_per_env_step),
+                       min_rollout=int(on.min_rollout), max_env_steps=int(on.env_steps))
+
+
+class EvalCallback(L.Callback):
+    """A learning-curve point every ``every`` online interaction steps."""
+
+    def __init__(self, cfg: DictConfig, interaction, curve, every: int):
+        self.cfg, self.interaction, self.curve, self.every = cfg, interaction, curve, max(1, int(every))
+        self.next_at = self.every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.interaction.env_steps >= self.next_at:
+            self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
+            res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
+            self.curve.add(self.interaction.env_steps, res)
+            if pl_module.logger is not None:
+                self.curve.log_tensorboard(pl_module.logger.experiment, self.interaction.env_steps, res)
+
+
+def _intervention_rate(interaction) -> float:
+    if interaction is None or interaction.env_steps == 0:
+        return 0.0
+    return sum(l.stats.interventions for l in interaction.loops) / max(
+        sum(l.stats.env_steps for l in interaction.loops), 1)
+
+
+def _evaluate(cfg: DictConfig, policy, interaction, trials: int) -> dict:
+    from dual_actor.eval import evaluate
+
+    return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
+                    seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
+                    intervention_rate=_intervention_rate(interaction))
+
+
 def run(cfg: DictConfig) -> Path:
-    """Warm-up run; returns the run directory."""
+    """Warm-up -> online (simulated operator) -> evaluation; returns the run directory."""
     L.seed_everything(int(cfg.seed), verbose=False)
     torch.set_float32_matmul_precision("high")
     run_dir = Path(cfg.run_root) / str(cfg.run_name)
@@ -112,6 +206,9 @@ def run(cfg: DictConfig) -> Path:
         raise ConfigError(f"{run_dir} exists: pick another run_name, or resume=true to continue it")
     if int(cfg.algo.batch_size) % len(cfg.env.tasks):
         raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} must be divisible by {len(cfg.env.tasks)} tasks")
+    online_steps = int(cfg.online.env_steps)
+    if online_steps > 0 and int(cfg.algo.batch_size) % (2 * len(cfg.env.tasks)):
+        raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} must be divisible by 2 x tasks for the online phase")
 
     data_path = ensure_dataset(cfg)
     kwargs = module_kwargs(cfg)
@@ -132,25 +229,71 @@ def run(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resume_phase = _checkpoint_phase(ckpt) if cfg.resume else None
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
-    trainer = L.Trainer(
-        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
-        max_epochs=-1, max_steps=-1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
-        callbacks=[UpdateCheckpoint(run_dir, int(cfg.trainer.checkpoint_every))],
-        enable_progress_bar=bool(cfg.trainer.progress_bar), enable_model_summary=False, num_sanity_val_steps=0,
-    )
+    every = int(cfg.trainer.checkpoint_every)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
+
+    # ---- phase I: offline warm-up (Alg. 1 lines 3-10)
+    if resume_phase != "online":
+        print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
+        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every)])
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
+        module.policy.save_pretrained(run_dir / "policy_warmup")
+    warmup_s = time.perf_counter() - t0
+
+    # ---- phase II: online interaction (Alg. 1 lines 11-35)
+    from dual_actor.eval import LearningCurve, format_table, write_eval
+
+    curve = LearningCurve(run_dir, fps=float(cfg.env.fps))
+    interaction = None
+    if online_steps > 0:
+        from torch.utils.data import DataLoader
+
+        from dual_actor.data.datamodule import BufferSampler
+        from dual_actor.runtime.interaction import InteractionCallback
+
+        if resume_phase != "online" and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
+            res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
+            curve.add(0, res)
+            curve.log_tensorboard(logger.experiment, 0, res)
+        module.set_phase("online")
+        module.hparams.max_updates = None  # the online phase stops at its interaction budget
+        interaction = build_interaction(cfg, module, dm.buffers, run_dir)
+        sampler = BufferSampler(dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
+                                min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
+                                before_batch=interaction.before_batch)
+        callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every)),
+                     UpdateCheckpoint(run_dir, every),
+                     EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps))]
+        print(f"[online] {online_steps} interaction steps with operator "
+              f"{cfg.operator.get('_target_', 'none')}", flush=True)
+        trainer = _trainer(cfg, logger, callbacks)
+        trainer.fit(module, DataLoader(sampler, batch_size=None),
+                    ckpt_path=str(ckpt) if resume_phase == "online" else None)
     elapsed = time.perf_counter() - t0
+
+    # ---- evaluation (the simulated bench; a real robot is evaluated through its own loop)
     module.policy.save_pretrained(run_dir / "policy")
+    result = None
+    if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
+        result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
+        write_eval(result, run_dir)
+        if interaction is not None:
+            curve.add(interaction.env_steps, result)
+            curve.log_tensorboard(logger.experiment, interaction.env_steps, result)
+            curve.plot()
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
-        "dataset": str(data_path), "episodes": dm.episode_counts,
-        "last_metrics": module.last_logs,
+        "warmup_seconds": round(warmup_s, 2), "online_env_steps": interaction.env_steps if interaction else 0,
+        "dataset": str(data_path), "episodes": dm.episode_counts, "last_metrics": module.last_logs,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"Warm-up: {module.num_updates} updates in {elapsed:.1f} s. Run: {run_dir} "
-          f"(TensorBoard: tensorboard --logdir {run_dir / 'tb'}; policy: {run_dir / 'policy'})", flush=True)
+    if result is not None:
+        print(format_table(result, fps=float(cfg.env.fps)), flush=True)
+    print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
+          f"Run: {run_dir} (eval.json, learning_curve.png, TensorBoard: tensorboard --logdir {run_dir / 'tb'})",
+          flush=True)
     return run_dir
 
 

@@ -21,7 +21,7 @@ def fit(*overrides, cwd=ROOT, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-SYN = ["env.obs_dim=6", "env.proprio_dim=2", "algo.batch_size=24", "algo.actor_hidden=[32]",
+SYN = ["online.env_steps=0", "eval.trials=0", "env.obs_dim=6", "env.proprio_dim=2", "algo.batch_size=24", "algo.actor_hidden=[32]",
        "algo.refine_hidden=[32]", "algo.critic_hidden=[32]", "trainer.progress_bar=false", "trainer.log_every=2"]
 
 
@@ -34,21 +34,38 @@ def test_help_lists_groups():
 
 @pytest.mark.slow
 def test_smoke_default_bench(tmp_path):
-    """experiment=smoke on the built-in bench: demo generation -> warm-up -> checkpoint + policy."""
+    """experiment=smoke on the built-in bench: demos -> warm-up -> online with the simulated
+    operator -> evaluation (eval.json, learning curve), checkpoint + policy."""
     r = fit("experiment=smoke", f"run_root={tmp_path}", "run_name=smoke")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "smoke"
-    assert (run / "last.ckpt").exists() and (run / "config.yaml").exists()
+    for name in ("last.ckpt", "config.yaml", "eval.json", "learning_curve.json", "learning_curve.png"):
+        assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["updates"] == 30 and summary["phase"] == "warmup"
+    assert summary["phase"] == "online" and summary["online_env_steps"] >= 400 and summary["updates"] > 30
+    ev = json.loads((run / "eval.json").read_text())
+    assert set(ev) == {"per_task", "average_success_rate", "online_steps", "intervention_rate"}
+    assert list(ev["per_task"]) == TASKS and ev["online_steps"] == summary["online_env_steps"]
+    for res in ev["per_task"].values():
+        assert set(res) == {"success_rate", "mean_episode_length", "trials"} and res["trials"] == 2
+        assert 0.0 <= res["success_rate"] <= 1.0
+    assert 0.0 < ev["intervention_rate"] < 1.0  # the simulated operator stepped in on a 30-update policy
+    assert "average" in r.stdout and "intervention rate" in r.stdout  # the results table
     policy = DualActorPolicy.from_pretrained(run / "policy")
     assert policy.tasks == TASKS and not any("critic" in k for k in policy.state_dict())
     ea = EventAccumulator(str(run / "tb")).Reload()
     tags = ea.Tags()["scalars"]
     for tag in ("loss/actor", "loss/actor_bc", "loss/critic_place_the_bolt", "q/pick_up_the_bolt",
-                "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt"):
+                "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt",
+                "eval/average_success", "eval/success_place_the_bolt"):
         assert tag in tags, tags
-    assert len(ea.Scalars("loss/actor")) == 6  # every 5 of 30 updates
+    assert len(ea.Scalars("loss/calql_reg_place_the_bolt")) == 6  # warm-up: every 5 of 30 updates
+    # the online phase's teleop log converts with data_tools (the real data path)
+    sessions = list((run / "teleop").iterdir())
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    c = subprocess.run([sys.executable, "-m", "data_tools", "convert", *map(str, sessions), "-o",
+                        str(tmp_path / "online.hdf5"), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
@@ -88,3 +105,27 @@ def test_bad_input_one_clear_error_nothing_written(tmp_path, case, expect):
     assert expect in r.stderr and str(data) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not runs.exists()
+
+
+@pytest.mark.slow
+def test_resume_interrupted_online_run_restores_buffers_exactly(tmp_path):
+    import torch
+
+    from dual_actor.data.buffers import TaskBuffers
+
+    base = ["experiment=smoke", f"run_root={tmp_path}", "run_name=on", "eval.trials=0"]
+    r = fit(*base, "online.env_steps=200")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "on" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["dual_actor"]["phase"] == "online"
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "InteractionCallback" in k]
+    saved = TaskBuffers(TASKS)
+    saved.load_state_dict(state["buffers"])
+    r = fit(*base, "online.env_steps=300", "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(l for l in r.stdout.splitlines() if l.startswith("[online] resumed:"))
+    assert json.loads(line.split("buffers ", 1)[1]) == json.loads(json.dumps(saved.sizes(), sort_keys=True))
+    assert f"resumed: {state['env_steps']} interaction steps" in line
+    assert "[warm-up]" not in r.stdout  # the warm-up is not repeated
+    summary = json.loads((tmp_path / "on" / "summary.json").read_text())
+    assert summary["online_env_steps"] >= 300

@@ -12,6 +12,7 @@ rollout statistics and keeps the buffers in the checkpoint (a resumed run keeps 
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import lightning as L
@@ -120,3 +121,5 @@ class InteractionCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.interaction.load_state_dict(state_dict)
+        print(f"[online] resumed: {self.interaction.env_steps} interaction steps, buffers "
+              f"{json.dumps(self.interaction.buffers.sizes(), sort_keys=True)}", flush=True)

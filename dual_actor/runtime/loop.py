@@ -25,6 +25,7 @@ from data_tools.talk_tweak import NULL_COMMAND, StreamingLabeler
 from dual_actor import constants as K
 from dual_actor.losses import mc_returns
 from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.operators import NO_INPUT, apply_intervention
 from dual_actor.runtime.transport import EpisodeRecord, Transport
 
 
@@ -146,10 +147,10 @@ class ControlLoop:
             late = self.period_s is not None and self.clock() - start > self.period_s
             if late:
                 a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # never a stale action
-            human = self.operator.observe(obs, a_pi, info) if self.operator is not None else None
-            intv = bool(human is not None and human.intervening and human.action is not None)
-            executed = np.clip(np.asarray(human.action if intv else a_pi, dtype=np.float32), self.low, self.high)
-            command = human.command if human is not None else None
+            human = self.operator.observe(obs, a_pi, info) if self.operator is not None else NO_INPUT
+            executed, intv = apply_intervention(a_pi, human, self.low, self.high)
+            executed = np.asarray(executed, dtype=np.float32)
+            command = human.command
             next_obs, reward, terminated, truncated, info = self.env.step(executed)
             next_obs = np.asarray(next_obs, dtype=np.float32)
             for s, c in self.labeler.push(executed, intv):
