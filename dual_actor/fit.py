@@ -43,7 +43,7 @@ class UpdateCheckpoint(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.dirpath / ".last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         os.replace(tmp, self.dirpath / "last.ckpt")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -73,7 +73,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         eps_min=float(a.eps_min), eps_max=float(a.eps_max), actor_q_reduce=str(a.actor_q_reduce),
         grad_clip=None if a.grad_clip is None else float(a.grad_clip), phase="warmup",
         max_updates=int(a.warmup_updates), log_every=int(cfg.trainer.log_every),
-        refine_enabled=bool(a.refine_enabled),
+        refine_enabled=bool(a.refine_enabled), q_normalize=bool(a.get("q_normalize", False)),
     )
 
 

@@ -49,6 +49,7 @@ class DualActorModule(L.LightningModule):
         max_updates: stop training after this many updates (None: never by itself).
         log_every: log scalars every this many updates.
         refine_enabled: False switches the refinement actor off (single-actor ablation).
+        q_normalize: scale the actor's Q term by 1 / mean |Q| (TD3+BC / CPQL; not in the paper).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class DualActorModule(L.LightningModule):
         max_updates: int | None = None,
         log_every: int = 50,
         refine_enabled: bool = True,
+        q_normalize: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -243,6 +245,8 @@ class DualActorModule(L.LightningModule):
                 else torch.ones_like(q_means)
             )
             q_loss = losses.actor_q_loss(q_pi, eps)
+            if hp.q_normalize:
+                q_loss = q_loss * losses.q_normalizer(q_pi)
             lam1, lam2 = self.lambdas[self.phase]
             loss = losses.actor_loss(bc, q_loss, lam1, lam2)
             norm = self._step(opt, loss, primary.parameters(), want_log)
