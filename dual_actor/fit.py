@@ -74,6 +74,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         grad_clip=None if a.grad_clip is None else float(a.grad_clip), phase="warmup",
         max_updates=int(a.warmup_updates), log_every=int(cfg.trainer.log_every),
         refine_enabled=bool(a.refine_enabled), q_normalize=bool(a.get("q_normalize", False)),
+        online_critic_loss=str(a.get("online_critic_loss", "bellman")),
     )
 
 

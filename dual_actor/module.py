@@ -49,6 +49,7 @@ class DualActorModule(L.LightningModule):
         max_updates: stop training after this many updates (None: never by itself).
         log_every: log scalars every this many updates.
         refine_enabled: False switches the refinement actor off (single-actor ablation).
+        online_critic_loss: "bellman" (the paper) or "calql" (keep Cal-QL's regulariser online).
         q_normalize: scale the actor's Q term by 1 / mean |Q| (TD3+BC / CPQL; not in the paper).
     """
 
@@ -81,12 +82,15 @@ class DualActorModule(L.LightningModule):
         log_every: int = 50,
         refine_enabled: bool = True,
         q_normalize: bool = False,
+        online_critic_loss: str = "bellman",
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         if bc_form not in ("consistency", "literal"):
             raise ValueError(f"bc_form must be 'consistency' or 'literal', got {bc_form!r}")
+        if online_critic_loss not in ("bellman", "calql"):
+            raise ValueError(f"online_critic_loss must be 'bellman' (paper) or 'calql', got {online_critic_loss!r}")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -122,7 +126,7 @@ class DualActorModule(L.LightningModule):
 
     @property
     def critic_loss_kind(self) -> str:
-        return "calql" if self.phase == "warmup" else "bellman"
+        return "calql" if self.phase == "warmup" else self.hparams.online_critic_loss
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -128,6 +128,10 @@ def test_phase_switch_changes_losses_only():
     assert m.critic_loss_kind == "bellman" and m.lambdas[m.phase] == (0.5, 0.5)
     with pytest.raises(ValueError, match="phase"):
         m.set_phase("offline")
+    m2 = DualActorModule(**tiny_module_kwargs(online_critic_loss="calql", phase="online"))
+    assert m2.critic_loss_kind == "calql"
+    with pytest.raises(ValueError, match="online_critic_loss"):
+        DualActorModule(**tiny_module_kwargs(online_critic_loss="td"))
 
 
 def _expert(state):
