@@ -28,6 +28,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from data_tools.atomic import atomic_write_bytes
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -274,16 +276,6 @@ class _StepChecker:
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: Path, data: bytes, fsync: bool) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _as_list(x: Any) -> Any:
     if isinstance(x, np.ndarray):
         return x.tolist()
@@ -334,7 +326,7 @@ class SessionWriter:
             raise FileExistsError(f"{meta_path}: exists (pass force=True to replace session.json)")
         (self.root / EPISODES_DIR).mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.meta.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        _atomic_write_bytes(meta_path, text.encode("utf-8"), fsync)
+        atomic_write_bytes(meta_path, text.encode("utf-8"), fsync)
         self.fsync = fsync
         self.png_compress_level = int(png_compress_level)
         self._open: list[EpisodeWriter] = []
@@ -440,7 +432,7 @@ class EpisodeWriter:
             self._checker.__dict__.update(checker_state)
             raise
         for cam, data in pngs:
-            _atomic_write_bytes(self.path / cam / png_name(rec["step"]), data, self.session.fsync)
+            atomic_write_bytes(self.path / cam / png_name(rec["step"]), data, self.session.fsync)
         text = json.dumps(rec, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
         self._file.write(text.encode("utf-8"))
         self._file.flush()

@@ -35,6 +35,8 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+
+from data_tools.atomic import atomic_write_text
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -157,23 +159,10 @@ def _evaluate_task(
 
 
 # ------------------------------------------------------------------------------- output
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_eval(result: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:
     """Write ``result`` to ``run_dir/eval.json`` (atomically) and return the path."""
     path = Path(run_dir) / EVAL_FILE
-    _atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
 
 
@@ -239,7 +228,7 @@ class LearningCurve:
         self.points = sorted(
             [p for p in self.points if p["online_steps"] != online_steps] + [point], key=lambda p: p["online_steps"]
         )
-        _atomic_write_text(self.path, json.dumps({"fps": self.fps, "points": self.points}, indent=2) + "\n")
+        atomic_write_text(self.path, json.dumps({"fps": self.fps, "points": self.points}, indent=2) + "\n")
         return point
 
     @staticmethod

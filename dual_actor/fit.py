@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from data_tools.atomic import atomic_write_text
 from data_tools.hdf5_format import DatasetFormatError
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.data.hdf5 import DataSpec
@@ -229,7 +230,7 @@ def run(cfg: DictConfig) -> Path:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     resume_phase = _checkpoint_phase(ckpt) if cfg.resume else None
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
     every = int(cfg.trainer.checkpoint_every)
@@ -289,7 +290,7 @@ def run(cfg: DictConfig) -> Path:
         "warmup_seconds": round(warmup_s, 2), "online_env_steps": interaction.env_steps if interaction else 0,
         "dataset": str(data_path), "episodes": dm.episode_counts, "last_metrics": module.last_logs,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     if result is not None:
         print(format_table(result, fps=float(cfg.env.fps)), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
