@@ -76,6 +76,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         max_updates=int(a.warmup_updates), log_every=int(cfg.trainer.log_every),
         refine_enabled=bool(a.refine_enabled), q_normalize=bool(a.get("q_normalize", False)),
         online_critic_loss=str(a.get("online_critic_loss", "bellman")),
+        q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
     )
 
 

@@ -78,14 +78,22 @@ def actor_loss(bc: torch.Tensor, q: torch.Tensor, lam1: float, lam2: float) -> t
 
 # ---------------------------------------------------------------------------------- critics
 def td_target(
-    reward: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor, gamma: float
+    reward: torch.Tensor,
+    done: torch.Tensor,
+    next_q: torch.Tensor,
+    gamma: float,
+    bounds: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Bellman target r + gamma (1 - d) min_e Q'_e(s', a'), a' ~ pi(h').
 
     ``reward``, ``done``: (B,); ``next_q``: (E, B) from the target critic. Returns (B,), no grad.
+    ``bounds``: (lo, hi) the returns can reach (e.g. (0, 1) for a sparse success reward that ends
+    the episode); the target is clipped to it so bootstrapping cannot inflate Q past what any
+    policy can earn (``algo.q_bounds``, not in the paper; None: no clipping).
     """
     with torch.no_grad():
-        return reward + gamma * (1.0 - done) * next_q.min(dim=0).values
+        y = reward + gamma * (1.0 - done) * next_q.min(dim=0).values
+        return y if bounds is None else y.clamp(float(bounds[0]), float(bounds[1]))
 
 
 def bellman_loss(q: torch.Tensor, q_target: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,9 @@ class DualActorModule(L.LightningModule):
         actor_lr, critic_lr, refine_lr: Adam learning rates.
         lambdas: {"warmup": (l1, l2), "online": (l1, l2)} for Eq. 6.
         eta: (eta1, eta2, eta3) for Eq. 11.
-        bc_form: "consistency" (CPQL/ConRFT denoising form of Eq. 5) or "literal".
+        bc_form: "consistency" (CPQL/ConRFT denoising form of Eq. 5), "literal" (the one-step
+            action, Eq. 5 as printed) or "both" (their sum: every row also trains the one-step
+            action that acting uses, which the consistency form reaches only at sigma = K).
         calql_alpha, calql_temperature, calql_num_actions: Cal-QL regulariser.
         task_weighting: use Eq. 15/16 weights (False: uniform Eq. 14).
         eps_c, eps_min, eps_max: Eq. 16 constants.
@@ -51,6 +53,7 @@ class DualActorModule(L.LightningModule):
         refine_enabled: False switches the refinement actor off (single-actor ablation).
         online_critic_loss: "bellman" (the paper) or "calql" (keep Cal-QL's regulariser online).
         q_normalize: scale the actor's Q term by 1 / mean |Q| (TD3+BC / CPQL; not in the paper).
+        q_bounds: (lo, hi) range of the discounted return; TD targets are clipped to it (None: off).
     """
 
     def __init__(
@@ -83,14 +86,17 @@ class DualActorModule(L.LightningModule):
         refine_enabled: bool = True,
         q_normalize: bool = False,
         online_critic_loss: str = "bellman",
+        q_bounds: Sequence[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if bc_form not in ("consistency", "literal"):
-            raise ValueError(f"bc_form must be 'consistency' or 'literal', got {bc_form!r}")
+        if bc_form not in ("consistency", "literal", "both"):
+            raise ValueError(f"bc_form must be 'consistency', 'literal' or 'both', got {bc_form!r}")
         if online_critic_loss not in ("bellman", "calql"):
             raise ValueError(f"online_critic_loss must be 'bellman' (paper) or 'calql', got {online_critic_loss!r}")
+        if q_bounds is not None and (len(q_bounds) != 2 or not q_bounds[0] < q_bounds[1]):
+            raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -191,7 +197,7 @@ class DualActorModule(L.LightningModule):
             critic = self.critics[i]
             with torch.no_grad():
                 q_next = self.target_critics[i](b[K.NEXT_OBS], b[K.NEXT_PROPRIO], next_a[i])
-                q_target = losses.td_target(b[K.REWARD], b[K.DONE], q_next, hp.gamma)
+                q_target = losses.td_target(b[K.REWARD], b[K.DONE], q_next, hp.gamma, hp.q_bounds)
             feat = critic.encode(b[K.OBS])
             if calql:
                 act = b[K.ACTION]
@@ -234,9 +240,11 @@ class DualActorModule(L.LightningModule):
         proprio = torch.cat([b[K.PROPRIO] for b in tasks])
         action = torch.cat([b[K.ACTION] for b in tasks])
         with self.toggled_optimizer(opt):
-            if hp.bc_form == "consistency":
+            if hp.bc_form in ("consistency", "both"):
                 pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
                 bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
+                if hp.bc_form == "both":
+                    bc = bc + losses.bc_literal_loss(a_all, action)
             else:
                 a_all = primary(h, proprio)
                 bc = losses.bc_literal_loss(a_all, action)

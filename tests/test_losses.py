@@ -63,6 +63,14 @@ def test_td_target_and_bellman():
     assert losses.bellman_loss(q, y).item() == pytest.approx((0.2025 + 1 + 0.3025 + 0) / 4)
 
 
+def test_td_target_clipped_to_return_bounds():
+    next_q = torch.tensor([[3.0, -2.0, 0.4]])  # an overestimated, an impossible negative, a fine value
+    y = losses.td_target(torch.zeros(3), torch.zeros(3), next_q, gamma=0.5, bounds=(0.0, 1.0))
+    assert torch.allclose(y, torch.tensor([1.0, 0.0, 0.2]))  # 0.5*3 -> 1, 0.5*-2 -> 0, 0.5*0.4
+    y_terminal = losses.td_target(torch.ones(3), torch.ones(3), next_q, gamma=0.5, bounds=(0.0, 1.0))
+    assert torch.allclose(y_terminal, torch.ones(3))
+
+
 def test_mc_returns():
     g = losses.mc_returns(np.array([0, 0, 1], np.float32), 0.5)
     assert np.allclose(g, [0.25, 0.5, 1.0])

@@ -132,6 +132,10 @@ def test_phase_switch_changes_losses_only():
     assert m2.critic_loss_kind == "calql"
     with pytest.raises(ValueError, match="online_critic_loss"):
         DualActorModule(**tiny_module_kwargs(online_critic_loss="td"))
+    with pytest.raises(ValueError, match="bc_form"):
+        DualActorModule(**tiny_module_kwargs(bc_form="denoise"))
+    with pytest.raises(ValueError, match="q_bounds"):
+        DualActorModule(**tiny_module_kwargs(q_bounds=[1.0, 0.0]))
 
 
 def _expert(state):
