@@ -17,6 +17,8 @@ key                shape       meaning
 ``mc_return``      B           Monte-Carlo discounted return-to-go from t (Cal-QL bound)
 ``command``        B           refinement-command id in the policy's command vocabulary
 ``task``           B           task index
+``intervention``   B           bool: the human's action (a correction) at this step
+``from_demos``     B           bool, added by the sampler: the row came from the demo buffer
 =================  ==========  ================================================================
 
 A training batch is ``{"tasks": [batch_task_0, ..., batch_task_{N-1}], "talk_tweak": batch | None}``.
@@ -35,6 +37,7 @@ MC_RETURN = "mc_return"
 COMMAND = "command"
 TASK = "task"
 INTERVENTION = "intervention"
+FROM_DEMOS = "from_demos"
 
 TRANSITION_KEYS = (H, OBS, PROPRIO, ACTION, REWARD, DONE, NEXT_H, NEXT_OBS, NEXT_PROPRIO, MC_RETURN, COMMAND, TASK)
 

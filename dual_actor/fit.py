@@ -77,6 +77,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         refine_enabled=bool(a.refine_enabled), q_normalize=bool(a.get("q_normalize", False)),
         online_critic_loss=str(a.get("online_critic_loss", "bellman")),
         q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
+        bc_rows=str(a.get("bc_rows", "all")),
     )
 
 

@@ -54,6 +54,8 @@ class DualActorModule(L.LightningModule):
         online_critic_loss: "bellman" (the paper) or "calql" (keep Cal-QL's regulariser online).
         q_normalize: scale the actor's Q term by 1 / mean |Q| (TD3+BC / CPQL; not in the paper).
         q_bounds: (lo, hi) range of the discounted return; TD targets are clipped to it (None: off).
+        bc_rows: "all" (the BC term on every batch row, the paper) or "demos" (only rows from the
+            demo buffer and intervened steps: imitate people, not the policy's own rollouts).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class DualActorModule(L.LightningModule):
         q_normalize: bool = False,
         online_critic_loss: str = "bellman",
         q_bounds: Sequence[float] | None = None,
+        bc_rows: str = "all",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -97,6 +100,8 @@ class DualActorModule(L.LightningModule):
             raise ValueError(f"online_critic_loss must be 'bellman' (paper) or 'calql', got {online_critic_loss!r}")
         if q_bounds is not None and (len(q_bounds) != 2 or not q_bounds[0] < q_bounds[1]):
             raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
+        if bc_rows not in ("all", "demos"):
+            raise ValueError(f"bc_rows must be 'all' (paper) or 'demos', got {bc_rows!r}")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -239,15 +244,21 @@ class DualActorModule(L.LightningModule):
         h = torch.cat([b[K.H] for b in tasks])
         proprio = torch.cat([b[K.PROPRIO] for b in tasks])
         action = torch.cat([b[K.ACTION] for b in tasks])
+        rows = None  # BC rows (None: all)
+        if hp.bc_rows == "demos" and all(K.FROM_DEMOS in b for b in tasks):
+            rows = torch.cat([b[K.FROM_DEMOS] | b[K.INTERVENTION] for b in tasks])
+            if bool(rows.all()):
+                rows = None
+        target = action if rows is None else action[rows]
         with self.toggled_optimizer(opt):
             if hp.bc_form in ("consistency", "both"):
-                pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
-                bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
+                pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True, rows=rows)
+                bc = losses.bc_consistency_loss(pred, target, sigma, primary.scalings.sigma_data)
                 if hp.bc_form == "both":
-                    bc = bc + losses.bc_literal_loss(a_all, action)
+                    bc = bc + losses.bc_literal_loss(a_all if rows is None else a_all[rows], target)
             else:
                 a_all = primary(h, proprio)
-                bc = losses.bc_literal_loss(a_all, action)
+                bc = losses.bc_literal_loss(a_all if rows is None else a_all[rows], target)
             a_pi = a_all.split(sizes)
             q_pi = [self._reduce(self.critics[i](b[K.OBS], b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
             q_means = torch.stack([q.mean() for q in q_pi]).detach()

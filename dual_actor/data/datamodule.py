@@ -66,10 +66,13 @@ class BufferSampler(IterableDataset):
         for t in self.buffers.tasks:
             bufs = self.buffers[t]
             if self.phase == "warmup":
-                slices.append(bufs["demos"].sample(self.batch_size // n, g))
+                rows = bufs["demos"].sample(self.batch_size // n, g)
+                rows[K.FROM_DEMOS] = torch.ones(self.batch_size // n, dtype=torch.bool)
             else:
                 half = self.batch_size // (2 * n)
-                slices.append(_cat([bufs["demos"].sample(half, g), bufs["rollouts"].sample(half, g)]))
+                rows = _cat([bufs["demos"].sample(half, g), bufs["rollouts"].sample(half, g)])
+                rows[K.FROM_DEMOS] = torch.arange(2 * half) < half
+            slices.append(rows)
         tt = self.buffers.talk_tweak
         return {K.TASKS: slices, K.TALK_TWEAK: tt.sample(self.refine_batch_size, g) if len(tt) else None}
 

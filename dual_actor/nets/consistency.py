@@ -152,20 +152,30 @@ class ConsistencyPolicy(nn.Module):
         return a.clamp(-1.0, 1.0) if clip else a
 
     def noised_prediction(
-        self, action: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, with_action: bool = False
+        self,
+        action: torch.Tensor,
+        h: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        with_action: bool = False,
+        rows: torch.Tensor | None = None,
     ):
         """Consistency BC inputs: pick a Karras level per row (excluding sigma_min, as CPQL does),
-        noise the target action, and denoise it. Returns (prediction (B, A), sigma (B,)), and with
-        ``with_action`` also the one-step action clip(f(K z, K | h)) (B, A) from the same
-        network call (both halves of one batched forward)."""
+        noise the target action, and denoise it. Returns (prediction (B', A), sigma (B',)), and with
+        ``with_action`` also the one-step action clip(f(K z, K | h)) (B, A) for every row from the
+        same network call (both halves of one batched forward). ``rows`` (bool (B,) or indices)
+        restricts the denoising half to those rows (B' of them); the one-step half keeps all B."""
+        w_h, w_p = h, proprio
+        if rows is not None:
+            action, h = action[rows], h[rows]
+            proprio = None if proprio is None else proprio[rows]
         b = action.shape[0]
         sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
         sigma = sigmas[torch.randint(0, len(sigmas) - 1, (b,), device=action.device)]
         x = action + sigma[:, None] * torch.randn_like(action)
         if not with_action:
             return self.denoise(x, sigma, h, proprio), sigma
-        w = self.K * torch.randn_like(action)
-        sig2 = torch.cat([sigma, torch.full_like(sigma, self.K)])
-        p2 = None if proprio is None else torch.cat([proprio, proprio])
-        out = self.denoise(torch.cat([x, w]), sig2, torch.cat([h, h]), p2)
+        w = self.K * torch.randn(w_h.shape[0], action.shape[1], device=action.device, dtype=action.dtype)
+        sig2 = torch.cat([sigma, torch.full((w_h.shape[0],), self.K, device=sigma.device, dtype=sigma.dtype)])
+        p2 = None if proprio is None else torch.cat([proprio, w_p])
+        out = self.denoise(torch.cat([x, w]), sig2, torch.cat([h, w_h]), p2)
         return out[:b], sigma, out[b:].clamp(-1.0, 1.0)
