@@ -1,0 +1,208 @@
+"""Tiny models built locally (random weights, no Hub) for the backbone tests and smoke fits.
+
+* ``write_smolvlm_folder``: a SmolVLM folder that ``AutoConfig`` / ``AutoProcessor.from_pretrained``
+  read offline: the given ``SmolVLMConfig``, a word-level stand-in tokenizer carrying SmolVLM's
+  special image tokens, and a ``SmolVLMProcessor``. Token ids do NOT match the real SmolVLM tokenizer
+  (only the special-token wiring does): fine for random weights, wrong for real ones.
+* ``build_tiny_smolvlm``: that folder for a few-layer SmolVLM (DESIGN.md "Facts for building tiny
+  SmolVLA models offline").
+* ``build_tiny_smolvla_checkpoint``: a random-weight ``SmolVLAPolicy`` saved in the
+  ``lerobot/smolvla_base`` layout (config.json + model.safetensors + pre/post-processor with stats),
+  its ``vlm_model_name`` pointing at a tiny SmolVLM folder.
+* ``build_tiny_cls_model``: a one-layer transformer over [CLS, state, image patches, task words].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+IMAGE_TOKENS = ("<fake_token_around_image>", "<image>", "<global-img>", "<end_of_utterance>")
+WORDS = tuple(
+    "place pick up assemble open close push pull press put insert turn the a an bolt nut screw drawer door "
+    "button lid peg hole cube block to on in into of from red blue green yellow left right top".split()
+)
+
+
+def write_smolvlm_folder(
+    dest: str | Path,
+    config,
+    *,
+    words: Sequence[str] = WORDS,
+    special_ids: dict[str, int] | None = None,
+    pad_id: int = 0,
+    unk_id: int = 1,
+) -> Path:
+    """Write ``config`` (a ``SmolVLMConfig``), a stand-in tokenizer and a processor to ``dest``.
+
+    ``special_ids`` places SmolVLM's image tokens at given ids (default: right after pad/unk); words
+    take the next free ids. ``config.image_token_id`` is set to the ``<image>`` id. Every id must be
+    < ``config.text_config.vocab_size``.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SmolVLMImageProcessor, SmolVLMProcessor
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    vocab_size = int(config.text_config.vocab_size)
+    vocab = {"<pad>": pad_id, "<unk>": unk_id}
+    vocab.update(special_ids or {tok: 2 + i for i, tok in enumerate(IMAGE_TOKENS)})
+    taken = set(vocab.values())
+    free = (i for i in range(vocab_size) if i not in taken)
+    for w in words:
+        if w not in vocab:
+            vocab[w] = next(free, None)
+            if vocab[w] is None:
+                raise ValueError(f"vocab_size={vocab_size} is too small for {len(words)} words + special tokens")
+    if max(vocab.values()) >= vocab_size or len(set(vocab.values())) != len(vocab):
+        raise ValueError(f"token ids must be distinct and < vocab_size={vocab_size}")
+    for i in sorted(set(range(vocab_size)) - set(vocab.values())):  # no holes: fill with unused tokens
+        vocab[f"<unused_{i}>"] = i
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>",
+        extra_special_tokens={
+            "fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+            "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    config.image_token_id = vocab["<image>"]
+    config.save_pretrained(dest)
+    vc = config.vision_config
+    image_seq_len = (vc.image_size // vc.patch_size) ** 2 // config.scale_factor**2
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(), tokenizer=tokenizer, video_processor=SmolVLMVideoProcessor(),
+        image_seq_len=image_seq_len,
+    )
+    processor.save_pretrained(dest)
+    return dest
+
+
+def tiny_smolvlm_config(image_size: int = 64):
+    """Vision: hidden 32, 1 layer, 2 heads, patch 16; text (llama): vocab 64, hidden 64, 2 layers,
+    4 heads, 2 KV heads, head_dim 16; scale_factor 2 -> (image_size/16)^2/4 tokens per image."""
+    from transformers import SmolVLMConfig
+
+    return SmolVLMConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=image_size, patch_size=16),
+        text_config=dict(model_type="llama", vocab_size=64, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         max_position_embeddings=512),
+        scale_factor=2, pad_token_id=0,
+    )
+
+
+def build_tiny_smolvlm(dest: str | Path, image_size: int = 64) -> Path:
+    """A tiny SmolVLM folder (config + stand-in tokenizer + processor) at ``dest``."""
+    return write_smolvlm_folder(dest, tiny_smolvlm_config(image_size))
+
+
+def tiny_smolvla_config(vlm_dir: str | Path, state_dim: int = 5, action_dim: int = 4,
+                        cameras: Sequence[str] = ("front", "wrist"), image_size: int = 64):
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+
+    inputs = {"observation.state": PolicyFeature(FeatureType.STATE, (state_dim,))}
+    for cam in cameras:
+        inputs[f"observation.images.{cam}"] = PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))
+    return SmolVLAConfig(
+        vlm_model_name=str(vlm_dir), num_vlm_layers=2, resize_imgs_with_padding=(image_size, image_size),
+        chunk_size=8, n_action_steps=8, num_steps=2, device="cpu",
+        input_features=inputs, output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
+    )
+
+
+def tiny_state_stats(state_dim: int, action_dim: int) -> dict:
+    """Non-trivial normalisation stats (state mean 0.1 i, std 1 + 0.5 i), so a test can see them used."""
+    i = torch.arange(state_dim, dtype=torch.float32)
+    j = torch.arange(action_dim, dtype=torch.float32)
+    return {"observation.state": {"mean": 0.1 * i, "std": 1.0 + 0.5 * i},
+            "action": {"mean": torch.zeros(action_dim), "std": torch.ones(action_dim) + j}}
+
+
+def build_tiny_smolvla_checkpoint(
+    dest: str | Path,
+    state_dim: int = 5,
+    action_dim: int = 4,
+    cameras: Sequence[str] = ("front", "wrist"),
+    image_size: int = 64,
+    *,
+    vlm_dir: str | Path | None = None,
+    with_processors: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A random-weight SmolVLA checkpoint in the lerobot layout at ``dest`` (returned).
+
+    The tiny SmolVLM folder is built at ``dest/../<name>_smolvlm`` unless ``vlm_dir`` names one.
+    ``with_processors`` also saves lerobot's pre/post-processor pipelines with ``tiny_state_stats``.
+    """
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    dest = Path(dest)
+    if vlm_dir is None:
+        vlm_dir = build_tiny_smolvlm(dest.parent / f"{dest.name}_smolvlm", image_size=image_size)
+    config = tiny_smolvla_config(vlm_dir, state_dim, action_dim, cameras, image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        policy = SmolVLAPolicy(config)
+    policy.save_pretrained(dest)
+    if with_processors:
+        pre, post = make_smolvla_pre_post_processors(config, dataset_stats=tiny_state_stats(state_dim, action_dim))
+        pre.save_pretrained(dest)
+        post.save_pretrained(dest)
+    return dest
+
+
+class TinyCLSTransformer(nn.Module):
+    """``forward(observation, tasks) -> tokens (B, 1 + 1 + P + W, d_model)``, CLS first.
+
+    Tokens: a learned CLS, the projected state, P image patches per camera (``observation`` may be a
+    state tensor or ``{"state": ..., "images": {cam: (B, 3, H, W)}}``), and the task words (a fixed word
+    list, unknown words share one id; padding words are masked out of attention).
+    """
+
+    def __init__(self, state_dim: int = 5, d_model: int = 32, num_heads: int = 2, num_layers: int = 1,
+                 patch: int = 16, words: Sequence[str] = WORDS):
+        super().__init__()
+        self.vocab = {w: i + 2 for i, w in enumerate(words)}  # 0 = pad, 1 = unknown
+        self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.state_proj = nn.Linear(state_dim, d_model)
+        self.patchify = nn.Conv2d(3, d_model, kernel_size=patch, stride=patch)
+        self.word_emb = nn.Embedding(len(words) + 2, d_model, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward=2 * d_model, dropout=0.0,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.d_model = d_model
+
+    def word_ids(self, tasks: Sequence[str], device=None) -> torch.Tensor:
+        seqs = [[self.vocab.get(w, 1) for w in t.lower().split()] or [1] for t in tasks]
+        n = max(len(s) for s in seqs)
+        return torch.tensor([s + [0] * (n - len(s)) for s in seqs], dtype=torch.long, device=device)
+
+    def forward(self, observation, tasks: Sequence[str]) -> torch.Tensor:
+        state = observation["state"] if isinstance(observation, dict) else observation
+        images = observation.get("images", {}) if isinstance(observation, dict) else {}
+        b = state.shape[0]
+        parts = [self.cls.expand(b, -1, -1), self.state_proj(state)[:, None]]
+        for cam in sorted(images):
+            parts.append(self.patchify(images[cam]).flatten(2).transpose(1, 2))
+        ids = self.word_ids(tasks, state.device)
+        parts.append(self.word_emb(ids))
+        x = torch.cat(parts, dim=1)
+        pad = torch.zeros(b, x.shape[1], dtype=torch.bool, device=x.device)
+        pad[:, x.shape[1] - ids.shape[1]:] = ids == 0
+        return self.encoder(x, src_key_padding_mask=pad)
+
+
+def build_tiny_cls_model(state_dim: int = 5, d_model: int = 32, seed: int = 0, **kwargs) -> TinyCLSTransformer:
+    """A seeded ``TinyCLSTransformer`` (the global RNG state is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TinyCLSTransformer(state_dim=state_dim, d_model=d_model, **kwargs)
