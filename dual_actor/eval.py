@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from dual_actor.constants import NULL_COMMAND
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.sim import DEMO_FPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
 
@@ -72,6 +73,7 @@ def evaluate(
     progress: bool = False,
     online_steps: int = 0,
     intervention_rate: float = 0.0,
+    speaker: Any = None,
 ) -> dict[str, Any]:
     """Success rate and mean episode length per task, ``trials`` episodes each, no interventions.
 
@@ -79,7 +81,14 @@ def evaluate(
     must be one of ``policy.tasks``. ``online_steps`` and ``intervention_rate`` are the caller's
     (the online phase's) figures, copied into the result. The policy is put in eval mode and
     restored afterwards. Returns the ``eval.json`` dict (module docstring).
+
+    ``speaker``: an operator that only speaks (e.g. ``SimulatedOperator(speak_commands=True)``):
+    each step it sees the observation and the policy's primary action and may return a
+    refinement command, with which the step is acted in refinement mode (the paper's evaluation
+    with spoken commands). It never takes over. Exclusive with ``command_fn``.
     """
+    if speaker is not None and command_fn is not None:
+        raise ValueError("evaluate: give command_fn or speaker, not both")
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     if max_episode_steps < 1:
@@ -109,7 +118,8 @@ def evaluate(
         ) as bar:
             for task in resolved:
                 bar.set_postfix_str(task)
-                per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar)
+                per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar,
+                                                speaker)
     finally:
         policy.train(was_training)
     return {
@@ -128,6 +138,7 @@ def _evaluate_task(
     seed: int,
     command_fn: CommandFn | None,
     bar,
+    speaker: Any = None,
 ) -> dict[str, Any]:
     device = next(policy.parameters()).device
     env_seed, torch_seed = eval_seeds(seed, task)
@@ -139,6 +150,8 @@ def _evaluate_task(
         torch.manual_seed(torch_seed)
         for _ in range(trials):
             obs = env.reset()
+            if speaker is not None:
+                speaker.reset(task)
             terminated = truncated = False
             step = 0
             while not (terminated or truncated):
@@ -146,6 +159,10 @@ def _evaluate_task(
                 h = policy.embed(state, [task])
                 cmd = command_fn(task, obs, step) if command_fn is not None else None
                 action = policy.act(h, state, state[:, PROPRIO_SLICE], commands=[cmd] if cmd else None)
+                if speaker is not None:
+                    said = speaker.observe(obs, action[0].detach().cpu().numpy(), {}).command
+                    if said and said != NULL_COMMAND:
+                        action = policy.act(h, state, state[:, PROPRIO_SLICE], commands=[said])
                 obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
                 step += 1
             successes += int(terminated)

@@ -197,6 +197,24 @@ def _evaluate(cfg: DictConfig, policy, interaction, trials: int) -> dict:
                     intervention_rate=_intervention_rate(interaction))
 
 
+def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
+    """The same trials with a simulated operator speaking refinement commands (never taking over):
+    the paper's evaluation with talk-and-tweak at test time. Written as ``eval_commands.json``."""
+    from dual_actor.eval import evaluate, format_table
+    from dual_actor.runtime.operators import SimulatedOperator
+
+    speaker = SimulatedOperator(list(cfg.env.tasks)[0], speak_commands=True,
+                                translation_scale_m=float(cfg.online.translation_scale_m), seed=int(cfg.eval.seed))
+    res = evaluate(policy, list(cfg.env.tasks), trials=int(cfg.eval.trials),
+                   max_episode_steps=int(cfg.eval.max_episode_steps), seed=int(cfg.eval.seed),
+                   online_steps=interaction.env_steps if interaction else 0,
+                   intervention_rate=_intervention_rate(interaction), speaker=speaker)
+    atomic_write_text(run_dir / "eval_commands.json", json.dumps(res, indent=2))
+    print("[eval] with spoken refinement commands (simulated operator):", flush=True)
+    print(format_table(res, fps=float(cfg.env.fps)), flush=True)
+    return res
+
+
 def run(cfg: DictConfig) -> Path:
     """Warm-up -> online (simulated operator) -> evaluation; returns the run directory."""
     L.seed_everything(int(cfg.seed), verbose=False)
@@ -283,6 +301,8 @@ def run(cfg: DictConfig) -> Path:
     if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
         result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
         write_eval(result, run_dir)
+        if cfg.eval.get("with_commands"):
+            _evaluate_with_commands(cfg, module.policy, interaction, run_dir)
         if interaction is not None:
             curve.add(interaction.env_steps, result)
             curve.log_tensorboard(logger.experiment, interaction.env_steps, result)

@@ -154,6 +154,32 @@ def test_command_fn_drives_refinement_mode():
     assert [c for _, c, _ in log] == [["move left"], None, ["move left"], None, ["move left"]] * 2
 
 
+def test_speaker_sees_the_primary_action_and_its_command_drives_refinement_mode():
+    from dual_actor.runtime.operators import OperatorInput
+
+    pol, log = tiny_policy(), []
+    recording_act(pol, log)
+
+    class Speaker:
+        def __init__(self):
+            self.resets, self.seen = [], []
+
+        def reset(self, task):
+            self.resets.append(task)
+
+        def observe(self, obs, policy_action, info):
+            self.seen.append(policy_action.copy())
+            return OperatorInput(command="move up" if len(self.seen) % 3 == 1 else None)
+
+    sp = Speaker()
+    evaluate(pol, ["pick-place-v3"], trials=2, max_episode_steps=3, speaker=sp)
+    assert sp.resets == [PLACE, PLACE] and len(sp.seen) == 6
+    # every step acts in primary mode first; steps 1 and 4 (the speaker's 1st and 4th call) again with the command
+    assert [c for _, c, _ in log] == [None, ["move up"], None, None, None, ["move up"], None, None]
+    with pytest.raises(ValueError, match="not both"):
+        evaluate(pol, ["pick-place-v3"], trials=1, max_episode_steps=2, speaker=sp, command_fn=lambda *a: None)
+
+
 def test_scripted_expert_scores_one_and_zero_policy_scores_zero():
     # Primary actor replaced by the noise-free scripted expert: every trial succeeds, and the
     # mean length equals that of the same expert rolled out directly on the eval seed's env.
