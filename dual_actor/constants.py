@@ -19,7 +19,16 @@ key                shape       meaning
 ``task``           B           task index
 ``intervention``   B           bool: the human's action (a correction) at this step
 ``from_demos``     B           bool, added by the sampler: the row came from the demo buffer
+``obs_images``     B, C, 3,    uint8 camera images of s_t, cameras in the policy's ``cameras``
+                   H, W        order; only when the policy's image encoder uses images
+``next_obs_images`` B, C, 3,   the same for s_{t+1}
+                   H, W
 =================  ==========  ================================================================
+
+The image keys exist only with ``image_encoder`` != ``state``: the critics and the refinement actor
+then see ``{"state": obs, "images": {camera: obs_images[:, c]}}``
+(:meth:`dual_actor.policy.DualActorPolicy.encoder_input`). A backbone that reads images (SmolVLA)
+needs none: its h is computed on the acting side and stored.
 
 A training batch is ``{"tasks": [batch_task_0, ..., batch_task_{N-1}], "talk_tweak": batch | None}``.
 """
@@ -38,6 +47,8 @@ COMMAND = "command"
 TASK = "task"
 INTERVENTION = "intervention"
 FROM_DEMOS = "from_demos"
+OBS_IMAGES = "obs_images"
+NEXT_OBS_IMAGES = "next_obs_images"
 
 TRANSITION_KEYS = (H, OBS, PROPRIO, ACTION, REWARD, DONE, NEXT_H, NEXT_OBS, NEXT_PROPRIO, MC_RETURN, COMMAND, TASK)
 

@@ -4,8 +4,10 @@
 with the policy alone (no interventions): at every step ``h = policy.embed(state, [task])`` and
 ``action = policy.act(h, state, state[:, :4], commands)``, where ``commands`` is ``[cmd]`` when
 the optional ``command_fn(task, obs, step)`` (a simulated operator speaking refinement commands,
-as the paper's evaluation allows) returns a command, else ``None`` (primary mode). An episode
-succeeds when it terminates (Metaworld ``success``) within ``max_episode_steps``.
+as the paper's evaluation allows) returns a command, else ``None`` (primary mode). A policy with
+cameras (``policy.config["cameras"]``, ``image_size``) gets the observation mapping of
+:func:`dual_actor.runtime.loop.observation_batch` (state, proprio, rendered frames) instead of the
+state. An episode succeeds when it terminates (Metaworld ``success``) within ``max_episode_steps``.
 
 Trials are reproducible and shared between policies: each task's env seed and the torch seed of
 its action sampling are drawn from ``SeedSequence([seed, crc32(env_name)])`` (so a task's trials
@@ -44,6 +46,7 @@ import torch
 
 from dual_actor.constants import NULL_COMMAND
 from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.loop import observation_batch
 from dual_actor.runtime.sim import DEMO_FPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
 
 EVAL_FILE = "eval.json"
@@ -102,10 +105,10 @@ def evaluate(
     if unknown:
         raise ValueError(f"evaluate: the policy was not trained on {unknown}; its tasks are {policy.tasks}")
     cfg = policy.config
-    if cfg["backbone"].get("name") != "state" or cfg["obs_dim"] != OBS_DIM:
+    if cfg["obs_dim"] != OBS_DIM:
         raise ValueError(
-            f"evaluate runs the state-observation bench ({OBS_DIM}-d state, 'state' backbone); this policy "
-            f"has backbone {cfg['backbone'].get('name')!r} and obs_dim {cfg['obs_dim']}"
+            f"evaluate runs the Metaworld bench ({OBS_DIM}-d state, plus the policy's cameras); this policy "
+            f"has obs_dim {cfg['obs_dim']}"
         )
     from tqdm.auto import tqdm
 
@@ -141,11 +144,13 @@ def _evaluate_task(
     speaker: Any = None,
 ) -> dict[str, Any]:
     device = next(policy.parameters()).device
+    cameras = list(policy.config.get("cameras") or [])
+    image_size = int(policy.config.get("image_size") or 128)
     env_seed, torch_seed = eval_seeds(seed, task)
     successes, lengths = 0, []
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices), MetaworldTaskEnv(
-        task, seed=env_seed, max_episode_steps=max_episode_steps
+        task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras, image_size=image_size
     ) as env:
         torch.manual_seed(torch_seed)
         for _ in range(trials):
@@ -156,13 +161,15 @@ def _evaluate_task(
             step = 0
             while not (terminated or truncated):
                 state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
-                h = policy.embed(state, [task])
+                observation = (observation_batch(obs, PROPRIO_SLICE, env.images(), device, as_mapping=True)
+                               if policy.wants_mapping else state)
+                h = policy.embed(observation, [task])
                 cmd = command_fn(task, obs, step) if command_fn is not None else None
-                action = policy.act(h, state, state[:, PROPRIO_SLICE], commands=[cmd] if cmd else None)
+                action = policy.act(h, observation, state[:, PROPRIO_SLICE], commands=[cmd] if cmd else None)
                 if speaker is not None:
                     said = speaker.observe(obs, action[0].detach().cpu().numpy(), {}).command
                     if said and said != NULL_COMMAND:
-                        action = policy.act(h, state, state[:, PROPRIO_SLICE], commands=[said])
+                        action = policy.act(h, observation, state[:, PROPRIO_SLICE], commands=[said])
                 obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
                 step += 1
             successes += int(terminated)

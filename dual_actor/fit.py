@@ -55,6 +55,29 @@ class UpdateCheckpoint(L.Callback):
         self.save(trainer)
 
 
+def env_cameras(cfg: DictConfig) -> list[str]:
+    """The cameras the environment renders / the dataset holds (``env.cameras``; none by default)."""
+    return [str(c) for c in (cfg.env.get("cameras") or [])]
+
+
+def _group(cfg: DictConfig, name: str) -> dict | None:
+    node = cfg.get(name)
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def check_encoder_groups(cfg: DictConfig) -> None:
+    """A selected backbone / text_encoder / image_encoder with a required value left unset -> ConfigError."""
+    for group in ("backbone", "text_encoder", "image_encoder"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        missing = sorted(k.removeprefix(f"{group}.") for k in OmegaConf.missing_keys(node))
+        if missing:
+            kind = node.get("name", node.get("kind", "?"))
+            raise ConfigError(f"{group}={kind} needs " + ", ".join(f"{group}.{k}=..." for k in missing)
+                              + " (see docs/encoders.md)")
+
+
 def module_kwargs(cfg: DictConfig) -> dict:
     """DualActorModule arguments from the config (explicit values, no config objects)."""
     a, env = cfg.algo, cfg.env
@@ -63,7 +86,9 @@ def module_kwargs(cfg: DictConfig) -> dict:
         action_dim=int(env.action_dim), backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         actor_hidden=list(a.actor_hidden), refine_hidden=list(a.refine_hidden),
         scalings=OmegaConf.to_container(a.scalings, resolve=True), refine_mean_bound=float(a.refine_mean_bound),
-        refine_act=str(a.refine_act),
+        refine_act=str(a.refine_act), text_encoder=_group(cfg, "text_encoder"),
+        image_encoder=_group(cfg, "image_encoder"), cameras=env_cameras(cfg),
+        image_size=None if env.get("image_size") is None else int(env.image_size),
     )
     return dict(
         policy=policy, critic_hidden=list(a.critic_hidden), critic_ensemble=int(a.critic_ensemble),
@@ -79,6 +104,22 @@ def module_kwargs(cfg: DictConfig) -> dict:
         q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
         bc_rows=str(a.get("bc_rows", "all")),
     )
+
+
+def build_module(kwargs: dict) -> DualActorModule:
+    """The module (policy, critics); a backbone / encoder that cannot be built -> ConfigError naming why."""
+    from hydra.errors import InstantiationException
+
+    policy = kwargs["policy"]
+    what = (f"backbone={policy['backbone'].get('name', 'state')}, "
+            f"text_encoder={(policy.get('text_encoder') or {}).get('kind', 'learned')}, "
+            f"image_encoder={(policy.get('image_encoder') or {}).get('kind', 'state')}")
+    try:
+        return DualActorModule(**kwargs)
+    except KeyError as e:
+        raise ConfigError(f"building the policy ({what}): {e.args[0] if e.args else e}") from e
+    except (OSError, ValueError, TypeError, ImportError, InstantiationException) as e:
+        raise ConfigError(f"building the policy ({what}): {e}") from e
 
 
 def ensure_dataset(cfg: DictConfig) -> Path:
@@ -98,6 +139,8 @@ def ensure_dataset(cfg: DictConfig) -> Path:
     generate_demos(
         path, tasks=list(cfg.env.tasks), episodes_per_task=int(d.episodes_per_task), seed=int(cfg.seed),
         noise=float(d.noise), max_episode_steps=int(d.max_episode_steps), progress=bool(cfg.trainer.progress_bar),
+        cameras=env_cameras(cfg), image_size=int(cfg.env.get("image_size") or 128),
+        render_effects=bool(cfg.env.get("render_effects", False)),
     )
     print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
@@ -122,7 +165,6 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     from hydra.utils import instantiate
 
     from data_tools.teleop_log import SessionWriter
-    from dual_actor.policy import DualActorPolicy
     from dual_actor.runtime.interaction import Interaction
     from dual_actor.runtime.loop import ControlLoop
     from dual_actor.runtime.sim import MetaworldTaskEnv
@@ -133,13 +175,13 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
                           f"through dual_actor.runtime.loop.ControlLoop")
     on = cfg.online
     transport = InProcessTransport()
-    actor_policy = DualActorPolicy(**module.policy.config)  # the acting side's own copy
-    actor_policy.load_state_dict(module.policy.state_dict())
+    actor_policy = module.policy.acting_copy()  # the acting side's own copy (sharing the frozen backbone)
+    cameras = env_cameras(cfg)
     session = None
     if on.log_teleop:
         session = SessionWriter(run_dir / "teleop" / f"online-{int(time.time())}", fps=cfg.env.fps,
                                 robot="metaworld-sawyer", action_dim=int(cfg.env.action_dim),
-                                translation_scale_m=float(on.translation_scale_m))
+                                translation_scale_m=float(on.translation_scale_m), cameras=cameras)
     loops = []
     shared_operator = None
     per_task_operator = False
@@ -153,7 +195,9 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
         if not per_task_operator:
             shared_operator = instantiate(cfg.operator)
     for i, task in enumerate(cfg.env.tasks):
-        env = MetaworldTaskEnv(task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps))
+        env = MetaworldTaskEnv(task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps),
+                               cameras=cameras, image_size=int(cfg.env.get("image_size") or 128),
+                               render_effects=bool(cfg.env.get("render_effects", False)))
         operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
         loops.append(ControlLoop(
             env, task, actor_policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
@@ -232,12 +276,15 @@ def run(cfg: DictConfig) -> Path:
     if online_steps > 0 and int(cfg.algo.batch_size) % (2 * len(cfg.env.tasks)):
         raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} must be divisible by 2 x tasks for the online phase")
 
-    data_path = ensure_dataset(cfg)
+    check_encoder_groups(cfg)
     kwargs = module_kwargs(cfg)
-    module = DualActorModule(**kwargs)
+    module = build_module(kwargs)  # before any file is written: a bad backbone path writes nothing
+    data_path = ensure_dataset(cfg)
     env = cfg.env
     spec = DataSpec(list(env.tasks), env.obs_key, int(env.obs_dim), env.proprio_key, int(env.proprio_dim),
-                    int(env.action_dim))
+                    int(env.action_dim), cameras=env_cameras(cfg),
+                    image_size=None if env.get("image_size") is None else int(env.image_size),
+                    store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping)
     dm = OfflineDataModule(
         data_path, spec, module.policy.embed, module.policy.command_ids, batch_size=int(cfg.algo.batch_size),
         gamma=float(cfg.algo.gamma), refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed),
@@ -291,8 +338,11 @@ def run(cfg: DictConfig) -> Path:
         print(f"[online] {online_steps} interaction steps with operator "
               f"{cfg.operator.get('_target_', 'none')}", flush=True)
         trainer = _trainer(cfg, logger, callbacks)
-        trainer.fit(module, DataLoader(sampler, batch_size=None),
-                    ckpt_path=str(ckpt) if resume_phase == "online" else None)
+        try:
+            trainer.fit(module, DataLoader(sampler, batch_size=None),
+                        ckpt_path=str(ckpt) if resume_phase == "online" else None)
+        finally:
+            interaction.close()
     elapsed = time.perf_counter() - t0
 
     # ---- evaluation (the simulated bench; a real robot is evaluated through its own loop)

@@ -19,9 +19,8 @@ from torch import nn
 
 from dual_actor import constants as K
 from dual_actor import losses
-from dual_actor.nets.common import StateEncoder
 from dual_actor.nets.critic import TaskCritic, make_target, polyak_update
-from dual_actor.policy import DualActorPolicy
+from dual_actor.policy import DualActorPolicy, select_rows
 
 PHASES = ("warmup", "online")
 
@@ -110,7 +109,7 @@ class DualActorModule(L.LightningModule):
         cfg = self.policy.config
         self.critics = nn.ModuleList(
             TaskCritic(
-                StateEncoder(cfg["obs_dim"], critic_obs_feature_dim),
+                self.policy.make_obs_encoder(critic_obs_feature_dim),  # StateEncoder, or ResNet + state
                 cfg["proprio_dim"],
                 cfg["action_dim"],
                 feature_dim=critic_feature_dim,
@@ -148,6 +147,11 @@ class DualActorModule(L.LightningModule):
         return [*critic_opts, actor_opt, refine_opt]
 
     # -------------------------------------------------------------------------- helpers
+    def _obs(self, b: dict, next_obs: bool = False):
+        """The critics' / refinement actor's observation input: ``obs`` (state encoder) or
+        ``{"state": obs, "images": {camera: obs_images[:, c]}}`` (image encoder)."""
+        return self.policy.encoder_input_from_batch(b, next_obs)
+
     def _reduce(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(0).values if self.hparams.actor_q_reduce == "min" else q.mean(0)
 
@@ -201,9 +205,9 @@ class DualActorModule(L.LightningModule):
         for i, b in enumerate(tasks):
             critic = self.critics[i]
             with torch.no_grad():
-                q_next = self.target_critics[i](b[K.NEXT_OBS], b[K.NEXT_PROPRIO], next_a[i])
+                q_next = self.target_critics[i](self._obs(b, next_obs=True), b[K.NEXT_PROPRIO], next_a[i])
                 q_target = losses.td_target(b[K.REWARD], b[K.DONE], q_next, hp.gamma, hp.q_bounds)
-            feat = critic.encode(b[K.OBS])
+            feat = critic.encode(self._obs(b))
             if calql:
                 act = b[K.ACTION]
                 rand = torch.rand(act.shape[0], n, act.shape[1], device=act.device, dtype=act.dtype) * 2 - 1
@@ -260,7 +264,7 @@ class DualActorModule(L.LightningModule):
                 a_all = primary(h, proprio)
                 bc = losses.bc_literal_loss(a_all if rows is None else a_all[rows], target)
             a_pi = a_all.split(sizes)
-            q_pi = [self._reduce(self.critics[i](b[K.OBS], b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
+            q_pi = [self._reduce(self.critics[i](self._obs(b), b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
             q_means = torch.stack([q.mean() for q in q_pi]).detach()
             eps = (
                 losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)
@@ -285,7 +289,7 @@ class DualActorModule(L.LightningModule):
         """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped)."""
         hp = self.hparams
         primary, refinement = self.policy.primary, self.policy.refinement
-        h, obs, proprio, action = b[K.H], b[K.OBS], b[K.PROPRIO], b[K.ACTION]
+        h, obs, proprio, action = b[K.H], self._obs(b), b[K.PROPRIO], b[K.ACTION]
         bsz = h.shape[0]
         with self.toggled_optimizer(opt):
             feat = refinement.encode_obs(obs)
@@ -300,7 +304,8 @@ class DualActorModule(L.LightningModule):
             q = torch.zeros(bsz, device=h.device, dtype=h.dtype)
             for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
                 rows = task_ids == i
-                q = q.index_put((rows,), self._reduce(self.critics[i](obs[rows], proprio[rows], a_ref[rows])))
+                q_i = self.critics[i](select_rows(obs, rows), proprio[rows], a_ref[rows])
+                q = q.index_put((rows,), self._reduce(q_i))
             q_loss = losses.refine_q_loss(q)  # Eq. 9
             with torch.no_grad():
                 a_base = primary(h, proprio, noise=z0)
@@ -347,8 +352,16 @@ class DualActorModule(L.LightningModule):
     # ------------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dual_actor"] = {"num_updates": self.num_updates, "phase": self.phase}
+        sd = checkpoint.get("state_dict", {})
+        for k in self.policy.frozen_state_keys():  # the frozen backbone is rebuilt from its config
+            sd.pop(f"policy.{k}", None)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint.get("state_dict")
+        if sd is not None:  # strict loading: the frozen backbone's entries come from the rebuilt one
+            own = self.state_dict()
+            for k in self.policy.frozen_state_keys():
+                sd.setdefault(f"policy.{k}", own[f"policy.{k}"])
         state = checkpoint.get("dual_actor", {})
         self.num_updates = int(state.get("num_updates", 0))
         self.set_phase(state.get("phase", self.phase))

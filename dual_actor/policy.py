@@ -2,27 +2,87 @@
 
 No critics, targets or optimizers: the runtime loads only this. Saved as ``config.json`` +
 ``model.safetensors`` (:meth:`DualActorPolicy.save_pretrained` / :meth:`from_pretrained`).
+
+Observations. The acting side hands the policy either
+
+* the state vector ``(B, obs_dim)`` (no cameras: the CPU default), or
+* a mapping ``{"state": (B, obs_dim), "proprio": (B, proprio_dim), "images": {camera: (B, 3, H, W)}}``
+  with images uint8 in [0, 255] or float in [0, 1] (:func:`dual_actor.runtime.loop.observation_batch`
+  builds it from a robot's arrays).
+
+:meth:`DualActorPolicy.embed` feeds the backbone (the ``state`` backbone reads the state vector; ``smolvla``
+/ ``cls`` read ``{"state": observation[backbone.state_key], "images": float images}``), and
+:meth:`DualActorPolicy.encoder_input` gives what the refinement actor's (and the critics') observation
+encoder reads: the state vector for ``image_encoder=state``, ``{"state", "images"}`` for a ResNet encoder.
+
+Saving. Frozen pretrained weights are not written: the backbone's state-dict entries
+(:meth:`DualActorPolicy.frozen_state_keys`) are left out of ``model.safetensors`` and the backbone is rebuilt
+from its config (the SmolVLA checkpoint path or Hub id, the CLS model's ``_target_``) by
+:meth:`DualActorPolicy.from_pretrained`; a fingerprint (a few values of its tensors) stored in
+``config.json`` catches a rebuilt backbone whose weights differ. A T5 / sentence command encoder is saved as
+its command table, with its ``reload_config()`` in ``config.json``, so reloading needs no language model.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from data_tools.talk_tweak import command_vocabulary
+from dual_actor import constants as K
 from dual_actor.constants import NULL_COMMAND
 from dual_actor.nets.backbones import build_backbone
-from dual_actor.nets.common import StateEncoder
 from dual_actor.nets.consistency import ConsistencyPolicy, EDMScalings
-from dual_actor.nets.refinement import LearnedCommandEncoder, RefinementActor
+from dual_actor.nets.image import obs_encoder_from_spec
+from dual_actor.nets.refinement import RefinementActor
+from dual_actor.nets.text import build_command_encoder
 
 POLICY_FORMAT = "dual-actor-policy"
 POLICY_VERSION = 1
+STATE_KEYS = ("state", "proprio")
+FINGERPRINT_TENSORS = 16
+FINGERPRINT_RTOL, FINGERPRINT_ATOL = 2e-2, 1e-3  # bf16 vs float32 copies of one checkpoint agree to ~4e-3
+
+
+def _not_none(d: Mapping) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _probe(t: torch.Tensor) -> list[float]:
+    t = t.detach().flatten()
+    n = t.numel()
+    return [float(t[i]) for i in (0, n // 3, (2 * n) // 3, n - 1)]
+
+
+def backbone_fingerprint(backbone: nn.Module) -> dict[str, list[float]]:
+    """Four values (first, 1/3, 2/3, last) of up to 16 floating tensors spread over the sorted state dict,
+    skipping tensors whose four values are equal (LayerNorm ones, zero biases: the same in any model)."""
+    sd = backbone.state_dict()
+    names = sorted(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
+    if not names:
+        return {}
+    step = max(1, len(names) // FINGERPRINT_TENSORS)
+    order = names[::step] + [k for k in names if k not in set(names[::step])]
+    out = {}
+    for k in order:
+        values = _probe(sd[k])
+        if len(set(values)) > 1:
+            out[k] = values
+            if len(out) == FINGERPRINT_TENSORS:
+                break
+    return out
+
+
+def select_rows(obs, rows: torch.Tensor):
+    """Rows ``rows`` (a bool mask or indices) of an encoder input: a tensor or ``{"state", "images"}``."""
+    if isinstance(obs, Mapping):
+        return {"state": obs["state"][rows], "images": {c: x[rows] for c, x in obs["images"].items()}}
+    return obs[rows]
 
 
 class DualActorPolicy(nn.Module):
@@ -31,12 +91,30 @@ class DualActorPolicy(nn.Module):
     Args:
         tasks: task strings, in task-id order.
         obs_dim: low-dim observation size (the state); proprio_dim; action_dim.
-        backbone: ``{"name": "state", ...}``; its kwargs are filled from the dims above.
+        backbone: ``{"name": "state" | "smolvla" | "cls", ...}``; the state backbone's dims are filled from
+            the ones above. ``smolvla``: ``checkpoint`` (folder or Hub id), ``camera_map``, ``device``,
+            ``dtype``, ``vlm_model_name``, ``allow_missing_cameras``, ``strict``; ``cls``: ``model`` and
+            ``adapter`` (objects or Hydra ``_target_`` mappings), ``embedding_dim``, ``device``, ``dtype``.
+            Both: ``state_key`` ("proprio" default, or "state"), the observation vector given to the
+            backbone as its state. None values mean the backbone's default.
         commands: refinement-command vocabulary ("[null]" included); default: the talk-and-tweak rule's 27.
-        actor_hidden, refine_hidden, refine_proj_dim, command_dim, obs_feature_dim: widths.
+        actor_hidden, refine_hidden, refine_proj_dim, obs_feature_dim: widths.
+        command_dim: width of the learned command embedding when ``text_encoder`` is None.
         scalings: EDM scalings (sigma_data, sigma_min, sigma_max = K, rho, num_levels).
         refine_mean_bound: mu = bound * K * tanh(.) (see ``nets/refinement.py``).
         refine_act: "mean" (w = mu) or "sample" (w ~ N(mu, K^2 I)) when acting with a command.
+        text_encoder: ``{"kind": "learned", "out_dim": D}`` (default), ``{"kind": "t5" | "sentence",
+            "path": folder or Hub id, ...}`` or the ``{"kind": "table", ...}`` reload spec
+            (``dual_actor.nets.text.build_command_encoder``).
+        image_encoder: ``{"kind": "state"}`` (default) or ``{"kind": "resnet18" | "resnet10", ...}``
+            (``dual_actor.nets.image.obs_encoder_from_spec``); the critics use the same kind.
+        cameras: camera names the observations carry, in storage order; image_size: their H = W.
+        backbone_module: an already built backbone to use instead of building one from ``backbone``
+            (an acting-side copy sharing the learner's frozen backbone); not part of the config.
+
+    Raises:
+        ValueError / FileNotFoundError / OSError: a bad encoder or backbone config, a missing checkpoint
+            path, or a checkpoint that does not match (the messages name the key or path).
     """
 
     def __init__(
@@ -55,6 +133,12 @@ class DualActorPolicy(nn.Module):
         scalings: dict | None = None,
         refine_mean_bound: float = 1.0,
         refine_act: str = "sample",
+        text_encoder: dict | None = None,
+        image_encoder: dict | None = None,
+        cameras: Sequence[str] = (),
+        image_size: int | None = None,
+        *,
+        backbone_module: nn.Module | None = None,
     ):
         super().__init__()
         if refine_act not in ("mean", "sample"):
@@ -63,33 +147,148 @@ class DualActorPolicy(nn.Module):
         if NULL_COMMAND not in commands:
             raise ValueError(f"command vocabulary must contain {NULL_COMMAND!r}")
         backbone = dict(backbone or {"name": "state"})
+        text_encoder = dict(text_encoder or {"kind": "learned", "out_dim": int(command_dim)})
+        image_encoder = dict(image_encoder or {"kind": "state"})
+        cameras = [str(c) for c in cameras]
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"duplicate cameras in {cameras}")
         self.config: dict[str, Any] = dict(
             tasks=list(tasks), obs_dim=int(obs_dim), proprio_dim=int(proprio_dim), action_dim=int(action_dim),
             backbone=backbone, commands=commands, actor_hidden=list(actor_hidden),
             refine_hidden=list(refine_hidden), refine_proj_dim=refine_proj_dim, command_dim=command_dim,
             obs_feature_dim=obs_feature_dim, scalings=dict(scalings or {}),
-            refine_mean_bound=refine_mean_bound, refine_act=refine_act,
+            refine_mean_bound=refine_mean_bound, refine_act=refine_act, text_encoder=text_encoder,
+            image_encoder=image_encoder, cameras=cameras, image_size=None if image_size is None else int(image_size),
         )
         self.tasks = list(tasks)
+        self.cameras = cameras
         self.refine_act = refine_act
-        bb_kwargs = {k: v for k, v in backbone.items() if k != "name"}
-        if backbone["name"] == "state":
-            bb_kwargs = {"state_dim": obs_dim, "tasks": self.tasks, **bb_kwargs}
-        self.backbone = build_backbone(backbone["name"], **bb_kwargs)
+        self.backbone_name = backbone.get("name", "state")
+        self.backbone_state_key = backbone.get("state_key") or "proprio"
+        if self.backbone_name != "state" and self.backbone_state_key not in STATE_KEYS:
+            raise ValueError(f"backbone.state_key must be one of {STATE_KEYS}, got {self.backbone_state_key!r}")
+        bb = backbone_module if backbone_module is not None else self._build_backbone(backbone)
+        self._check_backbone(bb)
         sc = EDMScalings(**(scalings or {}))
-        self.primary = ConsistencyPolicy(
-            self.backbone.embedding_dim, action_dim, proprio_dim, hidden=actor_hidden, scalings=sc
-        )
+        self.primary = ConsistencyPolicy(bb.embedding_dim, action_dim, proprio_dim, hidden=actor_hidden, scalings=sc)
+        self.image_encoder_kind = image_encoder.get("kind", "state")
         self.refinement = RefinementActor(
-            StateEncoder(obs_dim, obs_feature_dim),
-            LearnedCommandEncoder(commands, command_dim),
+            self.make_obs_encoder(obs_feature_dim),
+            self._build_text_encoder(text_encoder, commands),
             action_dim,
             sigma_max=sc.sigma_max,
             proj_dim=refine_proj_dim,
             hidden=refine_hidden,
             mean_bound=refine_mean_bound,
         )
+        # registered last: parameters() starts with the primary actor's (its device is the policy's)
+        self.backbone = bb
         self.null_command_id = commands.index(NULL_COMMAND)
+
+    # --------------------------------------------------------------------------- building
+    def _build_backbone(self, spec: dict) -> nn.Module:
+        name = self.backbone_name
+        kwargs = _not_none({k: v for k, v in spec.items() if k not in ("name", "state_key")})
+        if name == "state":
+            kwargs = {"state_dim": self.config["obs_dim"], "tasks": self.tasks, **kwargs}
+        elif name == "smolvla" and not kwargs.get("checkpoint"):
+            raise ValueError("backbone=smolvla needs backbone.checkpoint=<local checkpoint folder or Hub id>")
+        elif name == "cls":
+            for part in ("model", "adapter"):
+                if part not in kwargs:
+                    raise ValueError(f"backbone=cls needs backbone.{part} (a mapping with a Hydra '_target_')")
+        return build_backbone(name, **kwargs)
+
+    def _check_backbone(self, bb: nn.Module) -> None:
+        if self.backbone_name == "state":
+            return
+        want = self.config["obs_dim"] if self.backbone_state_key == "state" else self.config["proprio_dim"]
+        have = getattr(bb, "state_dim", None)
+        if have is not None and have != want:
+            raise ValueError(
+                f"the {self.backbone_name} backbone expects a {have}-d state, but backbone.state_key="
+                f"{self.backbone_state_key!r} gives {want} dims"
+            )
+        needed = list(getattr(bb, "camera_map", {}) or {})
+        missing = [c for c in needed if c not in self.cameras]
+        if missing:
+            raise ValueError(
+                f"the {self.backbone_name} backbone reads camera(s) {missing} (backbone.camera_map: "
+                f"{dict(bb.camera_map)}), which the observations do not carry (cameras={self.cameras})"
+            )
+
+    @staticmethod
+    def _build_text_encoder(spec: dict, commands: list[str]) -> nn.Module:
+        spec = dict(spec)
+        kind = spec.pop("kind", "learned")
+        if "path" in spec:
+            spec["model_name_or_path"] = spec.pop("path")
+        if kind in ("t5", "sentence") and not spec.get("model_name_or_path"):
+            raise ValueError(f"text_encoder={kind} needs text_encoder.path=<local model folder or Hub id>")
+        return build_command_encoder(kind, commands, **_not_none(spec))
+
+    def make_obs_encoder(self, out_dim: int) -> nn.Module:
+        """A fresh observation encoder of this policy's ``image_encoder`` kind (the critics use this)."""
+        return obs_encoder_from_spec(self.config["image_encoder"], self.config["obs_dim"], out_dim,
+                                     self.cameras, self.config["image_size"])
+
+    # ------------------------------------------------------------------------ observations
+    @property
+    def uses_images(self) -> bool:
+        """The refinement actor and critics read camera images (``image_encoder`` is a ResNet)."""
+        return self.image_encoder_kind != "state"
+
+    @property
+    def wants_mapping(self) -> bool:
+        """Observations must be the mapping (a ``smolvla`` / ``cls`` backbone reads ``proprio`` from it, an
+        image encoder reads ``images``); False: the state tensor is enough."""
+        return self.backbone_name != "state" or self.uses_images or bool(self.cameras)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the actors live (the frozen backbone may sit elsewhere; ``embed`` returns h here)."""
+        return next(self.primary.parameters()).device
+
+    @staticmethod
+    def _state(observation) -> torch.Tensor:
+        return observation["state"] if isinstance(observation, Mapping) else observation
+
+    def backbone_input(self, observation):
+        """What the backbone reads: the state vector (``state``), else ``{"state", "images"}`` with float
+        images in [0, 1]."""
+        if self.backbone_name == "state":
+            return self._state(observation)
+        if not isinstance(observation, Mapping):
+            if self.backbone_state_key != "state":
+                raise ValueError(
+                    f"the {self.backbone_name} backbone reads observation[{self.backbone_state_key!r}]: pass "
+                    "{'state': ..., 'proprio': ..., 'images': {...}}, not a bare state tensor"
+                )
+            observation = {"state": observation}
+        if self.backbone_state_key not in observation:
+            raise KeyError(f"observation has no {self.backbone_state_key!r} (backbone.state_key); it has "
+                           f"{sorted(observation)}")
+        images = {c: (x.float() / 255.0 if x.dtype == torch.uint8 else x)
+                  for c, x in (observation.get("images") or {}).items()}
+        return {"state": observation[self.backbone_state_key], "images": images}
+
+    def encoder_input(self, observation):
+        """What the refinement actor's observation encoder reads: the state vector for
+        ``image_encoder=state``, else ``{"state": (B, obs_dim), "images": {camera: (B, 3, H, W)}}``."""
+        if not self.uses_images:
+            return self._state(observation)
+        if not isinstance(observation, Mapping) or "images" not in observation:
+            raise ValueError(f"image_encoder={self.image_encoder_kind} needs observations with images of "
+                             f"cameras {self.cameras}")
+        return {"state": observation["state"], "images": observation["images"]}
+
+    def encoder_input_from_batch(self, batch: Mapping[str, torch.Tensor], next_obs: bool = False):
+        """:meth:`encoder_input` of a transition batch (``obs`` / ``obs_images``, or their ``next_`` keys)."""
+        state = batch[K.NEXT_OBS if next_obs else K.OBS]
+        if not self.uses_images:
+            return state
+        images = batch[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (B, C, 3, H, W)
+        return {"state": state, "images": {c: images[:, i] for i, c in enumerate(self.cameras)}}
 
     # ----------------------------------------------------------------------------- acting
     @property
@@ -100,27 +299,31 @@ class DualActorPolicy(nn.Module):
         return self.refinement.command_encoder.ids(commands, device)
 
     @torch.no_grad()
-    def embed(self, obs: torch.Tensor, tasks: Sequence[str]) -> torch.Tensor:
-        """h = V(s, l_task) (Eq. 3): (B, Dh)."""
-        return self.backbone.embed(obs, tasks)
+    def embed(self, observation, tasks: Sequence[str]) -> torch.Tensor:
+        """h = V(s, l_task) (Eq. 3): (B, Dh) on the policy's device. ``observation``: see the module doc."""
+        h = self.backbone.embed(self.backbone_input(observation), tasks)
+        return h.to(self.device)
 
     @torch.no_grad()
     def act(
         self,
         h: torch.Tensor,
-        obs: torch.Tensor,
+        obs,
         proprio: torch.Tensor | None,
         commands: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """Actions (B, A) in [-1, 1]: primary mode (Eq. 1) for rows without a command (None or
-        "[null]"), refinement mode (Eq. 2) for rows with one."""
+        "[null]"), refinement mode (Eq. 2) for rows with one. ``obs``: the state vector or the
+        observation mapping (see the module doc). Act in eval mode (``policy.eval()``, as the control
+        loop and ``evaluate`` do): a ResNet encoder's BatchNorm would otherwise use and update batch
+        statistics."""
         b = h.shape[0]
         mean = None
         if commands is not None:
             cmds = [c if c else NULL_COMMAND for c in commands]
             refine_rows = torch.tensor([c != NULL_COMMAND for c in cmds], device=h.device)
             if bool(refine_rows.any()):
-                mu = self.refinement(obs, self.command_ids(cmds, h.device))
+                mu = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
                 mean = torch.where(refine_rows[:, None], mu, torch.zeros_like(mu))
                 if self.refine_act == "mean":
                     z = torch.randn(b, self.primary.action_dim, device=h.device, dtype=h.dtype)
@@ -128,19 +331,90 @@ class DualActorPolicy(nn.Module):
                     return self.primary(h, proprio, noise_mean=mean, noise=z)
         return self.primary(h, proprio, noise_mean=mean)
 
+    def acting_copy(self) -> "DualActorPolicy":
+        """A second policy with this one's weights for the acting side, sharing its frozen backbone (not
+        rebuilt or copied) and holding a pretrained command encoder as its table (no language model)."""
+        cfg = dict(self.config)
+        enc = self.refinement.command_encoder
+        if hasattr(enc, "reload_config"):
+            cfg["text_encoder"] = enc.reload_config()
+        if cfg["image_encoder"].get("weights_path"):
+            cfg["image_encoder"] = {**cfg["image_encoder"], "weights_path": None}  # copied below
+        copy = type(self)(**cfg, backbone_module=self.backbone)
+        missing, unexpected = copy.load_state_dict(self.state_dict_to_save(), strict=False)
+        frozen = set(self.frozen_state_keys())
+        if unexpected or any(k not in frozen for k in missing):  # pragma: no cover - same config
+            raise RuntimeError(f"acting copy does not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return copy
+
     # ------------------------------------------------------------------------- save / load
+    def frozen_state_keys(self) -> list[str]:
+        """State-dict keys of the frozen pretrained backbone: never saved, published or checkpointed."""
+        return [f"backbone.{k}" for k in self.backbone.state_dict()]
+
+    def state_dict_to_save(self) -> dict[str, torch.Tensor]:
+        """``state_dict()`` without the frozen backbone (what is saved and sent to the acting side)."""
+        frozen = set(self.frozen_state_keys())
+        return {k: v for k, v in self.state_dict().items() if k not in frozen}
+
+    def saved_config(self) -> dict[str, Any]:
+        """``config.json`` content: the config, the command encoder's reload spec, the backbone's fingerprint."""
+        cfg = dict(self.config)
+        enc = self.refinement.command_encoder
+        if hasattr(enc, "reload_config"):
+            cfg["text_encoder"] = enc.reload_config()
+        fp = backbone_fingerprint(self.backbone)
+        if fp:
+            cfg["backbone_fingerprint"] = fp
+        return cfg
+
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory``."""
+        """Write ``config.json`` and ``model.safetensors`` (frozen backbone weights excluded) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict_to_save().items()}
         save_file(state, str(directory / "model.safetensors"), metadata={"format": POLICY_FORMAT})
-        cfg = {"format": POLICY_FORMAT, "version": POLICY_VERSION, **self.config}
+        cfg = {"format": POLICY_FORMAT, "version": POLICY_VERSION, **self.saved_config()}
         (directory / "config.json").write_text(json.dumps(cfg, indent=2))
         return directory
 
+    def check_backbone_fingerprint(self, expected: Mapping[str, Sequence[float]], where: str = "") -> None:
+        """Raise ValueError if the backbone's weights differ from the ``expected`` fingerprint."""
+        sd = self.backbone.state_dict()
+        for k, want in expected.items():
+            got = _probe(sd[k]) if k in sd and sd[k].numel() > 1 else None
+            if got is None:
+                raise ValueError(f"{where}: the rebuilt {self.backbone_name} backbone has no tensor {k!r}; it is not "
+                                 f"the backbone this policy was trained with ({self.config['backbone']})")
+            if not torch.allclose(torch.tensor(got), torch.tensor(list(want)), rtol=FINGERPRINT_RTOL,
+                                  atol=FINGERPRINT_ATOL):
+                raise ValueError(
+                    f"{where}: the {self.backbone_name} backbone rebuilt from {self.config['backbone']} has other "
+                    f"weights than the one this policy was trained with ({k}: {got} vs saved {list(want)}); point "
+                    "the backbone config at the same checkpoint (from_pretrained(..., backbone={...}) overrides it)"
+                )
+
     @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "DualActorPolicy":
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        map_location: str = "cpu",
+        backbone: Mapping[str, Any] | None = None,
+        check_backbone: bool = True,
+    ) -> "DualActorPolicy":
+        """Rebuild the policy from ``config.json`` (the backbone from its checkpoint / model spec, a saved
+        T5 or sentence encoder as its table) and load ``model.safetensors`` strictly. Returned in eval mode.
+
+        Args:
+            backbone: overrides of the saved backbone config, e.g. ``{"checkpoint": "/other/path",
+                "device": "cuda"}`` on a machine where the checkpoint lives elsewhere.
+            check_backbone: compare the rebuilt backbone's weights with the saved fingerprint.
+
+        Raises:
+            FileNotFoundError: no config.json / model.safetensors, or the backbone checkpoint is missing.
+            ValueError: not a policy folder, an unsupported version, a state that does not match the
+                config, or a backbone with other weights than at training time.
+        """
         directory = Path(directory)
         cfg_path = directory / "config.json"
         if not cfg_path.exists():
@@ -151,12 +425,24 @@ class DualActorPolicy(nn.Module):
         version = cfg.pop("version", None)
         if version != POLICY_VERSION:
             raise ValueError(f"{cfg_path}: policy format version {version} not supported")
+        fingerprint = cfg.pop("backbone_fingerprint", None)
+        if backbone:
+            cfg["backbone"] = {**cfg.get("backbone", {}), **dict(backbone)}
+        image_encoder = cfg.get("image_encoder")
+        if image_encoder and image_encoder.get("weights_path"):
+            cfg["image_encoder"] = {**image_encoder, "weights_path": None}  # the weights are in the state
+        weights = directory / "model.safetensors"
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights}: no policy weights")
         policy = cls(**cfg)
-        state = load_file(str(directory / "model.safetensors"), device=map_location)
+        state = load_file(str(weights), device=map_location)
+        frozen = set(policy.frozen_state_keys())
         missing, unexpected = policy.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in frozen]
         if missing or unexpected:
             raise ValueError(
-                f"{directory}/model.safetensors does not match config.json: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
+                f"{weights} does not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
-        return policy
+        if fingerprint and check_backbone:
+            policy.check_backbone_fingerprint(fingerprint, str(directory))
+        return policy.eval()

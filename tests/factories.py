@@ -28,10 +28,17 @@ def tiny_module_kwargs(**over) -> dict:
     return kw
 
 
-def transition_batch(b: int, task_id: int, h_dim: int, gen: torch.Generator, commands: int = 27) -> dict:
-    """A random per-task batch with every key of ``dual_actor.constants``."""
+def transition_batch(b: int, task_id: int, h_dim: int, gen: torch.Generator, commands: int = 27,
+                     images: tuple[int, int] | None = None) -> dict:
+    """A random per-task batch with every key of ``dual_actor.constants``; ``images=(cameras, size)`` adds
+    uint8 ``obs_images`` / ``next_obs_images`` (b, cameras, 3, size, size)."""
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    return {
+    extra = {}
+    if images is not None:
+        c, size = images
+        extra = {k: torch.randint(0, 256, (b, c, 3, size, size), generator=gen, dtype=torch.uint8)
+                 for k in (K.OBS_IMAGES, K.NEXT_OBS_IMAGES)}
+    return {**extra,
         K.H: r(b, h_dim), K.OBS: r(b, OBS_DIM), K.PROPRIO: r(b, PROPRIO_DIM),
         K.ACTION: torch.rand(b, ACTION_DIM, generator=gen) * 2 - 1,
         K.REWARD: (torch.rand(b, generator=gen) > 0.8).float(), K.DONE: (torch.rand(b, generator=gen) > 0.9).float(),
@@ -42,12 +49,12 @@ def transition_batch(b: int, task_id: int, h_dim: int, gen: torch.Generator, com
 
 
 def training_batch(n_tasks: int = 3, per_task: int = 8, h_dim: int = OBS_DIM + 3, talk_tweak: bool = True,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, images: tuple[int, int] | None = None) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    tasks = [transition_batch(per_task, i, h_dim, gen) for i in range(n_tasks)]
+    tasks = [transition_batch(per_task, i, h_dim, gen, images=images) for i in range(n_tasks)]
     tt = None
     if talk_tweak:
-        tt = transition_batch(per_task, 0, h_dim, gen)
+        tt = transition_batch(per_task, 0, h_dim, gen, images=images)
         tt[K.TASK] = torch.arange(per_task) % n_tasks
     return {K.TASKS: tasks, K.TALK_TWEAK: tt}
 

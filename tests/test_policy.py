@@ -56,3 +56,21 @@ def test_from_pretrained_errors(tmp_path):
     (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(Exception, match="size mismatch|does not match"):
         DualActorPolicy.from_pretrained(tmp_path / "p")
+
+
+def test_policy_saved_before_the_encoder_keys_still_loads(tmp_path):
+    """config.json without text_encoder / image_encoder / cameras / image_size (older saves): the defaults
+    (learned command embedding of width command_dim, state encoder, no cameras) rebuild the same policy."""
+    torch.manual_seed(0)
+    pol = DualActorPolicy(**tiny_policy_kwargs())
+    pol.save_pretrained(tmp_path / "p")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert cfg["text_encoder"] == {"kind": "learned", "out_dim": 8} and cfg["image_encoder"] == {"kind": "state"}
+    assert cfg["cameras"] == [] and "backbone_fingerprint" not in cfg  # the state backbone has no weights
+    for key in ("text_encoder", "image_encoder", "cameras", "image_size"):
+        del cfg[key]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
+    back = DualActorPolicy.from_pretrained(tmp_path / "p")
+    assert not back.training and not back.uses_images
+    for k, v in pol.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k

@@ -10,6 +10,8 @@
   ``lerobot/smolvla_base`` layout (config.json + model.safetensors + pre/post-processor with stats),
   its ``vlm_model_name`` pointing at a tiny SmolVLM folder.
 * ``build_tiny_cls_model``: a one-layer transformer over [CLS, state, image patches, task words].
+* ``build_tiny_t5`` / ``build_tiny_bert``: a one-layer ``T5EncoderModel`` / ``BertModel`` folder
+  (``save_pretrained`` layout, word-level tokenizer over the command words) for the command encoders.
 """
 
 from __future__ import annotations
@@ -206,3 +208,53 @@ def build_tiny_cls_model(state_dim: int = 5, d_model: int = 32, seed: int = 0, *
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return TinyCLSTransformer(state_dim=state_dim, d_model=d_model, **kwargs)
+
+
+COMMAND_WORDS = ("move", "left", "right", "a", "bit", "and", "up", "down", "forward", "backward", "[null]", "go")
+
+
+def word_tokenizer(specials: Sequence[str], template: str, pad: str, unk: str, words: Sequence[str] = COMMAND_WORDS,
+                   **special_kw):
+    """A whitespace word-level ``PreTrainedTokenizerFast`` (specials first, then ``words``) whose post-processor
+    follows ``template`` (e.g. ``"$A </s>"``); returns (tokenizer, vocab size)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate([*specials, *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = TemplateProcessing(
+        single=template, special_tokens=[(s, vocab[s]) for s in specials if s in template]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, unk_token=unk, **special_kw), len(vocab)
+
+
+def build_tiny_t5(dest: str | Path, d_model: int = 16, seed: int = 0, words: Sequence[str] = COMMAND_WORDS) -> Path:
+    """A random-weight one-layer ``T5EncoderModel`` (d_model 16) + word tokenizer saved at ``dest``."""
+    from transformers import T5Config, T5EncoderModel
+
+    dest = Path(dest)
+    tok, n = word_tokenizer(["<pad>", "</s>", "<unk>"], "$A </s>", "<pad>", "<unk>", words, eos_token="</s>")
+    cfg = T5Config(vocab_size=n, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
+                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        T5EncoderModel(cfg).save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest
+
+
+def build_tiny_bert(dest: str | Path, hidden: int = 16, seed: int = 1, words: Sequence[str] = COMMAND_WORDS) -> Path:
+    """A random-weight one-layer ``BertModel`` (hidden 16) + word tokenizer saved at ``dest``."""
+    from transformers import BertConfig, BertModel
+
+    dest = Path(dest)
+    tok, n = word_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], "[CLS] $A [SEP]", "[PAD]", "[UNK]", words,
+                            cls_token="[CLS]", sep_token="[SEP]")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        BertModel(BertConfig(vocab_size=n, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=2 * hidden, max_position_embeddings=32)).save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest

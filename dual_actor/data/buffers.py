@@ -3,6 +3,11 @@
 Storage is one preallocated tensor per batch key (see ``dual_actor.constants``), grown by
 doubling; sampling is uniform with replacement. ``state_dict()`` holds every stored row, so a
 checkpoint keeps the data of a resumed run.
+
+Camera images (``obs_images`` / ``next_obs_images``, (C, 3, H, W) per row) are stored as given, uint8:
+4x less memory than float, converted by the image encoder on the learner's device. They are present
+only when the policy's image encoder reads images; s_{t+1}'s images are stored per row like every
+``next_*`` key (2 x C x 3 x H x W bytes a row: 196 KB with two 128x128 cameras).
 """
 
 from __future__ import annotations

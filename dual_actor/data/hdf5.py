@@ -4,6 +4,14 @@ Reads through ``data_tools.hdf5_format`` only (the schema lives there). Each ste
 transition (s_t, a_t, r_t, s_{t+1}, done_t) with the embedding h cached, the Monte-Carlo
 return-to-go (Cal-QL's bound) and the refinement-command id. The last step of an episode that
 ended without ``done`` (time limit) has no recorded s_{t+1} and is dropped.
+
+Cameras (``DataSpec.cameras``): the episodes' ``obs/<camera>`` images (uint8 (N, H, W, 3) in the
+file) are read, turned channel-first, and handed to ``embed`` as the observation mapping
+``{"state", "proprio", "images": {camera: uint8 (n, 3, H, W)}}`` in chunks of ``embed_batch_size``
+rows (a VLA backbone on a long episode would not fit one batch). With ``store_images`` (the policy's
+image encoder reads images) the rows also get ``obs_images`` / ``next_obs_images`` (n, C, 3, H, W)
+uint8, cameras in ``cameras`` order. Without cameras nothing changes: images in the file are not read
+and ``embed`` gets the state tensor (unless ``as_mapping``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,14 @@ from dual_actor.losses import mc_returns
 
 @dataclass
 class DataSpec:
-    """What the networks expect of the data: observation keys and dims."""
+    """What the networks expect of the data: observation keys and dims.
+
+    ``cameras``: image keys ``obs/<camera>`` to read (empty: none); ``image_size``: their H = W (None:
+    any size, the same within a file); ``store_images``: keep them in the transition rows (the critics'
+    and refinement actor's image encoder reads them); ``embed_batch_size``: rows per ``embed`` call
+    when images are read; ``as_mapping``: hand ``embed`` the observation mapping even without cameras
+    (a ``smolvla`` / ``cls`` backbone reads ``proprio`` from it).
+    """
 
     tasks: Sequence[str]
     obs_key: str
@@ -31,6 +46,11 @@ class DataSpec:
     proprio_key: str
     proprio_dim: int
     action_dim: int
+    cameras: Sequence[str] = ()
+    image_size: int | None = None
+    store_images: bool = False
+    embed_batch_size: int = 256
+    as_mapping: bool = False
 
 
 def _check_shapes(ep: Episode, spec: DataSpec, where: str) -> None:
@@ -41,6 +61,19 @@ def _check_shapes(ep: Episode, spec: DataSpec, where: str) -> None:
             raise DatasetFormatError(
                 f"{where}/obs/{key}: shape {ep.obs[key].shape}, but the networks expect (N, {dim})"
             )
+    for cam in spec.cameras:
+        if cam not in ep.obs:
+            raise DatasetFormatError(
+                f"{where}/obs: no camera '{cam}' (has {sorted(ep.obs)}); record the dataset with these cameras "
+                f"(a simulated bench regenerates its demos at another data.path) or change env.cameras"
+            )
+        img = ep.obs[cam]
+        size = spec.image_size
+        if img.dtype != np.uint8 or img.ndim != 4 or img.shape[-1] != 3 or (
+                size is not None and img.shape[1:3] != (size, size)):
+            want = f"({size}, {size}, 3)" if size is not None else "(H, W, 3)"
+            raise DatasetFormatError(f"{where}/obs/{cam}: {img.dtype} images of shape {img.shape}, but the "
+                                     f"networks expect uint8 (N, {want[1:]}")
     if ep.actions.shape[1] != spec.action_dim:
         raise DatasetFormatError(
             f"{where}/actions: shape {ep.actions.shape}, but the networks expect (N, {spec.action_dim})"
@@ -59,7 +92,17 @@ def episode_transitions(
     obs = torch.from_numpy(np.asarray(ep.obs[spec.obs_key], dtype=np.float32))
     proprio = torch.from_numpy(np.asarray(ep.obs[spec.proprio_key], dtype=np.float32))
     n = len(obs)
-    h = embed(obs, [ep.task] * n)
+    images = None
+    if spec.cameras or spec.as_mapping:
+        images = {c: torch.from_numpy(np.ascontiguousarray(ep.obs[c].transpose(0, 3, 1, 2))) for c in spec.cameras}
+        step = max(1, int(spec.embed_batch_size))
+        h = torch.cat([
+            embed({"state": obs[i : i + step], "proprio": proprio[i : i + step],
+                   "images": {c: x[i : i + step] for c, x in images.items()}}, [ep.task] * len(obs[i : i + step]))
+            for i in range(0, n, step)
+        ])
+    else:
+        h = embed(obs, [ep.task] * n)
     nxt = torch.cat([torch.arange(1, n), torch.tensor([n - 1])])
     rows = {
         K.H: h,
@@ -76,6 +119,10 @@ def episode_transitions(
         K.TASK: torch.full((n,), task_id, dtype=torch.long),
         K.INTERVENTION: torch.from_numpy(ep.intervention),
     }
+    if spec.store_images:
+        stacked = torch.stack([images[c] for c in spec.cameras], 1)  # (n, C, 3, H, W) uint8
+        rows[K.OBS_IMAGES] = stacked
+        rows[K.NEXT_OBS_IMAGES] = stacked[nxt]
     if not ep.dones[-1]:
         rows = {k: v[:-1] for k, v in rows.items()}
     return rows
@@ -102,7 +149,9 @@ def load_dataset_into(
     task_index = {t: i for i, t in enumerate(spec.tasks)}
     staged: list[tuple[str, str, dict]] = []
     counts = {t: 0 for t in spec.tasks}
-    for ep in read_episodes(path, split=split, load_images=False):
+    if spec.store_images and not spec.cameras:
+        raise ValueError("DataSpec.store_images needs cameras")
+    for ep in read_episodes(path, split=split, load_images=bool(spec.cameras)):
         where = f"{path}:/data/{ep.name}"
         if ep.task not in task_index:
             raise DatasetFormatError(f"{where}: task {ep.task!r} is not among the configured tasks {list(spec.tasks)}")

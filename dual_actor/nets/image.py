@@ -384,7 +384,57 @@ def build_obs_encoder(kind: str, **kw) -> nn.Module:
     raise ValueError(f"unknown observation encoder kind {kind!r}; available: {list(OBS_ENCODERS)}")
 
 
+IMAGE_ENCODER_OPTIONS = (
+    "weights_path", "freeze", "shared", "pooling", "camera_dim", "num_spatial_features", "dropout",
+    "state_feature_dim",
+)
+
+
+def obs_encoder_from_spec(
+    spec: Mapping | None,
+    obs_dim: int,
+    out_dim: int,
+    cameras: Sequence[str] = (),
+    image_size: int | Sequence[int] | None = None,
+) -> nn.Module:
+    """The observation encoder of the critics and the refinement actor, from an ``image_encoder`` config.
+
+    Args:
+        spec: ``{"kind": "state"}`` (or None) -> ``StateEncoder(obs_dim, out_dim)`` over the state
+            vector; ``{"kind": "resnet18" | "resnet10", **options}`` -> :class:`MultiCameraEncoder`
+            over ``cameras`` with the state vector (``state_dim=obs_dim``), options among
+            :data:`IMAGE_ENCODER_OPTIONS` (``weights_path``, ``freeze``, ``pooling``, ...).
+        obs_dim: width of the state vector; out_dim: encoder output width.
+        cameras: camera names (keys of ``obs["images"]``), in the order images are stored.
+        image_size: the cameras' H (= W) or (H, W); needed by ``pooling="spatial"``.
+
+    Raises:
+        ValueError: unknown kind or option; an image kind without cameras or without image_size.
+    """
+    spec = dict(spec or {"kind": "state"})
+    kind = spec.pop("kind", "state")
+    if kind == "state":
+        if spec:
+            raise ValueError(f"image_encoder kind 'state' takes no options, got {sorted(spec)}")
+        return StateEncoder(obs_dim, out_dim)
+    if kind not in RESNET_LAYERS:
+        raise ValueError(f"unknown image_encoder kind {kind!r}; available: {list(OBS_ENCODERS)}")
+    unknown = sorted(set(spec) - set(IMAGE_ENCODER_OPTIONS))
+    if unknown:
+        raise ValueError(f"image_encoder {kind}: unknown option(s) {unknown}; valid: {list(IMAGE_ENCODER_OPTIONS)}")
+    if not cameras:
+        raise ValueError(f"image_encoder={kind} needs camera images, but no cameras are configured (env.cameras)")
+    if image_size is None:
+        raise ValueError(f"image_encoder={kind} needs the cameras' image_size (env.image_size)")
+    if spec.get("weights_path") in ("", None):
+        spec["weights_path"] = None
+    return MultiCameraEncoder(list(cameras), arch=kind, image_size=image_size, state_dim=int(obs_dim),
+                              out_dim=int(out_dim), **spec)
+
+
 __all__ = [
+    "obs_encoder_from_spec",
+    "IMAGE_ENCODER_OPTIONS",
     "ResNetTrunk",
     "SpatialLearnedEmbeddings",
     "ImagePool",

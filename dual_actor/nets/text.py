@@ -155,6 +155,19 @@ def _load_pretrained(kind: str, name_or_path: str, load):
         ) from e
 
 
+def _auto_config(kind: str, src: str):
+    """``AutoConfig.from_pretrained(src)``; a folder that is no transformers model -> CheckpointMismatchError."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(src)
+    except ValueError as e:
+        msg = str(e)
+        if "Unrecognized model" in msg:  # transformers lists every model type after this: keep it short
+            msg = "its config.json has no transformers 'model_type'"
+        raise CheckpointMismatchError(f"{kind} encoder: {src} is not a Hugging Face model folder: {msg[:300]}") from e
+
+
 class _PretrainedCommandEncoder(CommandTableEncoder):
     """Shared loading, batching and caching for the frozen Hugging Face text encoders."""
 
@@ -283,9 +296,9 @@ class T5CommandEncoder(_PretrainedCommandEncoder):
     kind = "t5"
 
     def _load(self, src: str, dtype: torch.dtype):
-        from transformers import AutoConfig, AutoTokenizer, T5EncoderModel
+        from transformers import AutoTokenizer, T5EncoderModel
 
-        cfg = AutoConfig.from_pretrained(src)
+        cfg = _auto_config(self.kind, src)
         if cfg.model_type not in T5_MODEL_TYPES:
             raise CheckpointMismatchError(
                 f"t5 encoder: {src} holds a {cfg.model_type!r} model, not T5 (model_type in {T5_MODEL_TYPES}); "
@@ -314,9 +327,9 @@ class SentenceCommandEncoder(_PretrainedCommandEncoder):
         self.source["normalize"] = self.normalize
 
     def _load(self, src: str, dtype: torch.dtype):
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
-        cfg = AutoConfig.from_pretrained(src)
+        cfg = _auto_config(self.kind, src)
         if getattr(cfg, "is_encoder_decoder", False) or cfg.model_type in T5_MODEL_TYPES:
             raise CheckpointMismatchError(
                 f"sentence encoder: {src} holds an encoder-decoder {cfg.model_type!r} model; "

@@ -81,6 +81,13 @@ class Interaction:
         self.recent = []
         return out
 
+    def close(self) -> None:
+        """Close every loop's env that can be closed (simulators free their renderers)."""
+        for loop in self.loops:
+            close = getattr(loop.env, "close", None)
+            if close is not None:
+                close()
+
     def state_dict(self) -> dict:
         return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
                 "credit": self.credit, "next_loop": self.next_loop,
@@ -101,7 +108,8 @@ class InteractionCallback(L.Callback):
 
     def _publish(self, pl_module) -> None:
         self._version += 1
-        self.interaction.transport.publish_weights(pl_module.policy.state_dict(), self._version)
+        # the frozen backbone never changes: only the rest of the policy travels to the acting side
+        self.interaction.transport.publish_weights(pl_module.policy.state_dict_to_save(), self._version)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._publish(pl_module)

@@ -10,13 +10,21 @@ Timing: with ``period_s`` set (0.1 s for a 10 Hz robot) the loop keeps a fixed r
 its overruns; if inference alone overruns the period the robot holds (zero motion, gripper
 unchanged) instead of executing a stale action. With ``period_s=None`` (simulation) it runs as
 fast as possible.
+
+Cameras: an env with a non-empty ``cameras`` list and an ``images() -> {camera: uint8 (H, W, 3)}``
+method (``MetaworldTaskEnv(cameras=...)``; a real robot's env implements the same two) is read after
+every reset and step. The policy then gets the observation mapping of :func:`observation_batch`
+(state, proprio, uint8 CHW images); the teleop log gets the frames (``EpisodeWriter.step(images=...)``,
+so ``data_tools convert`` puts them in the HDF5 file); the transitions carry ``obs_images`` /
+``next_obs_images`` (uint8, cameras in the policy's order) only when the policy's image encoder reads
+images (a SmolVLA backbone alone needs none: h is computed here and stored).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -30,11 +38,43 @@ from dual_actor.runtime.transport import EpisodeRecord, Transport
 
 
 class RobotEnv(Protocol):
-    """What the loop needs of a robot or simulator (gymnasium-style)."""
+    """What the loop needs of a robot or simulator (gymnasium-style). Optional: ``cameras: list[str]``
+    and ``images() -> {camera: uint8 (H, W, 3)}``, the frames of the current observation."""
 
     def reset(self) -> np.ndarray: ...
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
+
+
+def observation_batch(
+    state: np.ndarray | torch.Tensor,
+    proprio_slice: slice,
+    images: Mapping[str, np.ndarray] | None = None,
+    device: torch.device | str | None = None,
+    as_mapping: bool = False,
+):
+    """A robot's arrays as the policy's observation (batch of 1).
+
+    Args:
+        state: (Do,) float state vector; proprio_slice: proprio inside it.
+        images: ``{camera: uint8 (H, W, 3)}`` or None / empty.
+        as_mapping: return the mapping even without images (a ``smolvla`` / ``cls`` backbone reads
+            ``proprio`` from it: ``policy.wants_mapping``).
+
+    Returns:
+        Without images (and not ``as_mapping``): the state as ``(1, Do)`` float32 (what the state-only
+        policy has always read). Else ``{"state": (1, Do), "proprio": (1, Dp), "images": {camera: uint8
+        (1, 3, H, W)}}``.
+    """
+    s = torch.as_tensor(np.asarray(state, dtype=np.float32), device=device)[None]
+    if not images and not as_mapping:
+        return s
+    return {
+        "state": s,
+        "proprio": s[:, proprio_slice],
+        "images": {c: torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1)))[None].to(device)
+                   for c, img in (images or {}).items()},
+    }
 
 
 def hold_action(previous: np.ndarray | None, action_dim: int, gripper_index: int | None = -1) -> np.ndarray:
@@ -105,22 +145,40 @@ class ControlLoop:
         self.stats = LoopStats()
         self.weights_version = -1
         self.task_id = policy.tasks.index(task)
+        self.cameras = list(getattr(env, "cameras", None) or [])
+        wanted = list(policy.config.get("cameras", []))
+        missing = [c for c in wanted if c not in self.cameras]
+        if missing:
+            raise ValueError(f"the policy reads camera(s) {missing}, which the env does not render "
+                             f"(env cameras: {self.cameras})")
+        self.policy_cameras = wanted
 
     # ------------------------------------------------------------------------------ weights
     def sync_weights(self) -> None:
+        """Copy the latest published weights in place (every key of the policy but its frozen backbone)."""
         latest = self.transport.latest_weights()
         if latest is not None and latest[0] != self.weights_version:
             version, state = latest
+            frozen = set(self.policy.frozen_state_keys())
             with torch.no_grad():
                 for k, v in self.policy.state_dict().items():
-                    v.copy_(state[k])
+                    if k not in frozen:
+                        v.copy_(state[k])
             self.weights_version = version
+
+    def _observe(self, obs: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+        """(policy observation, camera frames) of the env's current observation."""
+        frames = self.env.images() if self.cameras else {}
+        observation = observation_batch(obs, self.proprio_slice, {c: frames[c] for c in self.policy_cameras},
+                                        as_mapping=self.policy.wants_mapping)
+        return observation, frames
 
     # ------------------------------------------------------------------------------ acting
     @torch.no_grad()
-    def _policy_action(self, state: torch.Tensor, command: str | None) -> tuple[np.ndarray, torch.Tensor]:
-        h = self.policy.embed(state, [self.task])
-        a = self.policy.act(h, state, state[:, self.proprio_slice], commands=[command])
+    def _policy_action(self, observation, command: str | None) -> tuple[np.ndarray, torch.Tensor]:
+        state = observation["state"] if isinstance(observation, Mapping) else observation
+        h = self.policy.embed(observation, [self.task])
+        a = self.policy.act(h, observation, state[:, self.proprio_slice], commands=[command])
         return a[0].numpy(), h[0]
 
     def run_episode(self, episode_id: str | None = None) -> EpisodeRecord:
@@ -133,6 +191,7 @@ class ControlLoop:
         self.labeler.reset()
         writer = self.log_episode(episode_id or f"{self.actor_id}-{self.stats.episodes}") if self.log_episode else None
         states, hs, actions, policy_actions, intervened, rewards, spoken = [], [], [], [], [], [], []
+        images: list[torch.Tensor] = []  # (C, 3, H, W) uint8 per step, when the policy's encoders read them
         labels: dict[int, str] = {}
         command: str | None = None
         previous: np.ndarray | None = None
@@ -142,8 +201,8 @@ class ControlLoop:
         t = 0
         while True:
             start = self.clock()
-            state = torch.from_numpy(obs)[None]
-            a_pi, h = self._policy_action(state, command)
+            observation, frames = self._observe(obs)
+            a_pi, h = self._policy_action(observation, command)
             late = self.period_s is not None and self.clock() - start > self.period_s
             if late:
                 a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # never a stale action
@@ -157,6 +216,8 @@ class ControlLoop:
                 labels[s] = c
             states.append(obs)
             hs.append(h)
+            if self.policy.uses_images:
+                images.append(torch.stack([observation["images"][c][0] for c in self.policy_cameras]))
             actions.append(executed)
             policy_actions.append(a_pi)
             intervened.append(intv)
@@ -165,7 +226,8 @@ class ControlLoop:
             if writer is not None:
                 writer.step(task=self.task, obs={"proprio": obs[self.proprio_slice].tolist(), "state": obs.tolist()},
                             action=executed.tolist(), policy_action=None if intv else a_pi.tolist(),
-                            intervention=intv, command=command, reward=float(reward), done=bool(terminated))
+                            intervention=intv, command=command, reward=float(reward), done=bool(terminated),
+                            images=frames or None)
             previous = executed
             obs = next_obs
             t += 1
@@ -181,7 +243,7 @@ class ControlLoop:
         if writer is not None:
             writer.close()
         commands = [spoken[s] if (intervened[s] and spoken[s]) else labels[s] for s in range(t)]
-        rows = self._rows(states, hs, obs, actions, rewards, terminated, intervened, commands)
+        rows = self._rows(states, hs, obs, actions, rewards, terminated, intervened, commands, images)
         record = EpisodeRecord(
             task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
             interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
@@ -196,18 +258,19 @@ class ControlLoop:
         st.successes += int(record.success)
         return record
 
-    def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands) -> dict:
+    def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands, images=()) -> dict:
         n = len(states)
         obs = torch.from_numpy(np.stack(states))
         h = torch.stack(hs)
+        final_observation, _ = self._observe(last_obs)
+        h_final = self.policy.embed(final_observation, [self.task])
         final = torch.from_numpy(last_obs)[None]
-        h_final = self.policy.embed(final, [self.task])
         next_obs = torch.cat([obs[1:], final])
         next_h = torch.cat([h[1:], h_final])
         done = torch.zeros(n)
         done[-1] = float(terminated)
         r = np.asarray(rewards, dtype=np.float32)
-        return {
+        rows = {
             K.H: h, K.OBS: obs, K.PROPRIO: obs[:, self.proprio_slice],
             K.ACTION: torch.from_numpy(np.stack(actions)), K.REWARD: torch.from_numpy(r), K.DONE: done,
             K.NEXT_H: next_h, K.NEXT_OBS: next_obs, K.NEXT_PROPRIO: next_obs[:, self.proprio_slice],
@@ -216,6 +279,12 @@ class ControlLoop:
             K.TASK: torch.full((n,), self.task_id, dtype=torch.long),
             K.INTERVENTION: torch.tensor(intervened, dtype=torch.bool),
         }
+        if self.policy.uses_images:
+            img = torch.stack(list(images))  # (n, C, 3, H, W) uint8
+            img_final = torch.stack([final_observation["images"][c][0] for c in self.policy_cameras])[None]
+            rows[K.OBS_IMAGES] = img
+            rows[K.NEXT_OBS_IMAGES] = torch.cat([img[1:], img_final])
+        return rows
 
 
 def ingest(buffers, episodes: Sequence[EpisodeRecord]) -> None:

@@ -164,6 +164,11 @@ class CLSBackbone(nn.Module):
         """Frozen: stays in eval mode whatever ``mode`` is."""
         return super().train(False)
 
+    def _apply(self, fn, recurse: bool = True) -> "CLSBackbone":
+        """Pinned: a parent's ``.to()`` / ``.cuda()`` / ``.float()`` neither moves nor casts the frozen model;
+        it stays on the ``device`` and ``dtype`` given at construction (``embed`` moves its inputs there)."""
+        return self
+
     @torch.no_grad()
     def embed(self, observation: Any, tasks: Sequence[str]) -> torch.Tensor:
         """h = adapter(model, observation, tasks): (B, embedding_dim) float32 on the backbone's device."""

@@ -363,6 +363,12 @@ class SmolVLABackbone(nn.Module):
         """Frozen: stays in eval mode whatever ``mode`` is."""
         return super().train(False)
 
+    def _apply(self, fn, recurse: bool = True) -> "SmolVLABackbone":
+        """Pinned: a parent's ``.to()`` / ``.cuda()`` / ``.float()`` neither moves nor casts the frozen model
+        (nor its preprocessor's device); it stays on the ``device`` and ``dtype`` given at construction.
+        ``embed`` moves its inputs there; the policy moves h back to its own device."""
+        return self
+
     # ----------------------------------------------------------------- embedding
 
     def _batch(self, observation: Mapping, tasks: Sequence[str]) -> dict:
