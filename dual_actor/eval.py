@@ -310,3 +310,42 @@ class LearningCurve:
         finally:
             plt.close(fig)
         return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--out eval.json]``:
+    evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m dual_actor.eval", description=main.__doc__.split(":", 1)[1].strip())
+    p.add_argument("policy", type=Path, help="a policy folder (config.json + model.safetensors)")
+    p.add_argument("--tasks", nargs="+", default=None, help="task strings (default: all the policy's tasks)")
+    p.add_argument("--trials", type=int, default=25)
+    p.add_argument("--max-episode-steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED)
+    p.add_argument("--with-commands", action="store_true",
+                   help="a simulated operator speaks refinement commands (never takes over)")
+    p.add_argument("--out", type=Path, default=None, help="write the result JSON here (atomically)")
+    args = p.parse_args(argv)
+    try:
+        policy = DualActorPolicy.from_pretrained(args.policy)
+        tasks = args.tasks or list(policy.tasks)
+        speaker = None
+        if args.with_commands:
+            from dual_actor.runtime.operators import SimulatedOperator
+
+            speaker = SimulatedOperator(tasks[0], speak_commands=True, seed=args.seed)
+        res = evaluate(policy, tasks, trials=args.trials, max_episode_steps=args.max_episode_steps, seed=args.seed,
+                       speaker=speaker, progress=True)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        atomic_write_text(args.out, json.dumps(res, indent=2))
+    print(format_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -255,3 +255,19 @@ def test_learning_curve_json_png_tensorboard(tmp_path):
         ("eval/success_pick_up_the_bolt", 0.75, 3000),
         ("eval/average_success", 0.875, 3000),
     ]
+
+
+def test_cli_evaluates_a_saved_policy_and_rejects_a_missing_one(tmp_path, capsys):
+    from dual_actor.eval import main
+
+    pol = tiny_policy()
+    pol.save_pretrained(tmp_path / "pol")
+    out = tmp_path / "res.json"
+    assert main([str(tmp_path / "pol"), "--tasks", "place the bolt", "--trials", "2", "--max-episode-steps", "4",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    expect = evaluate(pol, ["place the bolt"], trials=2, max_episode_steps=4)
+    assert res["per_task"] == expect["per_task"]  # same shared trials as the library call
+    assert "place the bolt" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "error:" in capsys.readouterr().err
