@@ -103,6 +103,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         online_critic_loss=str(a.get("online_critic_loss", "bellman")),
         q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
         bc_rows=str(a.get("bc_rows", "all")),
+        actor_ema=None if a.get("actor_ema") is None else float(a.actor_ema),
     )
 
 
@@ -220,7 +221,8 @@ class EvalCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.interaction.env_steps >= self.next_at:
             self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
-            res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
+            with pl_module.deployed_weights():
+                res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
             self.curve.add(self.interaction.env_steps, res)
             if pl_module.logger is not None:
                 self.curve.log_tensorboard(pl_module.logger.experiment, self.interaction.env_steps, res)
@@ -308,7 +310,8 @@ def run(cfg: DictConfig) -> Path:
         print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
         trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every)])
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
-        module.policy.save_pretrained(run_dir / "policy_warmup")
+        with module.deployed_weights():
+            module.policy.save_pretrained(run_dir / "policy_warmup")
     warmup_s = time.perf_counter() - t0
 
     # ---- phase II: online interaction (Alg. 1 lines 11-35)
@@ -323,7 +326,8 @@ def run(cfg: DictConfig) -> Path:
         from dual_actor.runtime.interaction import InteractionCallback
 
         if resume_phase != "online" and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
-            res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
+            with module.deployed_weights():
+                res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
             curve.add(0, res)
             curve.log_tensorboard(logger.experiment, 0, res)
         module.set_phase("online")
@@ -346,17 +350,18 @@ def run(cfg: DictConfig) -> Path:
     elapsed = time.perf_counter() - t0
 
     # ---- evaluation (the simulated bench; a real robot is evaluated through its own loop)
-    module.policy.save_pretrained(run_dir / "policy")
     result = None
-    if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
-        result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
-        write_eval(result, run_dir)
-        if cfg.eval.get("with_commands"):
-            _evaluate_with_commands(cfg, module.policy, interaction, run_dir)
-        if interaction is not None:
-            curve.add(interaction.env_steps, result)
-            curve.log_tensorboard(logger.experiment, interaction.env_steps, result)
-            curve.plot()
+    with module.deployed_weights():  # the EMA primary actor (when on) is what is saved and evaluated
+        module.policy.save_pretrained(run_dir / "policy")
+        if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
+            result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
+            write_eval(result, run_dir)
+            if cfg.eval.get("with_commands"):
+                _evaluate_with_commands(cfg, module.policy, interaction, run_dir)
+            if interaction is not None:
+                curve.add(interaction.env_steps, result)
+                curve.log_tensorboard(logger.experiment, interaction.env_steps, result)
+                curve.plot()
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
         "warmup_seconds": round(warmup_s, 2), "online_env_steps": interaction.env_steps if interaction else 0,

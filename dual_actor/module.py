@@ -10,8 +10,10 @@ in what the DataModule feeds (see ``dual_actor/data``).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import re
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -55,6 +57,10 @@ class DualActorModule(L.LightningModule):
         q_bounds: (lo, hi) range of the discounted return; TD targets are clipped to it (None: off).
         bc_rows: "all" (the BC term on every batch row, the paper) or "demos" (only rows from the
             demo buffer and intervened steps: imitate people, not the policy's own rollouts).
+        actor_ema: rate of an exponential moving average of the primary actor's weights (None:
+            off). When on, the robot acts, is evaluated and is saved with the averaged weights
+            (:meth:`deployed_weights`, :meth:`deploy_state_dict`); the learner keeps training the
+            raw ones (critic targets use them too). Not in the paper.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class DualActorModule(L.LightningModule):
         online_critic_loss: str = "bellman",
         q_bounds: Sequence[float] | None = None,
         bc_rows: str = "all",
+        actor_ema: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -99,6 +106,8 @@ class DualActorModule(L.LightningModule):
             raise ValueError(f"online_critic_loss must be 'bellman' (paper) or 'calql', got {online_critic_loss!r}")
         if q_bounds is not None and (len(q_bounds) != 2 or not q_bounds[0] < q_bounds[1]):
             raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
+        if actor_ema is not None and not 0.0 < float(actor_ema) <= 1.0:
+            raise ValueError(f"actor_ema must be in (0, 1] or None, got {actor_ema!r}")
         if bc_rows not in ("all", "demos"):
             raise ValueError(f"bc_rows must be 'all' (paper) or 'demos', got {bc_rows!r}")
         if actor_q_reduce not in ("min", "mean"):
@@ -119,6 +128,9 @@ class DualActorModule(L.LightningModule):
             for _ in self.tasks
         )
         self.target_critics = nn.ModuleList(make_target(c) for c in self.critics)
+        self.primary_ema = None
+        if actor_ema is not None:
+            self.primary_ema = copy.deepcopy(self.policy.primary).requires_grad_(False)
         self.lambdas = {k: tuple(v) for k, v in (lambdas or {"warmup": (1.0, 0.1), "online": (0.5, 0.5)}).items()}
         self.phase = "warmup"
         self.set_phase(phase)
@@ -340,6 +352,8 @@ class DualActorModule(L.LightningModule):
             self._refine_update(tt, refine_opt, want_log, logs)
         for c, t in zip(self.critics, self.target_critics):
             polyak_update(t, c, self.hparams.tau)
+        if self.primary_ema is not None:
+            polyak_update(self.primary_ema, self.policy.primary, float(self.hparams.actor_ema))
 
         if want_log:
             logs["phase_online"] = float(self.phase == "online")
@@ -348,6 +362,29 @@ class DualActorModule(L.LightningModule):
                 self.logger.log_metrics(self.last_logs, step=self.num_updates)
         if self.hparams.max_updates is not None and self.num_updates >= self.hparams.max_updates:
             self.trainer.should_stop = True
+
+    # ---------------------------------------------------------------------------- deploy
+    def deploy_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the robot runs: ``policy.state_dict_to_save()`` with the primary actor's EMA
+        weights when ``actor_ema`` is on."""
+        sd = self.policy.state_dict_to_save()
+        if self.primary_ema is not None:
+            sd.update({f"primary.{k}": v for k, v in self.primary_ema.state_dict().items()})
+        return sd
+
+    @contextlib.contextmanager
+    def deployed_weights(self) -> Iterator[None]:
+        """Within the block ``self.policy`` holds the deployed (EMA) primary weights, e.g. to
+        evaluate or save it; the training weights are restored afterwards. No-op without EMA."""
+        if self.primary_ema is None:
+            yield
+            return
+        raw = copy.deepcopy(self.policy.primary.state_dict())
+        self.policy.primary.load_state_dict(self.primary_ema.state_dict())
+        try:
+            yield
+        finally:
+            self.policy.primary.load_state_dict(raw)
 
     # ------------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -362,6 +399,10 @@ class DualActorModule(L.LightningModule):
             own = self.state_dict()
             for k in self.policy.frozen_state_keys():
                 sd.setdefault(f"policy.{k}", own[f"policy.{k}"])
+            if self.primary_ema is not None and not any(k.startswith("primary_ema.") for k in sd):
+                # a checkpoint written without EMA (e.g. a finished warm-up): start the average there
+                for k in self.primary_ema.state_dict():
+                    sd[f"primary_ema.{k}"] = sd[f"policy.primary.{k}"].clone()
         state = checkpoint.get("dual_actor", {})
         self.num_updates = int(state.get("num_updates", 0))
         self.set_phase(state.get("phase", self.phase))

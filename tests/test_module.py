@@ -232,3 +232,23 @@ def test_bc_rows_demos_ignores_the_policys_own_rollout_actions():
     c.load_state_dict(a.state_dict())
     fit(c, batch)  # control: on all rows the value differs
     assert float(c.logs["loss/actor_bc"]) != pytest.approx(float(b_mod.logs["loss/actor_bc"]), rel=1e-3)
+
+
+def test_actor_ema_tracks_the_primary_actor_and_is_what_is_deployed():
+    torch.manual_seed(0)
+    m = DualActorModule(**tiny_module_kwargs(actor_ema=0.25, max_updates=1))
+    before = {k: v.clone() for k, v in m.policy.primary.state_dict().items()}
+    fit(m, training_batch())
+    after = m.policy.primary.state_dict()
+    ema = m.primary_ema.state_dict()
+    k = next(k for k in after if not torch.equal(after[k], before[k]))  # a weight the update moved
+    assert torch.allclose(ema[k], 0.75 * before[k] + 0.25 * after[k], atol=1e-6)
+    assert torch.equal(m.deploy_state_dict()[f"primary.{k}"], ema[k])
+    with m.deployed_weights():
+        assert torch.equal(m.policy.primary.state_dict()[k], ema[k])
+    assert torch.equal(m.policy.primary.state_dict()[k], after[k])  # training weights restored
+    plain = DualActorModule(**tiny_module_kwargs())
+    assert plain.primary_ema is None and torch.equal(plain.deploy_state_dict()[f"primary.{k}"],
+                                                     plain.policy.primary.state_dict()[k])
+    with pytest.raises(ValueError, match="actor_ema"):
+        DualActorModule(**tiny_module_kwargs(actor_ema=0.0))

@@ -109,7 +109,10 @@ class InteractionCallback(L.Callback):
     def _publish(self, pl_module) -> None:
         self._version += 1
         # the frozen backbone never changes: only the rest of the policy travels to the acting side
-        self.interaction.transport.publish_weights(pl_module.policy.state_dict_to_save(), self._version)
+        # (with actor_ema on, the averaged primary actor is what acts)
+        sd = pl_module.deploy_state_dict() if hasattr(pl_module, "deploy_state_dict") else \
+            pl_module.policy.state_dict_to_save()
+        self.interaction.transport.publish_weights(sd, self._version)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._publish(pl_module)
