@@ -502,6 +502,27 @@ def test_simulated_operator_speaks_instead_of_taking_over():
             assert inp.command is None, k
 
 
+def test_simulated_operator_talk_then_tweak_escalates_when_speaking_does_not_help():
+    """talk_then_tweak: the segments of the takeover test (8..17, 22..31, 36..45); the first
+    speaks, the second starts 5 steps after it (within escalate_window 20) and takes over, the
+    third follows a take-over and speaks again. With escalate_window 2 every segment speaks."""
+    pytest.importorskip("metaworld")
+    task = "assemble the bolt"
+    op = SimulatedOperator(task, talk_then_tweak=True, seed=0)
+    steps = _rollout(task, _offset_policy(task, start=4), op, max_steps=46)
+    for k, (intv, inp, _, _) in enumerate(steps):
+        if 8 <= k < 18 or 36 <= k < 46:
+            assert not intv and inp.command in ("move forward", "move backward"), k
+        elif 22 <= k < 32:
+            assert intv and inp.command is None, k
+        else:
+            assert not intv and inp.command is None, k
+    assert op.segment_counts == {"speak": 2, "takeover": 1}
+    patient = SimulatedOperator(task, talk_then_tweak=True, escalate_window=2, seed=0)
+    steps = _rollout(task, _offset_policy(task, start=4), patient, max_steps=46)
+    assert not any(s[0] for s in steps) and patient.segment_counts == {"speak": 3, "takeover": 0}
+
+
 def test_simulated_operator_silent_for_the_expert_and_switches_tasks():
     pytest.importorskip("metaworld")
     from dual_actor.runtime.sim import ScriptedExpert

@@ -600,6 +600,11 @@ class SimulatedOperator(Operator):
     ``refinement_command(sum of the last command_window (a*[:3] - policy[:3]) * translation_scale_m)``
     (recomputed every step; "[null]" is silence). Used at evaluation time.
 
+    With ``talk_then_tweak`` (the paper's online phase: language interventions first, physical
+    ones when they do not help) a segment speaks as above, unless the previous segment spoke and
+    ended at most ``escalate_window`` steps before this trigger: then it takes over (and the
+    segment after a take-over speaks again). ``segment_counts`` counts both kinds.
+
     Args:
         task: the first task (``reset(task)`` may switch; experts are built per task).
         expert_noise, reaction_delay, disagree_threshold, patience, correction_steps,
@@ -622,6 +627,8 @@ class SimulatedOperator(Operator):
         no_progress_steps: int = 30,
         progress_eps: float = 0.01,
         speak_commands: bool = False,
+        talk_then_tweak: bool = False,
+        escalate_window: int = 20,
         command_window: int = 5,
         translation_scale_m: float = 0.01,
         sigma: float = 0.001,
@@ -645,6 +652,10 @@ class SimulatedOperator(Operator):
         self.no_progress_steps = int(no_progress_steps)
         self.progress_eps = float(progress_eps)
         self.speak_commands = bool(speak_commands)
+        self.talk_then_tweak = bool(talk_then_tweak)
+        self.escalate_window = int(escalate_window)
+        self.segment_counts = {"speak": 0, "takeover": 0}
+        """Correction segments so far, by kind (the operator's lifetime)."""
         self.command_window = int(command_window)
         self.translation_scale_m = float(translation_scale_m)
         self.sigma = float(sigma)
@@ -673,6 +684,9 @@ class SimulatedOperator(Operator):
         self._still = 0
         self._diffs: deque[np.ndarray] = deque(maxlen=self.command_window)
         self.last_trigger: str | None = None
+        self._segment_speaks = self.speak_commands
+        self._last_spoke = False  # the previous segment of this episode spoke
+        self._since_segment = None  # steps since the previous segment ended (None: none yet)
 
     def _watch(self, disagree: bool, hand: np.ndarray) -> str | None:
         self._streak = self._streak + 1 if disagree else 0
@@ -686,6 +700,14 @@ class SimulatedOperator(Operator):
             return "no_progress"
         return None
 
+    def _next_segment_speaks(self) -> bool:
+        if self.speak_commands:
+            return True
+        if not self.talk_then_tweak:
+            return False
+        recent = self._since_segment is not None and self._since_segment <= self.escalate_window
+        return not (self._last_spoke and recent)  # speaking did not help -> take over
+
     def observe(self, obs, policy_action, info) -> OperatorInput:
         policy = self._check_action(policy_action)
         obs = np.asarray(obs, dtype=np.float64)
@@ -696,6 +718,8 @@ class SimulatedOperator(Operator):
         hand = obs[:3].copy()
 
         if self.phase == "watch":
+            if self._since_segment is not None:
+                self._since_segment += 1
             reason = self._watch(float(np.linalg.norm(diff)) > self.disagree_threshold, hand)
             if reason is not None:
                 self.trigger_counts[reason] += 1
@@ -704,6 +728,8 @@ class SimulatedOperator(Operator):
         if self.phase == "react":
             if self._countdown == 0:
                 self.phase, self._countdown = "act", self.correction_steps
+                self._segment_speaks = self._next_segment_speaks()
+                self.segment_counts["speak" if self._segment_speaks else "takeover"] += 1
             else:
                 self._countdown -= 1
         if self.phase != "act":
@@ -712,7 +738,8 @@ class SimulatedOperator(Operator):
         self._countdown -= 1
         if self._countdown == 0:  # last step of the segment: watch afresh from the next step
             self.phase, self._streak, self._ref_hand, self._still = "watch", 0, hand, 0
-        if self.speak_commands:
+            self._last_spoke, self._since_segment = self._segment_speaks, 0
+        if self._segment_speaks:
             window = np.stack(self._diffs) * self.translation_scale_m
             return OperatorInput(False, None, refinement_command(window, self.sigma, self.words))
         action = expert + self.rng.normal(0.0, self.expert_noise, size=expert.shape) if self.expert_noise else expert
