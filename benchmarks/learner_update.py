@@ -4,10 +4,26 @@ Our update = 3 task critics (Cal-QL in warm-up / Bellman online, twin ensembles,
 primary actor (consistency BC + Eq. 15 weighted Q) + refinement actor (Eq. 8-11), batch 256,
 state observations (39-d Metaworld state, 4-d proprio, 4-d action), the default network sizes
 of ``conf/algo/dual_actor.yaml``. Timed inside a real ``Trainer.fit`` (Lightning overhead
-included), on a fixed batch so data sampling is not measured (lerobot's side likewise).
+included), on a fixed batch already on the device, so neither data sampling nor the host ->
+device copy is measured (lerobot's side likewise).
 
-    python benchmarks/learner_update.py --updates 200            # CPU
+Image critics (``--cameras N``): the critics' and the refinement actor's observation encoder is
+the one ``python -m dual_actor.fit image_encoder=<arch> env.cameras=[...] env.image_size=S``
+builds (``conf/image_encoder/<arch>.yaml`` as the policy's ``image_encoder`` config, random
+init, ``freeze`` from ``--freeze-encoder``): a ResNet trunk shared by the cameras, a spatial
+pooling head per camera, the 39-d state branch. Every batch slice carries uint8 images
+``obs_images`` / ``next_obs_images`` of shape (rows, N, 3, S, S). The primary actor keeps the
+state backbone's h (a VLA backbone's h is computed on the acting side, never in the learner).
+lerobot's SAC gets the same cameras as float images (``observation.images.cam{i}``, 3 x S x S)
+and, by default (``--lerobot-vision-encoder match``), a ResNet of the same depth through its
+``vision_encoder_name`` path, frozen (feature cache) iff ``--freeze-encoder``
+(``benchmarks/lerobot_sac_anchor.py`` explains both); ``--lerobot-vision-encoder default`` runs
+lerobot as shipped: its own 4-conv ``DefaultImageEncoder``, frozen (``freeze_vision_encoder=True``).
+
+    python benchmarks/learner_update.py --updates 200            # CPU, state
     python benchmarks/learner_update.py --device cuda --updates 500
+    python benchmarks/learner_update.py --device cuda --cameras 2 --image-size 128 \
+        --image-encoder resnet18 --updates 300 --warmup 30 --json learner_images.json
 """
 
 from __future__ import annotations
@@ -21,9 +37,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
 from dual_actor import constants as K  # noqa: E402
 from dual_actor.module import DualActorModule  # noqa: E402
 
@@ -57,12 +76,21 @@ class _Timer(L.Callback):
         self.t1 = time.perf_counter()
 
 
-def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, seed: int = 0):
+def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, seed: int = 0,
+               cameras: int = 0, image_size: int = 128):
+    """The fixed training batch: ``n_tasks`` slices of ``batch_size // n_tasks`` rows and a
+    ``batch_size``-row talk-and-tweak slice; with ``cameras > 0`` every slice also has uint8
+    ``obs_images`` / ``next_obs_images`` of shape (rows, cameras, 3, image_size, image_size)."""
     g = torch.Generator().manual_seed(seed)
     h_dim = obs_dim + n_tasks
 
+    def images(b):
+        return torch.randint(0, 256, (b, cameras, 3, image_size, image_size), generator=g, dtype=torch.uint8)
+
     def rows(b, task):
+        extra = {K.OBS_IMAGES: images(b), K.NEXT_OBS_IMAGES: images(b)} if cameras > 0 else {}
         return {
+            **extra,
             K.H: torch.randn(b, h_dim, generator=g), K.OBS: torch.randn(b, obs_dim, generator=g),
             K.PROPRIO: torch.randn(b, proprio_dim, generator=g),
             K.ACTION: torch.rand(b, action_dim, generator=g) * 2 - 1,
@@ -77,26 +105,74 @@ def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int,
     return {K.TASKS: [rows(batch_size // n_tasks, i) for i in range(n_tasks)], K.TALK_TWEAK: tt}
 
 
-def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, device: str) -> float:
+def image_encoder_config(arch: str, freeze: bool) -> dict:
+    """The policy's ``image_encoder`` as ``dual_actor.fit`` passes it for ``image_encoder=<arch>``:
+    ``conf/image_encoder/<arch>.yaml`` as a plain dict, with ``freeze`` overridden."""
+    path = ROOT / "conf" / "image_encoder" / f"{arch}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no image encoder config {path}")
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    spec["freeze"] = bool(freeze)
+    return spec
+
+
+def camera_names(n: int) -> list[str]:
+    return [f"cam{i}" for i in range(n)]
+
+
+def _to(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to(v, device) for v in batch]
+    return batch
+
+
+def build_module(phase: str, max_updates: int, cameras: int = 0, image_size: int = 128,
+                 image_encoder: str = "resnet18", freeze_encoder: bool = False) -> DualActorModule:
+    """The benchmarked module: module defaults (the core-module entry's setup), plus, with
+    ``cameras > 0``, the image encoder of ``conf/image_encoder/<image_encoder>.yaml`` on cameras
+    ``cam0..`` of ``image_size`` x ``image_size``."""
+    policy = dict(tasks=TASKS, obs_dim=39, proprio_dim=4, action_dim=4)
+    if cameras > 0:
+        policy.update(image_encoder=image_encoder_config(image_encoder, freeze_encoder),
+                      cameras=camera_names(cameras), image_size=image_size)
+    return DualActorModule(policy=policy, phase=phase, max_updates=max_updates, log_every=50)
+
+
+def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, device: str, cameras: int = 0,
+                    image_size: int = 128, image_encoder: str = "resnet18", freeze_encoder: bool = False,
+                    precision: str = "32-true") -> float:
     obs_dim, proprio_dim, action_dim = 39, 4, 4
-    module = DualActorModule(
-        policy=dict(tasks=TASKS, obs_dim=obs_dim, proprio_dim=proprio_dim, action_dim=action_dim),
-        phase=phase, max_updates=warmup + updates, log_every=50,
-    )
-    batch = make_batch(batch_size, obs_dim, proprio_dim, action_dim, len(TASKS))
+    torch.manual_seed(0)
+    module = build_module(phase, warmup + updates, cameras, image_size, image_encoder, freeze_encoder)
+    gpu = device.startswith("cuda")
+    batch = make_batch(batch_size, obs_dim, proprio_dim, action_dim, len(TASKS), cameras=cameras,
+                       image_size=image_size)
+    batch = _to(batch, torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu"))
     timer = _Timer(warmup)
     trainer = L.Trainer(
-        accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1, max_epochs=1, logger=False,
+        accelerator="gpu" if gpu else "cpu", devices=1, max_epochs=1, logger=False, precision=precision,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
     )
     trainer.fit(module, DataLoader(_Repeat(batch), batch_size=None))
+    if timer.t0 is None:
+        raise RuntimeError(f"the module stopped after {module.num_updates} updates, before warm-up {warmup} ended")
     return updates / (timer.t1 - timer.t0)
 
 
-def lerobot_rate(updates: int, warmup: int, batch_size: int, device: str) -> float:
+def lerobot_rate(updates: int, warmup: int, batch_size: int, device: str, cameras: int = 0, image_size: int = 128,
+                 vision_encoder: str | None = None, freeze_encoder: bool | None = None,
+                 use_torch_compile: bool | None = None) -> float:
     from lerobot_sac_anchor import make_lerobot_sac_update
 
-    step = make_lerobot_sac_update(batch_size=batch_size, state_dim=39, action_dim=4, device=device)
+    step = make_lerobot_sac_update(
+        batch_size=batch_size, state_dim=39, action_dim=4, device=device,
+        image_shape=(3, image_size, image_size) if cameras > 0 else None, num_cameras=cameras,
+        vision_encoder=vision_encoder, freeze_vision_encoder=freeze_encoder, use_torch_compile=use_torch_compile,
+    )
     for _ in range(warmup):
         step()
     if device.startswith("cuda"):
@@ -109,30 +185,174 @@ def lerobot_rate(updates: int, warmup: int, batch_size: int, device: str) -> flo
     return updates / (time.perf_counter() - t0)
 
 
+def _trunk_counter(trunks, store: dict):
+    """Forward hooks on the image trunks: ``store["fwd"]`` += images through a trunk,
+    ``store["graph"]`` += those run with autograd recording (a trunk parameter requires grad)."""
+
+    def hook(mod, inputs, out):
+        n = inputs[0].shape[0]
+        store["fwd"] += n
+        if torch.is_grad_enabled() and any(q.requires_grad for q in mod.parameters()):
+            store["graph"] += n
+
+    return [t.register_forward_hook(hook) for t in trunks]
+
+
+def count_work(batch_size: int, cameras: int, image_size: int, image_encoder: str, freeze_encoder: bool,
+               lerobot_encoder: str | None, lerobot_freeze: bool | None, rows: int = 6) -> dict:
+    """Arithmetic of one update, both sides, independent of the hardware: matmul/conv FLOPs
+    (``torch.utils.flop_counter``, forward + backward) of one update on ``rows`` batch rows, scaled
+    linearly to ``batch_size``, and images through a ResNet trunk per batch row (``fwd``; ``graph``: of
+    those, recorded for autograd). lerobot runs eagerly here (``torch.compile`` does not change the
+    arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dual_actor.nets.image import ResNetTrunk
+    from lerobot_sac_anchor import make_lerobot_sac_update
+
+    out = {"rows": rows}
+    scale = batch_size / rows
+    for phase in ("warmup", "online"):
+        torch.manual_seed(0)
+        module = build_module(phase, 1, cameras, image_size, image_encoder, freeze_encoder)
+        batch = make_batch(rows, 39, 4, 4, len(TASKS), cameras=cameras, image_size=image_size)
+        store = {"fwd": 0, "graph": 0}
+        handles = _trunk_counter([m for m in module.modules() if isinstance(m, ResNetTrunk)], store)
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        with FlopCounterMode(display=False) as fc:
+            trainer.fit(module, DataLoader(_Repeat(batch), batch_size=None))
+        for h in handles:
+            h.remove()
+        out[f"dual_actor_{phase}_tflop"] = fc.get_total_flops() * scale / 1e12
+        if cameras > 0:
+            out[f"dual_actor_{phase}_trunk_images_per_row"] = {k: v / rows for k, v in store.items()}
+    step = make_lerobot_sac_update(
+        batch_size=rows, state_dim=39, action_dim=4, device="cpu",
+        image_shape=(3, image_size, image_size) if cameras > 0 else None, num_cameras=cameras,
+        vision_encoder=lerobot_encoder, freeze_vision_encoder=lerobot_freeze, use_torch_compile=False,
+    )
+    store = {"fwd": 0, "graph": 0}
+    handles = _trunk_counter([step.policy.encoder_critic.image_encoder] if cameras > 0 else [], store)
+    with FlopCounterMode(display=False) as fc:
+        step()
+    for h in handles:
+        h.remove()
+    out["lerobot_sac_tflop"] = fc.get_total_flops() * scale / 1e12
+    if cameras > 0:
+        out["lerobot_sac_trunk_images_per_row"] = {k: v / rows for k, v in store.items()}
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}" if x >= 1 else f"{x:.3g}"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--updates", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--updates", type=int, default=200, help="timed updates per measurement")
+    p.add_argument("--warmup", type=int, default=20, help="untimed updates first (allocation, torch.compile)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="32-true", help="Lightning precision (conf/trainer: 32-true)")
+    p.add_argument("--cameras", type=int, default=0, help="cameras through the image critics (0: state only)")
+    p.add_argument("--image-size", type=int, default=128, help="H = W of every camera")
+    p.add_argument("--image-encoder", choices=("resnet18", "resnet10"), default="resnet18")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="freeze the ResNet trunks (ours: image_encoder.freeze=true; lerobot: freeze_vision_encoder)")
+    p.add_argument("--lerobot-vision-encoder", choices=("match", "default"), default="match",
+                   help="lerobot's encoder with cameras: match (a ResNet of --image-encoder's depth through "
+                        "vision_encoder_name, frozen iff --freeze-encoder) or default (lerobot as shipped: its "
+                        "4-conv DefaultImageEncoder, vision_encoder_name=None, freeze_vision_encoder=True)")
+    p.add_argument("--lerobot-no-compile", action="store_true",
+                   help="SACConfig.use_torch_compile=False (lerobot's default is True)")
     p.add_argument("--skip-lerobot", action="store_true")
+    p.add_argument("--count-work", action="store_true",
+                   help="instead of timing: FLOPs per update (scaled to --batch-size) and ResNet-trunk images "
+                        "per batch row, both sides, from one update on 6 rows on the CPU")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
+    if args.cameras < 0 or args.updates < 1 or args.warmup < 1:
+        p.error("--cameras >= 0, --updates >= 1, --warmup >= 1 (the clock starts after the warm-up's last update)")
+    if args.batch_size < len(TASKS):
+        p.error(f"--batch-size must be at least {len(TASKS)} (one row per task)")
+    torch.set_float32_matmul_precision("high")  # as dual_actor.fit does (TF32 matmuls on GPU), both sides
 
+    gpu = args.device.startswith("cuda")
+    images = args.cameras > 0
+    match = images and args.lerobot_vision_encoder == "match"
+    lerobot_encoder = args.image_encoder if match else None  # None: lerobot's DefaultImageEncoder
+    lerobot_freeze = bool(args.freeze_encoder) if match else None  # None: lerobot's default (True)
     res = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}",
-           "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
-           "torch": torch.__version__, "batch_size": args.batch_size, "updates": args.updates}
+           "device": torch.cuda.get_device_name() if gpu else f"cpu x{torch.get_num_threads()} threads",
+           "torch": torch.__version__, "batch_size": args.batch_size, "updates": args.updates,
+           "warmup": args.warmup, "precision": args.precision, "cameras": args.cameras,
+           "image_size": args.image_size if images else None,
+           "image_encoder": args.image_encoder if images else "state",
+           "freeze_encoder": bool(args.freeze_encoder) if images else None,
+           "lerobot_vision_encoder": (lerobot_encoder or "DefaultImageEncoder") if images else None,
+           "lerobot_freeze_vision_encoder": (True if lerobot_freeze is None else lerobot_freeze) if images else None,
+           "lerobot_torch_compile": not args.lerobot_no_compile}
+    if args.count_work:
+        res["lerobot_torch_compile"] = False  # counted eagerly: compiling does not change the arithmetic
+        res.update(count_work(args.batch_size, args.cameras, args.image_size, args.image_encoder,
+                              args.freeze_encoder, lerobot_encoder, lerobot_freeze))
+        for phase in ("warmup", "online"):
+            print(f"dual-actor {phase}: {res[f'dual_actor_{phase}_tflop']:.3g} TFLOP/update"
+                  + (f", trunk images per row {res[f'dual_actor_{phase}_trunk_images_per_row']}" if images else ""))
+        print(f"lerobot SAC: {res['lerobot_sac_tflop']:.3g} TFLOP/update"
+              + (f", trunk images per row {res['lerobot_sac_trunk_images_per_row']}" if images else ""))
+        print("\n" + json.dumps(res, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return res
     for phase in ("warmup", "online"):
-        res[f"dual_actor_{phase}"] = dual_actor_rate(phase, args.updates, args.warmup, args.batch_size, args.device)
+        t0 = time.perf_counter()
+        res[f"dual_actor_{phase}"] = dual_actor_rate(
+            phase, args.updates, args.warmup, args.batch_size, args.device, args.cameras, args.image_size,
+            args.image_encoder, args.freeze_encoder, args.precision)
+        res[f"dual_actor_{phase}_wall_s"] = round(time.perf_counter() - t0, 1)
+        if gpu:
+            res[f"dual_actor_{phase}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            torch.cuda.reset_peak_memory_stats()
     if not args.skip_lerobot:
-        res["lerobot_sac"] = lerobot_rate(args.updates, args.warmup, args.batch_size, args.device)
+        t0 = time.perf_counter()
+        res["lerobot_sac"] = lerobot_rate(
+            args.updates, args.warmup, args.batch_size, args.device, args.cameras, args.image_size,
+            vision_encoder=lerobot_encoder, freeze_encoder=lerobot_freeze,
+            use_torch_compile=False if args.lerobot_no_compile else None)
+        res["lerobot_sac_wall_s"] = round(time.perf_counter() - t0, 1)
+        if gpu:
+            res["lerobot_sac_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        for phase in ("warmup", "online"):
+            res[f"dual_actor_{phase}_x_lerobot"] = res[f"dual_actor_{phase}"] / res["lerobot_sac"]
+
     print(f"{'update':<40} {'updates/s':>10} {'x lerobot':>10}")
     for key, label in (("dual_actor_warmup", "dual-actor warm-up (Cal-QL)"),
                        ("dual_actor_online", "dual-actor online (Bellman)"),
                        ("lerobot_sac", "lerobot 0.4.4 SAC")):
         if key in res:
             ratio = res[key] / res["lerobot_sac"] if "lerobot_sac" in res else float("nan")
-            print(f"{label:<40} {res[key]:>10.1f} {ratio:>10.2f}")
+            print(f"{label:<40} {res[key]:>10.3g} {ratio:>10.2f}")
+
+    # one markdown row: | setup | device | B | warm-up /s | online /s | lerobot /s | warm-up x | online x |
+    if images:
+        setup = (f"{args.image_encoder} {'frozen' if args.freeze_encoder else 'trained'}, {args.cameras} x "
+                 f"{args.image_size}x{args.image_size} (lerobot: {res['lerobot_vision_encoder']}"
+                 f"{', frozen' if res['lerobot_freeze_vision_encoder'] else ', trained'}"
+                 f"{' + cached' if match and args.freeze_encoder else ''})")
+    else:
+        setup = "state (39-d)"
+    ler = res.get("lerobot_sac")
+    cells = [setup, res["device"], str(args.batch_size), _fmt(res["dual_actor_warmup"]), _fmt(res["dual_actor_online"]),
+             _fmt(ler) if ler else "-",
+             f"{res['dual_actor_warmup_x_lerobot']:.2f}" if ler else "-",
+             f"{res['dual_actor_online_x_lerobot']:.2f}" if ler else "-"]
+    print("\n| setup | device | batch | dual-actor warm-up (updates/s) | dual-actor online (updates/s) "
+          "| lerobot SAC (updates/s) | warm-up x lerobot | online x lerobot |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| " + " | ".join(cells) + " |")
+    print("\n" + json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return res

@@ -16,18 +16,72 @@ Not timed: replay-buffer sampling, gRPC transition/parameter transport, pushing
 the policy to the actor, wandb logging, checkpointing. Only the optimisation step
 is measured.
 
+Images. lerobot 0.4.4's ``SACConfig`` has ``vision_encoder_name=None`` and
+``freeze_vision_encoder=True`` by default: with no name, every camera goes through
+``DefaultImageEncoder``, four 32-channel convolutions (7x7/2, 5x5/2, 3x3/2, 3x3/2, ReLU; 48,864
+parameters, a 32x6x6 map from 128x128), frozen (``requires_grad=False``, still in train mode), run on every forward pass
+(the learner's feature cache, ``get_observation_features``, only serves a *named* frozen encoder).
+A name (``"helper2424/resnet10"`` for HIL-SERL's ResNet-10) selects ``PretrainedImageEncoder``:
+``transformers.AutoModel.from_pretrained(name, trust_remote_code=True)``, whose
+``last_hidden_state`` ``(B, 512, H/32, W/32)`` feeds one ``SpatialLearnedEmbeddings`` (8 features)
++ Dropout/Linear/LayerNorm/Tanh head per camera, the same head as ours. All cameras go through one
+encoder batched together (``shared_encoder=True``: actor and critics share it; the actor detaches
+its output, so only the critic loss trains it).
+
+``vision_encoder="resnet18" | "resnet10"`` here takes that named-encoder path without a hub: it
+writes a randomly initialised transformers ``ResNetModel`` (``layer_type="basic"``,
+``hidden_sizes=[64, 128, 256, 512]``, ``depths=[2, 2, 2, 2]`` or ``[1, 1, 1, 1]``; 11.18 M / 4.91 M
+parameters, the same count and layer shapes as torchvision's ResNet-18 / our ResNet-10 trunk) to a
+temporary folder and gives that folder as ``vision_encoder_name``. ``freeze_vision_encoder`` then
+decides what the learner does: True (lerobot's default) -> the trunk runs twice per update under
+``no_grad`` (obs, next obs) and its features are cached for the critic, actor and temperature
+passes; False -> no cache, the trunk runs in every critic / target / actor pass and the critic
+loss back-propagates into it (fine-tuning, our default ``image_encoder.freeze=false``).
+
 Run:
     python benchmarks/lerobot_sac_anchor.py --updates 200 --batch-size 256 --device cpu
+    python benchmarks/lerobot_sac_anchor.py --num-cameras 2 --image-shape 3 128 128 \
+        --vision-encoder resnet18 --no-freeze --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+
+
+HF_RESNET_DEPTHS = {"resnet18": [2, 2, 2, 2], "resnet10": [1, 1, 1, 1]}
+
+
+def write_hf_resnet(arch: str, folder: Path, seed: int = 0) -> str:
+    """Write a randomly initialised transformers ``ResNetModel`` of ``arch`` to ``folder``; return the path.
+
+    ``layer_type="basic"``, stem 7x7/2 conv (64) + 3x3/2 max-pool, stages of 64/128/256/512 channels
+    with ``HF_RESNET_DEPTHS[arch]`` BasicBlocks: torchvision's ResNet-18 (11,176,512 parameters
+    without ``fc``) or the 4,905,792-parameter ResNet-10 our ``image_encoder=resnet10`` builds. The
+    folder loads with ``AutoModel.from_pretrained(folder, trust_remote_code=True)``, which is how
+    lerobot's ``PretrainedImageEncoder`` reads ``SACConfig.vision_encoder_name``.
+
+    Raises:
+        ValueError: unknown ``arch``.
+    """
+    from transformers import ResNetConfig, ResNetModel
+
+    if arch not in HF_RESNET_DEPTHS:
+        raise ValueError(f"unknown arch {arch!r}; available: {sorted(HF_RESNET_DEPTHS)}")
+    torch.manual_seed(seed)
+    config = ResNetConfig(
+        num_channels=3, embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=HF_RESNET_DEPTHS[arch],
+        layer_type="basic", hidden_act="relu", downsample_in_first_stage=False,
+    )
+    ResNetModel(config).save_pretrained(str(folder))
+    return str(folder)
 
 
 def make_lerobot_sac_update(
@@ -39,16 +93,23 @@ def make_lerobot_sac_update(
     num_cameras: int = 0,
     seed: int = 0,
     use_torch_compile: bool | None = None,
+    vision_encoder: str | None = None,
+    freeze_vision_encoder: bool | None = None,
 ) -> Callable[[], None]:
     """Build lerobot 0.4.4's SACPolicy and return a closure that runs ONE learner update.
 
     The observation is ``observation.state`` of size ``state_dim`` (left out if
     ``state_dim == 0``), plus ``num_cameras`` images of shape ``image_shape``
     (C, H, W) under ``observation.images.cam{i}`` if ``num_cameras > 0``. With
-    lerobot's default ``vision_encoder_name=None``, images go through lerobot's
-    ``DefaultImageEncoder`` (4-conv CNN, frozen by default) on every forward pass.
-    That is because ``get_observation_features`` only caches features for a named
-    pretrained encoder. The anchor reproduces this.
+    lerobot's default ``vision_encoder_name=None`` (``vision_encoder=None`` here),
+    images go through lerobot's ``DefaultImageEncoder`` (4-conv CNN, frozen by
+    default) on every forward pass. That is because ``get_observation_features``
+    only caches features for a named pretrained encoder. The anchor reproduces this.
+    ``vision_encoder="resnet18" | "resnet10"`` builds a random transformers
+    ``ResNetModel`` of that depth in a temporary folder and passes the folder as
+    ``vision_encoder_name`` (lerobot's ``PretrainedImageEncoder`` path, see the
+    module docstring); ``freeze_vision_encoder`` (None: lerobot's default, True)
+    selects the cached-frozen or the fine-tuned path.
 
     Each call of the returned closure does what one iteration of lerobot's learner
     loop does with ``utd_ratio=1`` (``rl/learner.py``, the code after the
@@ -111,6 +172,11 @@ def make_lerobot_sac_update(
         raise ValueError("num_cameras > 0 requires image_shape=(C, H, W)")
     if state_dim <= 0 and num_cameras <= 0:
         raise ValueError("need a state (state_dim > 0) and/or images (num_cameras > 0)")
+    if vision_encoder is not None and vision_encoder not in HF_RESNET_DEPTHS:
+        raise ValueError(f"vision_encoder must be None (lerobot's DefaultImageEncoder) or one of "
+                         f"{sorted(HF_RESNET_DEPTHS)}, got {vision_encoder!r}")
+    if vision_encoder is not None and num_cameras <= 0:
+        raise ValueError(f"vision_encoder={vision_encoder!r} needs cameras (num_cameras > 0)")
 
     torch.manual_seed(seed)
     dev = torch.device(device)
@@ -126,15 +192,21 @@ def make_lerobot_sac_update(
     cfg_kwargs = {}
     if use_torch_compile is not None:
         cfg_kwargs["use_torch_compile"] = use_torch_compile
-    config = SACConfig(
-        input_features=input_features,
-        output_features=output_features,
-        device=device,
-        **cfg_kwargs,
-    )
-    # The learner calls make_policy(cfg.policy, env_cfg). That ends up calling
-    # SACPolicy(config) and moving it to config.device.
-    policy = SACPolicy(config).to(dev)
+    if freeze_vision_encoder is not None:
+        cfg_kwargs["freeze_vision_encoder"] = freeze_vision_encoder
+    with tempfile.TemporaryDirectory(prefix="lerobot_sac_resnet_") as tmp:
+        if vision_encoder is not None:
+            cfg_kwargs["vision_encoder_name"] = write_hf_resnet(vision_encoder, Path(tmp) / vision_encoder)
+        config = SACConfig(
+            input_features=input_features,
+            output_features=output_features,
+            device=device,
+            **cfg_kwargs,
+        )
+        # The learner calls make_policy(cfg.policy, env_cfg). That ends up calling
+        # SACPolicy(config) and moving it to config.device. The weights are read here:
+        # the folder is not needed afterwards.
+        policy = SACPolicy(config).to(dev)
     policy.train()
 
     # make_optimizers_and_scheduler reads only cfg.policy.{actor_lr, critic_lr, num_discrete_actions}.
@@ -255,6 +327,17 @@ def main(argv: list[str] | None = None) -> float:
         action="store_true",
         help="set SACConfig.use_torch_compile=False (lerobot default is True)",
     )
+    p.add_argument(
+        "--vision-encoder",
+        choices=sorted(HF_RESNET_DEPTHS),
+        default=None,
+        help="a random transformers ResNet as SACConfig.vision_encoder_name (default: lerobot's DefaultImageEncoder)",
+    )
+    p.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="set SACConfig.freeze_vision_encoder=False (lerobot default is True)",
+    )
     args = p.parse_args(argv)
 
     update = make_lerobot_sac_update(
@@ -266,12 +349,16 @@ def main(argv: list[str] | None = None) -> float:
         num_cameras=args.num_cameras,
         seed=args.seed,
         use_torch_compile=False if args.no_compile else None,
+        vision_encoder=args.vision_encoder,
+        freeze_vision_encoder=False if args.no_freeze else None,
     )
     cfg = update.config
     n_params = sum(p.numel() for p in update.policy.parameters())
     print(
         f"lerobot SAC anchor: device={args.device} batch={args.batch_size} state_dim={args.state_dim} "
         f"action_dim={args.action_dim} cameras={args.num_cameras} image_shape={args.image_shape} "
+        f"vision_encoder={args.vision_encoder or 'DefaultImageEncoder'} "
+        f"freeze_vision_encoder={cfg.freeze_vision_encoder} "
         f"use_torch_compile={cfg.use_torch_compile} policy_update_freq={cfg.policy_update_freq} "
         f"utd_ratio={cfg.utd_ratio} params={n_params} torch_threads={torch.get_num_threads()} "
         f"torch={torch.__version__}"
