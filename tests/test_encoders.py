@@ -98,8 +98,10 @@ def test_t5_table_equals_direct_mean_pool_and_is_cached(t5_dir):
     assert torch.equal(enc(ids), e1)  # repeat: identical
     assert not torch.allclose(e1[1], e1[2])  # "move left" vs "move right a bit"
     assert not e1.requires_grad and list(enc.parameters()) == []  # frozen, model not a submodule
-    # A second build from the same folder gives the same table (deterministic, eval mode).
-    assert torch.equal(T5CommandEncoder(COMMANDS, str(t5_dir)).table, enc.table)
+    # A second build from the same folder gives the same table (deterministic, eval mode); same
+    # batching, since a different padding may change the last bits of the float sums.
+    assert torch.equal(T5CommandEncoder(COMMANDS, str(t5_dir), batch_size=2).table, enc.table)
+    torch.testing.assert_close(T5CommandEncoder(COMMANDS, str(t5_dir)).table, enc.table, atol=1e-5, rtol=1e-5)
     # encode_texts: vocabulary rows come from the table; new strings are encoded once and cached.
     assert torch.equal(enc.encode_texts(["move left"])[0], e1[1])
     new = enc.encode_texts(["go up", "move left"])
