@@ -18,6 +18,18 @@ from torch import nn
 from dual_actor.nets.common import mlp
 
 
+def vocabulary_ids(index: dict[str, int], vocabulary: Sequence[str], commands: Sequence[str], device=None):
+    """Command strings -> ids ``(B,)`` long through ``index``; an unknown command is a clear
+    ``KeyError`` naming it (shared by every command encoder)."""
+    try:
+        return torch.tensor([index[c] for c in commands], dtype=torch.long, device=device)
+    except KeyError as e:
+        raise KeyError(
+            f"refinement command {e.args[0]!r} is not in the policy's command vocabulary "
+            f"({len(vocabulary)} commands, e.g. {list(vocabulary)[:3]})"
+        ) from None
+
+
 class LearnedCommandEncoder(nn.Module):
     """Command encoder over a finite command vocabulary: ids (B,) -> (B, out_dim).
 
@@ -35,13 +47,7 @@ class LearnedCommandEncoder(nn.Module):
 
     def ids(self, commands: Sequence[str], device=None) -> torch.Tensor:
         """Command strings -> ids; an unknown command is a clear error."""
-        try:
-            return torch.tensor([self._index[c] for c in commands], dtype=torch.long, device=device)
-        except KeyError as e:
-            raise KeyError(
-                f"refinement command {e.args[0]!r} is not in the policy's command vocabulary "
-                f"({len(self.vocabulary)} commands, e.g. {self.vocabulary[:3]})"
-            ) from None
+        return vocabulary_ids(self._index, self.vocabulary, commands, device)
 
     def forward(self, command_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(command_ids)

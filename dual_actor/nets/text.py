@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dual_actor.nets.refinement import LearnedCommandEncoder
+from dual_actor.nets.refinement import LearnedCommandEncoder, vocabulary_ids
 
 T5_MODEL_TYPES = ("t5", "mt5")
 
@@ -90,13 +90,7 @@ class CommandTableEncoder(nn.Module):
 
     def ids(self, commands: Sequence[str], device=None) -> torch.Tensor:
         """Command strings -> ids ``(B,)``; an unknown command is a clear ``KeyError``."""
-        try:
-            return torch.tensor([self._index[c] for c in commands], dtype=torch.long, device=device)
-        except KeyError as e:
-            raise KeyError(
-                f"refinement command {e.args[0]!r} is not in the policy's command vocabulary "
-                f"({len(self.vocabulary)} commands, e.g. {self.vocabulary[:3]})"
-            ) from None
+        return vocabulary_ids(self._index, self.vocabulary, commands, device)
 
     def forward(self, command_ids: torch.Tensor) -> torch.Tensor:
         """``command_ids (B,) long -> (B, out_dim)`` rows of the table (no gradient)."""
