@@ -207,7 +207,8 @@ class _PretrainedCommandEncoder(CommandTableEncoder):
             super().__setattr__(name, value)
 
     def _load(self, src: str, dtype: torch.dtype):  # -> (model, tokenizer)
-        raise NotImplementedError
+        """Abstract: each concrete encoder (T5, sentence) loads its own model class and tokenizer."""
+        raise TypeError(f"{type(self).__name__} is abstract: use T5CommandEncoder or SentenceCommandEncoder")
 
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean over real tokens: ``sum(h * m) / max(sum(m), 1e-9)`` (sentence-transformers' formula)."""

@@ -48,6 +48,8 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
+from dual_actor.nets.backbones.frozen import PinnedFrozenBackbone
+
 
 @runtime_checkable
 class CLSAdapter(Protocol):
@@ -101,7 +103,7 @@ def _to(x, device: torch.device, dtype: torch.dtype):
     return x
 
 
-class CLSBackbone(nn.Module):
+class CLSBackbone(PinnedFrozenBackbone):
     """Frozen model + adapter -> ``embed(observation, tasks) -> h (B, D)`` float32.
 
     Args:
@@ -126,7 +128,6 @@ class CLSBackbone(nn.Module):
         dtype: torch.dtype | str | None = None,
     ):
         super().__init__()
-        from dual_actor.nets.backbones.smolvla import _as_dtype, default_device
 
         model = _instantiate(model, "model")
         adapter = _instantiate(adapter, "adapter")
@@ -140,8 +141,7 @@ class CLSBackbone(nn.Module):
         if dim is None:
             raise ValueError("cls backbone: give embedding_dim or an adapter with an `embedding_dim` attribute")
         self._embedding_dim = int(dim)
-        self._device = torch.device(device) if device is not None else default_device()
-        self._dtype = _as_dtype(dtype, self._device)
+        self._pin(device, dtype)
         model.to(device=self._device, dtype=self._dtype)
         model.requires_grad_(False)
         self.model = model
@@ -151,23 +151,6 @@ class CLSBackbone(nn.Module):
     @property
     def embedding_dim(self) -> int:
         return self._embedding_dim
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
-
-    def train(self, mode: bool = True) -> "CLSBackbone":
-        """Frozen: stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
-
-    def _apply(self, fn, recurse: bool = True) -> "CLSBackbone":
-        """Pinned: a parent's ``.to()`` / ``.cuda()`` / ``.float()`` neither moves nor casts the frozen model;
-        it stays on the ``device`` and ``dtype`` given at construction (``embed`` moves its inputs there)."""
-        return self
 
     @torch.no_grad()
     def embed(self, observation: Any, tasks: Sequence[str]) -> torch.Tensor:

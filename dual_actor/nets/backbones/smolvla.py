@@ -55,6 +55,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from dual_actor.nets.backbones.frozen import PinnedFrozenBackbone, as_dtype, default_device, default_dtype  # noqa: F401
 from dual_actor.nets.backbones.pooling import pool_kv
 
 IMAGE_PREFIX = "observation.images."
@@ -63,27 +64,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
 _LEGACY_NORM_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, float32 elsewhere."""
-    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-
-
-def _as_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return default_dtype(device)
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'bfloat16', 'float16' or 'float32'")
-    return value
 
 
 def text_kv_dims(text_config) -> tuple[int, int]:
@@ -222,7 +202,7 @@ def _make_preprocessor(config, checkpoint_dir: Path | None, device: torch.device
     return pre
 
 
-class SmolVLABackbone(nn.Module):
+class SmolVLABackbone(PinnedFrozenBackbone):
     """Frozen SmolVLA -> h = Eq. 17 pooled last-VLM-layer K, V: ``embed(obs, tasks) -> (B, 2 H_kv D)``.
 
     Args:
@@ -293,8 +273,7 @@ class SmolVLABackbone(nn.Module):
         return self
 
     def _setup(self, policy, ckpt_dir, camera_map, allow_missing_cameras, device, dtype) -> None:
-        self._device = torch.device(device) if device is not None else default_device()
-        self._dtype = _as_dtype(dtype, self._device)
+        self._pin(device, dtype)
         policy.config.device = str(self._device)
         policy.to(device=self._device, dtype=self._dtype)
         policy.requires_grad_(False)
@@ -331,14 +310,6 @@ class SmolVLABackbone(nn.Module):
     # ----------------------------------------------------------------- properties
 
     @property
-    def device(self) -> torch.device:
-        return self._device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
-
-    @property
     def config(self):
         """The lerobot ``SmolVLAConfig``."""
         return self.policy.config
@@ -358,16 +329,6 @@ class SmolVLABackbone(nn.Module):
     def state_dim(self) -> int | None:
         feat = self.policy.config.robot_state_feature
         return int(feat.shape[0]) if feat is not None else None
-
-    def train(self, mode: bool = True) -> "SmolVLABackbone":
-        """Frozen: stays in eval mode whatever ``mode`` is."""
-        return super().train(False)
-
-    def _apply(self, fn, recurse: bool = True) -> "SmolVLABackbone":
-        """Pinned: a parent's ``.to()`` / ``.cuda()`` / ``.float()`` neither moves nor casts the frozen model
-        (nor its preprocessor's device); it stays on the ``device`` and ``dtype`` given at construction.
-        ``embed`` moves its inputs there; the policy moves h back to its own device."""
-        return self
 
     # ----------------------------------------------------------------- embedding
 
