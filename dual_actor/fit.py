@@ -86,7 +86,8 @@ def module_kwargs(cfg: DictConfig) -> dict:
         action_dim=int(env.action_dim), backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
         actor_hidden=list(a.actor_hidden), refine_hidden=list(a.refine_hidden),
         scalings=OmegaConf.to_container(a.scalings, resolve=True), refine_mean_bound=float(a.refine_mean_bound),
-        refine_act=str(a.refine_act), text_encoder=_group(cfg, "text_encoder"),
+        primary_head=str(a.primary_head), temperature=float(a.temperature), ode_steps=int(a.ode_steps),
+        text_encoder=_group(cfg, "text_encoder"),
         image_encoder=_group(cfg, "image_encoder"), cameras=env_cameras(cfg),
         image_size=None if env.get("image_size") is None else int(env.image_size),
     )
@@ -104,6 +105,7 @@ def module_kwargs(cfg: DictConfig) -> dict:
         q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
         bc_rows=str(a.get("bc_rows", "all")),
         actor_ema=None if a.get("actor_ema") is None else float(a.actor_ema),
+        distill_weight=float(a.distill_weight), refine_phases=list(a.refine_phases),
     )
 
 
@@ -212,10 +214,11 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
 
 
 class EvalCallback(L.Callback):
-    """A learning-curve point every ``every`` online interaction steps."""
+    """A learning-curve point (and the authority probes) every ``every`` online interaction steps."""
 
-    def __init__(self, cfg: DictConfig, interaction, curve, every: int):
+    def __init__(self, cfg: DictConfig, interaction, curve, every: int, authority=None, buffers=None):
         self.cfg, self.interaction, self.curve, self.every = cfg, interaction, curve, max(1, int(every))
+        self.authority, self.buffers = authority, buffers
         self.next_at = self.every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -223,6 +226,9 @@ class EvalCallback(L.Callback):
             self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
             with pl_module.deployed_weights():
                 res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
+                if self.authority is not None:
+                    self.authority.add(pl_module.policy, self.buffers, self.interaction.env_steps,
+                                       pl_module.logger.experiment if pl_module.logger is not None else None)
             self.curve.add(self.interaction.env_steps, res)
             if pl_module.logger is not None:
                 self.curve.log_tensorboard(pl_module.logger.experiment, self.interaction.env_steps, res)
@@ -259,6 +265,14 @@ def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path)
     print("[eval] with spoken refinement commands (simulated operator):", flush=True)
     print(format_table(res, fps=float(cfg.env.fps)), flush=True)
     return res
+
+
+def _print_authority(when: str, res: dict) -> None:
+    lat = res["latent_authority"]
+    cmd = res["command_authority"]
+    pos = min((r["positive_fraction"] for r in cmd.values()), default=float("nan"))
+    print(f"[authority] {when}: latent x/y/z {lat['x']:.3f} / {lat['y']:.3f} / {lat['z']:.3f} action units; "
+          f"single-axis commands move the commanded way on >= {pos:.0%} of held states", flush=True)
 
 
 def run(cfg: DictConfig) -> Path:
@@ -316,8 +330,13 @@ def run(cfg: DictConfig) -> Path:
 
     # ---- phase II: online interaction (Alg. 1 lines 11-35)
     from dual_actor.eval import LearningCurve, format_table, write_eval
+    from dual_actor.probe import AuthorityLog
 
     curve = LearningCurve(run_dir, fps=float(cfg.env.fps))
+    authority = AuthorityLog(run_dir, seed=int(cfg.seed))
+    if resume_phase != "online":
+        with module.deployed_weights():
+            _print_authority("warm-up", authority.add(module.policy, dm.buffers, 0, logger.experiment))
     interaction = None
     if online_steps > 0:
         from torch.utils.data import DataLoader
@@ -338,7 +357,7 @@ def run(cfg: DictConfig) -> Path:
                                 before_batch=interaction.before_batch)
         callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every)),
                      UpdateCheckpoint(run_dir, every),
-                     EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps))]
+                     EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps), authority, dm.buffers)]
         print(f"[online] {online_steps} interaction steps with operator "
               f"{cfg.operator.get('_target_', 'none')}", flush=True)
         trainer = _trainer(cfg, logger, callbacks)
@@ -353,6 +372,8 @@ def run(cfg: DictConfig) -> Path:
     result = None
     with module.deployed_weights():  # the EMA primary actor (when on) is what is saved and evaluated
         module.policy.save_pretrained(run_dir / "policy")
+        if interaction is not None:
+            _print_authority("final", authority.add(module.policy, dm.buffers, interaction.env_steps, logger.experiment))
         if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
             result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
             write_eval(result, run_dir)
@@ -366,6 +387,7 @@ def run(cfg: DictConfig) -> Path:
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
         "warmup_seconds": round(warmup_s, 2), "online_env_steps": interaction.env_steps if interaction else 0,
         "dataset": str(data_path), "episodes": dm.episode_counts, "last_metrics": module.last_logs,
+        "authority": authority.points[-1] if authority.points else None,
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     if result is not None:

@@ -38,6 +38,14 @@ def bc_literal_loss(action: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (action - target).pow(2).sum(-1).mean()
 
 
+def ode_distillation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The anchored head's map term (not in the paper; docs/algorithm.md): E_w ||f(w, K | h) - sg(x_0(w))||^2,
+    x_0(w) the denoiser's probability-flow ODE solution from x_K = w (knowledge distillation of the ODE
+    into one step, Luhman & Luhman 2021). Makes f(., K) a noise -> action map whose latent moves the
+    action. ``pred``, ``target``: (B, A); ``target`` carries no gradient."""
+    return (pred - target.detach()).pow(2).sum(-1).mean()
+
+
 def task_weights(q_means: torch.Tensor, c: float = 0.1, eps_min: float = 0.8, eps_max: float = 1.2) -> torch.Tensor:
     """Eq. 16: eps_i = (sum_j Qbar_j) / (N Qbar_i + N c), clipped to [eps_min, eps_max].
 

@@ -40,7 +40,8 @@ class DualActorModule(L.LightningModule):
         actor_lr, critic_lr, refine_lr: Adam learning rates.
         lambdas: {"warmup": (l1, l2), "online": (l1, l2)} for Eq. 6.
         eta: (eta1, eta2, eta3) for Eq. 11.
-        bc_form: "consistency" (CPQL/ConRFT denoising form of Eq. 5), "literal" (the one-step
+        bc_form: for the plain head (``policy["primary_head"] = "plain"``): "consistency" (CPQL/ConRFT
+            denoising form of Eq. 5), "literal" (the one-step
             action, Eq. 5 as printed) or "both" (their sum: every row also trains the one-step
             action that acting uses, which the consistency form reaches only at sigma = K).
         calql_alpha, calql_temperature, calql_num_actions: Cal-QL regulariser.
@@ -60,7 +61,12 @@ class DualActorModule(L.LightningModule):
         actor_ema: rate of an exponential moving average of the primary actor's weights (None:
             off). When on, the robot acts, is evaluated and is saved with the averaged weights
             (:meth:`deployed_weights`, :meth:`deploy_state_dict`); the learner keeps training the
-            raw ones (critic targets use them too). Not in the paper.
+            raw ones (critic targets use them too); the refinement actor is trained against the
+            averaged weights it steers at deployment. Not in the paper.
+        distill_weight: weight of the anchored head's ODE-distillation term inside the BC term
+            (``losses.ode_distillation_loss``; the plain head ignores it).
+        refine_phases: phases in which the refinement actor trains (the paper: online only; a warm-up
+            dataset with corrections can add "warmup").
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class DualActorModule(L.LightningModule):
         q_bounds: Sequence[float] | None = None,
         bc_rows: str = "all",
         actor_ema: float | None = None,
+        distill_weight: float = 1.0,
+        refine_phases: Sequence[str] = ("online",),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +116,8 @@ class DualActorModule(L.LightningModule):
             raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
         if actor_ema is not None and not 0.0 < float(actor_ema) <= 1.0:
             raise ValueError(f"actor_ema must be in (0, 1] or None, got {actor_ema!r}")
+        if not set(refine_phases) <= set(PHASES):
+            raise ValueError(f"refine_phases must be a subset of {PHASES}, got {list(refine_phases)!r}")
         if bc_rows not in ("all", "demos"):
             raise ValueError(f"bc_rows must be 'all' (paper) or 'demos', got {bc_rows!r}")
         if actor_q_reduce not in ("min", "mean"):
@@ -267,7 +277,14 @@ class DualActorModule(L.LightningModule):
                 rows = None
         target = action if rows is None else action[rows]
         with self.toggled_optimizer(opt):
-            if hp.bc_form in ("consistency", "both"):
+            if primary.head == "anchored":
+                t = primary.anchored_terms(action, h, proprio, rows=rows, latent_range=self.policy.refinement.mean_bound)
+                bc_den = losses.bc_consistency_loss(t["pred"], t["target"], t["sigma"], primary.scalings.sigma_data)
+                bc_mean = losses.bc_literal_loss(t["mean"] if rows is None else t["mean"][rows], target)
+                distill = losses.ode_distillation_loss(t["distill_pred"], t["distill_target"])
+                bc = bc_den + bc_mean + hp.distill_weight * distill
+                a_all = t["mean"].clamp(-1.0, 1.0)  # the Q term acts on primary mode's action a(0) = M(h)
+            elif hp.bc_form in ("consistency", "both"):
                 pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True, rows=rows)
                 bc = losses.bc_consistency_loss(pred, target, sigma, primary.scalings.sigma_data)
                 if hp.bc_form == "both":
@@ -293,6 +310,9 @@ class DualActorModule(L.LightningModule):
             logs.update({"loss/actor": loss.detach(), "loss/actor_bc": bc.detach(), "loss/actor_q": q_loss.detach()})
             logs["grad_norm/actor"] = norm
             logs["bc/action_mse"] = (a_all.detach() - action).pow(2).mean()
+            if primary.head == "anchored":
+                logs.update({"loss/actor_denoise": bc_den.detach(), "loss/actor_mean": bc_mean.detach(),
+                             "loss/actor_distill": distill.detach()})
             for i, s in enumerate(self.task_slugs):
                 logs[f"eps/{s}"] = eps[i]
                 logs[f"q_pi/{s}"] = q_means[i]
@@ -300,7 +320,7 @@ class DualActorModule(L.LightningModule):
     def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
         """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped)."""
         hp = self.hparams
-        primary, refinement = self.policy.primary, self.policy.refinement
+        primary, refinement = self.deployed_primary, self.policy.refinement
         h, obs, proprio, action = b[K.H], self._obs(b), b[K.PROPRIO], b[K.ACTION]
         bsz = h.shape[0]
         with self.toggled_optimizer(opt):
@@ -348,7 +368,7 @@ class DualActorModule(L.LightningModule):
         self._critic_updates(tasks, critic_opts, want_log, logs)
         self._actor_update(tasks, actor_opt, want_log, logs)
         tt = batch.get(K.TALK_TWEAK)
-        if tt is not None and self.hparams.refine_enabled:
+        if tt is not None and self.hparams.refine_enabled and self.phase in self.hparams.refine_phases:
             self._refine_update(tt, refine_opt, want_log, logs)
         for c, t in zip(self.critics, self.target_critics):
             polyak_update(t, c, self.hparams.tau)
@@ -364,6 +384,12 @@ class DualActorModule(L.LightningModule):
             self.trainer.should_stop = True
 
     # ---------------------------------------------------------------------------- deploy
+    @property
+    def deployed_primary(self) -> nn.Module:
+        """The primary actor the robot acts with: the EMA copy when ``actor_ema`` is on, else the
+        trained one. The refinement actor learns to steer this one (Eq. 8-10)."""
+        return self.primary_ema if self.primary_ema is not None else self.policy.primary
+
     def deploy_state_dict(self) -> dict[str, torch.Tensor]:
         """What the robot runs: ``policy.state_dict_to_save()`` with the primary actor's EMA
         weights when ``actor_ema`` is on."""

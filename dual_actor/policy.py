@@ -43,7 +43,7 @@ from dual_actor.nets.refinement import RefinementActor
 from dual_actor.nets.text import build_command_encoder
 
 POLICY_FORMAT = "dual-actor-policy"
-POLICY_VERSION = 1
+POLICY_VERSION = 2  # 2: primary_head + temperature (anchored head); version-1 folders load as the plain head
 STATE_KEYS = ("state", "proprio")
 FINGERPRINT_TENSORS = 16
 FINGERPRINT_RTOL, FINGERPRINT_ATOL = 2e-2, 1e-3  # bf16 vs float32 copies of one checkpoint agree to ~4e-3
@@ -102,7 +102,11 @@ class DualActorPolicy(nn.Module):
         command_dim: width of the learned command embedding when ``text_encoder`` is None.
         scalings: EDM scalings (sigma_data, sigma_min, sigma_max = K, rho, num_levels).
         refine_mean_bound: mu = bound * K * tanh(.) (see ``nets/refinement.py``).
-        refine_act: "mean" (w = mu) or "sample" (w ~ N(mu, K^2 I)) when acting with a command.
+        primary_head: "anchored" (mean head + ODE-distilled noise -> action map) or "plain" (the paper
+            as printed); see ``nets/consistency.py``.
+        temperature: acting draws w = mu + temperature * K * z (mu = 0 in primary mode): 1 is Eq. 1 / 2
+            as printed, 0 acts with w = mu.
+        ode_steps: Euler steps of the ODE the anchored head's map is distilled from.
         text_encoder: ``{"kind": "learned", "out_dim": D}`` (default), ``{"kind": "t5" | "sentence",
             "path": folder or Hub id, ...}`` or the ``{"kind": "table", ...}`` reload spec
             (``dual_actor.nets.text.build_command_encoder``).
@@ -132,7 +136,9 @@ class DualActorPolicy(nn.Module):
         obs_feature_dim: int = 256,
         scalings: dict | None = None,
         refine_mean_bound: float = 1.0,
-        refine_act: str = "sample",
+        primary_head: str = "anchored",
+        temperature: float = 0.0,
+        ode_steps: int = 8,
         text_encoder: dict | None = None,
         image_encoder: dict | None = None,
         cameras: Sequence[str] = (),
@@ -141,8 +147,6 @@ class DualActorPolicy(nn.Module):
         backbone_module: nn.Module | None = None,
     ):
         super().__init__()
-        if refine_act not in ("mean", "sample"):
-            raise ValueError(f"refine_act must be 'mean' or 'sample', got {refine_act!r}")
         commands = list(commands) if commands is not None else command_vocabulary()
         if NULL_COMMAND not in commands:
             raise ValueError(f"command vocabulary must contain {NULL_COMMAND!r}")
@@ -157,12 +161,12 @@ class DualActorPolicy(nn.Module):
             backbone=backbone, commands=commands, actor_hidden=list(actor_hidden),
             refine_hidden=list(refine_hidden), refine_proj_dim=refine_proj_dim, command_dim=command_dim,
             obs_feature_dim=obs_feature_dim, scalings=dict(scalings or {}),
-            refine_mean_bound=refine_mean_bound, refine_act=refine_act, text_encoder=text_encoder,
+            refine_mean_bound=refine_mean_bound, primary_head=primary_head, temperature=float(temperature),
+            ode_steps=int(ode_steps), text_encoder=text_encoder,
             image_encoder=image_encoder, cameras=cameras, image_size=None if image_size is None else int(image_size),
         )
         self.tasks = list(tasks)
         self.cameras = cameras
-        self.refine_act = refine_act
         self.backbone_name = backbone.get("name", "state")
         self.backbone_state_key = backbone.get("state_key") or "proprio"
         if self.backbone_name != "state" and self.backbone_state_key not in STATE_KEYS:
@@ -170,7 +174,8 @@ class DualActorPolicy(nn.Module):
         bb = backbone_module if backbone_module is not None else self._build_backbone(backbone)
         self._check_backbone(bb)
         sc = EDMScalings(**(scalings or {}))
-        self.primary = ConsistencyPolicy(bb.embedding_dim, action_dim, proprio_dim, hidden=actor_hidden, scalings=sc)
+        self.primary = ConsistencyPolicy(bb.embedding_dim, action_dim, proprio_dim, hidden=actor_hidden, scalings=sc,
+                                         head=primary_head, temperature=temperature, ode_steps=ode_steps)
         self.image_encoder_kind = image_encoder.get("kind", "state")
         self.refinement = RefinementActor(
             self.make_obs_encoder(obs_feature_dim),
@@ -317,7 +322,6 @@ class DualActorPolicy(nn.Module):
         observation mapping (see the module doc). Act in eval mode (``policy.eval()``, as the control
         loop and ``evaluate`` do): a ResNet encoder's BatchNorm would otherwise use and update batch
         statistics."""
-        b = h.shape[0]
         mean = None
         if commands is not None:
             cmds = [c if c else NULL_COMMAND for c in commands]
@@ -325,10 +329,6 @@ class DualActorPolicy(nn.Module):
             if bool(refine_rows.any()):
                 mu = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
                 mean = torch.where(refine_rows[:, None], mu, torch.zeros_like(mu))
-                if self.refine_act == "mean":
-                    z = torch.randn(b, self.primary.action_dim, device=h.device, dtype=h.dtype)
-                    z = torch.where(refine_rows[:, None], torch.zeros_like(z), z)
-                    return self.primary(h, proprio, noise_mean=mean, noise=z)
         return self.primary(h, proprio, noise_mean=mean)
 
     def acting_copy(self) -> "DualActorPolicy":
@@ -423,8 +423,11 @@ class DualActorPolicy(nn.Module):
         if cfg.pop("format", None) != POLICY_FORMAT:
             raise ValueError(f"{cfg_path}: not a {POLICY_FORMAT} config")
         version = cfg.pop("version", None)
-        if version != POLICY_VERSION:
+        if version not in (1, POLICY_VERSION):
             raise ValueError(f"{cfg_path}: policy format version {version} not supported")
+        if version == 1:  # before the anchored head: f(w, K) alone, Eq. 1 / 2 sampling
+            cfg.pop("refine_act", None)
+            cfg.update(primary_head="plain", temperature=1.0)
         fingerprint = cfg.pop("backbone_fingerprint", None)
         if backbone:
             cfg["backbone"] = {**cfg.get("backbone", {}), **dict(backbone)}

@@ -227,7 +227,8 @@ def test_learner_trains_image_encoders_and_never_runs_the_backbone():
                           refine_proj_dim=16, obs_feature_dim=16, command_dim=8,
                           backbone={"name": "cls", "adapter": CLS_ADAPTER, "device": "cpu",
                                     "model": {**CLS_MODEL, "state_dim": 2}, "state_key": "proprio"}),
-              critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2)
+              critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2,
+              phase="online")  # the refinement actor trains online
     m = DualActorModule(**kw)
     assert type(m.critics[0].obs_encoder).__name__ == "MultiCameraEncoder"
     assert m.critics[0].obs_encoder is not m.policy.refinement.obs_encoder

@@ -99,19 +99,22 @@ def test_denoise_is_identity_at_sigma_min():
     assert torch.allclose(out, x, atol=1e-6)
 
 
-def test_refinement_mode_shifts_noise_mean():
-    """Eq. 2: w = mu + K z; with the same z a mean of K * delta equals noise z + delta."""
+@pytest.mark.parametrize("head", ["plain", "anchored"])
+def test_refinement_mode_shifts_noise_mean(head):
+    """Eq. 2 at temperature 1: w = mu + K z; with the same z a mean of K * delta equals noise z + delta."""
     torch.manual_seed(0)
-    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,))
+    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,), head=head, temperature=1.0)
     h, z, d = torch.randn(4, 5), torch.randn(4, 3), torch.randn(4, 3)
     a1 = pol(h, noise_mean=pol.K * d, noise=z, clip=False)
     a2 = pol(h, noise=z + d, clip=False)
     assert torch.allclose(a1, a2, atol=1e-5)
+    assert torch.allclose(a1, pol.action_at(pol.K * (z + d), h, clip=False), atol=1e-5)
 
 
-def test_refine_reg_zero_when_mu_zero_and_bc_eq8():
+@pytest.mark.parametrize("head,temperature", [("plain", 1.0), ("anchored", 0.0), ("anchored", 1.0)])
+def test_refine_reg_zero_when_mu_zero_and_bc_eq8(head, temperature):
     torch.manual_seed(0)
-    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,))
+    pol = ConsistencyPolicy(h_dim=5, action_dim=3, hidden=(16,), head=head, temperature=temperature)
     h, z = torch.randn(4, 5), torch.randn(4, 3)
     a_ref = pol(h, noise_mean=torch.zeros(4, 3), noise=z)
     a_base = pol(h, noise=z)

@@ -10,7 +10,7 @@ from dual_actor import constants as K
 from dual_actor.data.buffers import TaskBuffers
 from dual_actor.data.datamodule import BufferSampler
 from dual_actor.module import DualActorModule
-from factories import tiny_module_kwargs, training_batch
+from factories import tiny_module_kwargs, tiny_policy_kwargs, training_batch
 
 
 class Repeat(IterableDataset):
@@ -101,15 +101,19 @@ def test_each_critic_learns_only_from_its_own_task_slice(phase):
     assert same == [True, True, False]
 
 
-@pytest.mark.parametrize("talk_tweak", [True, False])
-def test_optimizer_steps_per_training_step(talk_tweak):
+@pytest.mark.parametrize("talk_tweak,phase,refine_phases,refines", [
+    (True, "online", ["online"], True), (False, "online", ["online"], False),
+    (True, "warmup", ["online"], False),  # the paper: the refinement actor trains online only
+    (True, "warmup", ["warmup", "online"], True),
+])
+def test_optimizer_steps_per_training_step(talk_tweak, phase, refine_phases, refines):
     torch.manual_seed(0)
-    m = DualActorModule(**tiny_module_kwargs(max_updates=4, log_every=2))
+    m = DualActorModule(**tiny_module_kwargs(max_updates=4, log_every=2, phase=phase, refine_phases=refine_phases))
     trainer = fit(m, training_batch(talk_tweak=talk_tweak))
     opts = trainer.optimizers
     assert len(opts) == 3 + 2
     steps = [int(next(iter(o.state.values()))["step"]) if o.state else 0 for o in opts]
-    assert steps == [4, 4, 4, 4, 4 if talk_tweak else 0]
+    assert steps == [4, 4, 4, 4, 4 if refines else 0]
     assert m.num_updates == 4
     assert trainer.global_step == sum(steps)
 
@@ -217,7 +221,8 @@ def test_bc_rows_demos_ignores_the_policys_own_rollout_actions():
         b[K.INTERVENTION] = torch.arange(8) == 6  # one intervened rollout row per task
     keep = [b[K.FROM_DEMOS] | b[K.INTERVENTION] for b in batch[K.TASKS]]
     sub = {K.TASKS: [{k: v[m] for k, v in b.items()} for b, m in zip(batch[K.TASKS], keep)], K.TALK_TWEAK: None}
-    kw = tiny_module_kwargs(bc_form="consistency", lambdas={"warmup": [1.0, 0.0], "online": [1.0, 0.0]})
+    kw = tiny_module_kwargs(bc_form="consistency", lambdas={"warmup": [1.0, 0.0], "online": [1.0, 0.0]},
+                            policy={**tiny_policy_kwargs(), "primary_head": "plain", "temperature": 1.0})
     torch.manual_seed(0)
     a = ActorLogs(**kw, bc_rows="demos")
     b_mod = ActorLogs(**kw, bc_rows="all")
@@ -252,3 +257,55 @@ def test_actor_ema_tracks_the_primary_actor_and_is_what_is_deployed():
                                                      plain.policy.primary.state_dict()[k])
     with pytest.raises(ValueError, match="actor_ema"):
         DualActorModule(**tiny_module_kwargs(actor_ema=0.0))
+
+
+class RefineLogs(DualActorModule):
+    """One refinement update; keeps its logged scalars."""
+
+    def training_step(self, batch, batch_idx):
+        self.logs = {}
+        self._refine_update(batch[K.TALK_TWEAK], self.optimizers()[len(self.tasks) + 1], True, self.logs)
+        self.trainer.should_stop = True
+
+
+def test_refinement_actor_is_trained_against_the_deployed_ema_primary():
+    """With actor_ema on, Eq. 8 scores a(mu(s, c)) of the averaged primary actor (what the robot runs), not of
+    the raw training weights. Temperature 0 makes the update deterministic, so the logged value is exact."""
+    torch.manual_seed(0)
+    m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online"))
+    with torch.no_grad():
+        for p in m.policy.primary.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # raw weights now differ from the EMA copy
+        for p in m.policy.refinement.head[-1].parameters():
+            p.normal_()
+    batch = training_batch()
+    tt = batch[K.TALK_TWEAK]
+    with torch.no_grad():
+        mu = m.policy.refinement(tt[K.OBS], tt[K.COMMAND])
+        want = losses_refine_bc(m.primary_ema(tt[K.H], tt[K.PROPRIO], noise_mean=mu), tt[K.ACTION])
+        raw = losses_refine_bc(m.policy.primary(tt[K.H], tt[K.PROPRIO], noise_mean=mu), tt[K.ACTION])
+    assert abs(want - raw) > 1e-3
+    fit(m, batch)
+    assert float(m.logs["loss/refine_bc"]) == pytest.approx(want, rel=1e-5)
+
+
+def losses_refine_bc(a, target):
+    return float((a - target).pow(2).sum(-1).mean())
+
+
+def test_anchored_q_term_moves_only_the_mean_head():
+    """The Q term of Eq. 6 acts on primary mode's action a(0) = M(h): with lambda = (0, 1) only the mean head
+    moves, so the critic cannot erode the noise -> action map's authority; the BC term trains both."""
+    from dual_actor.module import DualActorModule as M
+
+    class ActorOnly(M):
+        def training_step(self, batch, batch_idx):
+            self._actor_update(batch[K.TASKS], self.optimizers()[len(self.tasks)], False, {})
+            self.trainer.should_stop = True
+
+    for lambdas, moved in (((0.0, 1.0), {"mean_net"}), ((1.0, 0.0), {"mean_net", "net"})):
+        torch.manual_seed(0)
+        m = ActorOnly(**tiny_module_kwargs(lambdas={"warmup": list(lambdas), "online": list(lambdas)}))
+        before = snapshot(m.policy.primary)
+        fit(m, training_batch())
+        assert {n.split(".")[0] for n in changed(before, m.policy.primary)} == moved, lambdas

@@ -28,8 +28,11 @@ def test_roundtrip_same_actions_and_no_training_state(tmp_path):
 
 
 def test_act_modes():
+    """Rows with a command act in refinement mode (w = mu + temperature K z), the others in primary mode
+    (mu = 0): at temperature 0 both are deterministic and primary mode is the mean head M(h)."""
     torch.manual_seed(0)
-    pol = DualActorPolicy(**tiny_policy_kwargs(), refine_act="mean")
+    pol = DualActorPolicy(**tiny_policy_kwargs())
+    assert pol.primary.head == "anchored" and pol.primary.temperature == 0.0
     with torch.no_grad():
         for p in pol.refinement.head[-1].parameters():
             p.normal_()
@@ -37,13 +40,35 @@ def test_act_modes():
     h, pr = pol.embed(s, TASKS), s[:, :2]
     a = pol.act(h, s, pr, commands=["move left", None, "[null]"])
     assert a.shape == (3, 4) and a.abs().max() <= 1.0
-    # "mean" mode: row 0 is deterministic w = mu; rows 1, 2 are primary-mode samples
-    a2 = pol.act(h, s, pr, commands=["move left", None, "[null]"])
-    assert torch.equal(a[0], a2[0]) and not torch.equal(a[1:], a2[1:])
+    assert torch.equal(a, pol.act(h, s, pr, commands=["move left", None, "[null]"]))  # deterministic
     mu = pol.refinement(s[:1], pol.command_ids(["move left"]))
-    assert torch.allclose(a[0], pol.primary(h[:1], pr[:1], noise_mean=mu, noise=torch.zeros(1, 4))[0])
+    assert torch.allclose(a[0], pol.primary.action_at(mu, h[:1], pr[:1])[0], atol=1e-6)
+    assert torch.allclose(a[1:], pol.primary.mean_action(h[1:], pr[1:]).clamp(-1, 1), atol=1e-6)
+    assert not torch.allclose(a[0], pol.primary.mean_action(h[:1], pr[:1]).clamp(-1, 1))
+    # temperature 1: Eq. 1 / 2 as printed, w = mu + K z (rows differ from draw to draw)
+    hot = DualActorPolicy(**tiny_policy_kwargs(), temperature=1.0)
+    hot.load_state_dict(pol.state_dict())
+    a1 = hot.act(h, s, pr, commands=["move left", None, "[null]"])
+    assert not torch.equal(a1, hot.act(h, s, pr, commands=["move left", None, "[null]"]))
     with pytest.raises(KeyError, match="not in the policy's command vocabulary"):
         pol.act(h, s, pr, commands=["jump", None, None])
+
+
+def test_version_1_policy_loads_as_the_plain_head(tmp_path):
+    """A folder saved before the anchored head (format version 1, ``refine_act``) loads as the plain head
+    sampling w ~ N(mu, K^2 I), with its weights."""
+    torch.manual_seed(0)
+    pol = DualActorPolicy(**tiny_policy_kwargs(), primary_head="plain", temperature=1.0)
+    pol.save_pretrained(tmp_path / "p")
+    cfg = json.loads((tmp_path / "p" / "config.json").read_text())
+    for key in ("primary_head", "temperature", "ode_steps"):
+        del cfg[key]
+    cfg.update(version=1, refine_act="sample")
+    (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
+    back = DualActorPolicy.from_pretrained(tmp_path / "p")
+    assert back.primary.head == "plain" and back.primary.temperature == 1.0 and back.primary.mean_net is None
+    for k, v in pol.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
 
 
 def test_from_pretrained_errors(tmp_path):

@@ -8,8 +8,17 @@ EDM boundary-condition scalings (Karras et al. 2022; Song et al. 2023; CPQL/ConR
     t(s)      = 0.25 * log(s)                       (EDM's c_noise)
     f(x, s | h) = c_skip(s) x + c_out(s) F(c_in(s) x, t(s), h)
 
-so f(x, s_min) = x exactly. An action is ``clip(f(w, K | h), -1, 1)`` with
-w ~ N(0, K^2 I) (primary mode, Eq. 1) or w ~ N(mu, K^2 I) (refinement mode, Eq. 2), K = s_max.
+so f(x, s_min) = x exactly. K = s_max. Two heads share this:
+
+* ``plain`` (the paper as printed): a(w) = clip(f(w, K | h), -1, 1).
+* ``anchored`` (the default; docs/algorithm.md): a(w) = clip(M(h) + f(w, K | h) - f(0, K | h), -1, 1).
+  M(h) is a mean head trained by the literal Eq. 5 (precision: it is the action of primary mode at
+  temperature 0); f(., K) is a noise -> action map distilled from the probability-flow ODE of the
+  denoiser f(., s < K) (authority: moving the mean of w moves the action). The difference
+  f(w) - f(0) is the map's displacement from its centre, so a(0) = M(h) exactly.
+
+Acting draws w = mu + temperature * K * z, z ~ N(0, I) (``temperature`` 1: Eq. 1 / 2 as printed;
+mu = 0 in primary mode, mu = pi_phi(s, l_rf) in refinement mode).
 """
 
 from __future__ import annotations
@@ -80,8 +89,18 @@ class FourierTime(nn.Module):
         return torch.cat([x.sin(), x.cos()], dim=-1)
 
 
+HEADS = ("anchored", "plain")
+
+
 class ConsistencyPolicy(nn.Module):
     """One-step consistency policy head over the backbone embedding ``h`` (and optional proprio).
+
+    Args:
+        head: "anchored" (mean head M + distilled noise -> action map; the default) or "plain"
+            (f(w, K) alone, as printed). See the module doc.
+        temperature: acting noise scale: w = mu + temperature * K * z.
+        ode_steps: Euler steps of the probability-flow ODE that the anchored head's one-step map
+            is distilled from (:meth:`ode_action`).
 
     Shapes: ``h``: (B, h_dim); ``proprio``: (B, proprio_dim) or None; actions: (B, action_dim).
     """
@@ -95,18 +114,40 @@ class ConsistencyPolicy(nn.Module):
         time_dim: int = 16,
         scalings: EDMScalings = EDMScalings(),
         layer_norm: bool = True,
+        head: str = "anchored",
+        temperature: float = 0.0,
+        ode_steps: int = 8,
     ):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not 1 <= ode_steps < scalings.num_levels:
+            raise ValueError(f"ode_steps must be in [1, num_levels - 1 = {scalings.num_levels - 1}], got {ode_steps}")
         self.h_dim = h_dim
         self.action_dim = action_dim
         self.proprio_dim = proprio_dim
         self.scalings = scalings
+        self.head = head
+        self.temperature = float(temperature)
+        self.ode_steps = int(ode_steps)
         self.time = FourierTime(time_dim)
         self.net = mlp(action_dim + time_dim + h_dim + proprio_dim, hidden, action_dim, layer_norm=layer_norm)
+        self.mean_net = (
+            mlp(h_dim + proprio_dim, hidden, action_dim, layer_norm=layer_norm) if head == "anchored" else None
+        )
 
     @property
     def K(self) -> float:
         return self.scalings.sigma_max
+
+    def _cond(self, h: torch.Tensor, proprio: torch.Tensor | None) -> list[torch.Tensor]:
+        if not self.proprio_dim:
+            return [h]
+        if proprio is None:
+            raise ValueError("this policy head was built with proprio_dim > 0 and needs `proprio`")
+        return [h, proprio]
 
     def denoise(
         self, x: torch.Tensor, sigma: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None
@@ -116,20 +157,36 @@ class ConsistencyPolicy(nn.Module):
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        parts = [sc.c_in(sigma)[:, None] * x, self.time(sc.c_noise(sigma)), h]
-        if self.proprio_dim:
-            if proprio is None:
-                raise ValueError("this policy head was built with proprio_dim > 0 and needs `proprio`")
-            parts.append(proprio)
-        out = self.net(torch.cat(parts, dim=-1))
+        out = self.net(torch.cat([sc.c_in(sigma)[:, None] * x, self.time(sc.c_noise(sigma)), *self._cond(h, proprio)], -1))
         return sc.c_skip(sigma)[:, None] * x + sc.c_out(sigma)[:, None] * out
+
+    def mean_action(self, h: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """M(h) (B, A), unclipped: the anchored head's action at w = 0."""
+        if self.mean_net is None:
+            raise ValueError("the plain head has no mean head (head='anchored' has)")
+        return self.mean_net(torch.cat(self._cond(h, proprio), -1))
+
+    def action_at(
+        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, clip: bool = True
+    ) -> torch.Tensor:
+        """The action map a(w | h) (B, A) for a given latent w (B, A): f(w, K) (plain) or
+        M(h) + f(w, K) - f(0, K) (anchored)."""
+        b = w.shape[0]
+        if self.head == "plain":
+            a = self.denoise(w, torch.full((b,), self.K, device=w.device, dtype=w.dtype), h, proprio)
+        else:
+            sig = torch.full((2 * b,), self.K, device=w.device, dtype=w.dtype)
+            p2 = None if proprio is None else torch.cat([proprio, proprio])
+            f = self.denoise(torch.cat([w, torch.zeros_like(w)]), sig, torch.cat([h, h]), p2)
+            a = self.mean_action(h, proprio) + (f[:b] - f[b:])  # a(0) = M(h) to the last bit
+        return a.clamp(-1.0, 1.0) if clip else a
 
     def sample_noise(
         self, batch: int, like: torch.Tensor, noise_mean: torch.Tensor | None = None, generator=None
     ) -> torch.Tensor:
-        """w ~ N(noise_mean, K^2 I) (Eq. 2), or N(0, K^2 I) when ``noise_mean`` is None (Eq. 1)."""
+        """w ~ N(noise_mean, (temperature K)^2 I) (Eq. 2), noise_mean 0 when None (Eq. 1)."""
         z = torch.randn(batch, self.action_dim, device=like.device, dtype=like.dtype, generator=generator)
-        w = self.K * z
+        w = self.temperature * self.K * z
         return w if noise_mean is None else w + noise_mean
 
     def forward(
@@ -140,16 +197,49 @@ class ConsistencyPolicy(nn.Module):
         noise: torch.Tensor | None = None,
         clip: bool = True,
     ) -> torch.Tensor:
-        """One-step action: clip(f(w, K | h), -1, 1).
+        """One-step action a(w | h) with w = noise_mean + temperature * K * z.
 
-        ``noise``: a given standard-normal z (w = noise_mean + K z); drawn fresh when None.
+        ``noise``: a given standard-normal z; drawn fresh when None (and needed).
         """
+        if self.head == "anchored" and noise_mean is None and (self.temperature == 0.0):
+            a = self.mean_action(h, proprio)  # a(0) = M(h): skip the two map evaluations that cancel
+            return a.clamp(-1.0, 1.0) if clip else a
         if noise is None:
             w = self.sample_noise(h.shape[0], h, noise_mean)
         else:
-            w = self.K * noise if noise_mean is None else noise_mean + self.K * noise
-        a = self.denoise(w, torch.full((h.shape[0],), self.K, device=h.device, dtype=h.dtype), h, proprio)
-        return a.clamp(-1.0, 1.0) if clip else a
+            w = self.temperature * self.K * noise
+            w = w if noise_mean is None else noise_mean + w
+        return self.action_at(w, h, proprio, clip)
+
+    # ------------------------------------------------------------------------- training
+    def ode_levels(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``ode_steps + 1`` of the Karras levels, K first and sigma_min last."""
+        sigmas = self.scalings.karras_sigmas(device=device, dtype=dtype)
+        idx = torch.linspace(0, len(sigmas) - 1, self.ode_steps + 1).round().long()
+        return sigmas[idx.to(sigmas.device)]
+
+    @torch.no_grad()
+    def ode_action(
+        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, center: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The probability-flow ODE of the denoiser from x_K = w down to sigma_min (Euler on
+        :meth:`ode_levels`; Karras et al. 2022, Alg. 1 without the Heun correction). No gradient.
+
+        At sigma = K the optimal denoiser is E[a | h] up to O(Var(a | h) / K^2), so the first step uses
+        ``center`` (M(h) for the anchored head; f(w, K) when None): x_1 = center + (s_1 / K) (w - center).
+        The later steps use the network's own denoiser f(., s < K), trained by denoising regression.
+        Returns (B, A), unclipped.
+        """
+        levels = self.ode_levels(w.device, w.dtype)
+        k = levels[0]
+        if center is None:
+            center = self.denoise(w, k.expand(w.shape[0]), h, proprio)
+        x = center + (levels[1] / k) * (w - center)
+        for i in range(1, len(levels) - 1):
+            s, s_next = levels[i], levels[i + 1]
+            d = self.denoise(x, s.expand(x.shape[0]), h, proprio)
+            x = d + (s_next / s) * (x - d)
+        return x  # at sigma_min, f(x, sigma_min) = x
 
     def noised_prediction(
         self,
@@ -163,7 +253,8 @@ class ConsistencyPolicy(nn.Module):
         noise the target action, and denoise it. Returns (prediction (B', A), sigma (B',)), and with
         ``with_action`` also the one-step action clip(f(K z, K | h)) (B, A) for every row from the
         same network call (both halves of one batched forward). ``rows`` (bool (B,) or indices)
-        restricts the denoising half to those rows (B' of them); the one-step half keeps all B."""
+        restricts the denoising half to those rows (B' of them); the one-step half keeps all B.
+        (The plain head's training inputs.)"""
         w_h, w_p = h, proprio
         if rows is not None:
             action, h = action[rows], h[rows]
@@ -179,3 +270,40 @@ class ConsistencyPolicy(nn.Module):
         p2 = None if proprio is None else torch.cat([proprio, w_p])
         out = self.denoise(torch.cat([x, w]), sig2, torch.cat([h, w_h]), p2)
         return out[:b], sigma, out[b:].clamp(-1.0, 1.0)
+
+    def anchored_terms(
+        self,
+        action: torch.Tensor,
+        h: torch.Tensor,
+        proprio: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+        latent_range: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
+        """The anchored head's training inputs, from one batched call of the map network:
+
+        * ``pred``, ``sigma``: the denoiser f(a* + sigma z, sigma) at a Karras level per row drawn from
+          the levels strictly between sigma_min and K (the consistency / denoising form of Eq. 5,
+          CPQL's; level K is left to the distillation), on ``rows`` only (all when None);
+        * ``mean``: M(h) for every row (B, A), unclipped (the literal Eq. 5 and the Q term act on it);
+        * ``distill_pred``, ``distill_target``: f(w, K) and the ODE solution from w (no gradient),
+          w = K (z + u), u ~ U[-latent_range, latent_range]^A so that every mean the refinement actor
+          can give (|mu| <= latent_range K) lies inside the trained range.
+        """
+        mean = self.mean_action(h, proprio)
+        dh, dp, target = h, proprio, action
+        if rows is not None:
+            target, dh = action[rows], h[rows]
+            dp = None if proprio is None else proprio[rows]
+        b, bw = target.shape[0], h.shape[0]
+        sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
+        sigma = sigmas[torch.randint(1, len(sigmas) - 1, (b,), device=action.device)]
+        x = target + sigma[:, None] * torch.randn_like(target)
+        z = torch.randn(bw, self.action_dim, device=h.device, dtype=h.dtype)
+        u = (torch.rand_like(z) * 2 - 1) * latent_range
+        w = self.K * (z + u)
+        distill_target = self.ode_action(w, h, proprio, center=mean.detach())
+        sig2 = torch.cat([sigma, torch.full((bw,), self.K, device=sigma.device, dtype=sigma.dtype)])
+        p2 = None if proprio is None else torch.cat([dp, proprio])
+        out = self.denoise(torch.cat([x, w]), sig2, torch.cat([dh, h]), p2)
+        return {"pred": out[:b], "sigma": sigma, "target": target, "mean": mean,
+                "distill_pred": out[b:], "distill_target": distill_target}

@@ -74,6 +74,7 @@ class RefinementActor(nn.Module):
         self.head = mlp(2 * proj_dim, hidden, action_dim)
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
+        self.mean_bound = float(mean_bound)
         self.scale = float(mean_bound) * float(sigma_max)
 
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
