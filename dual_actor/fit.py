@@ -149,8 +149,16 @@ def ensure_dataset(cfg: DictConfig) -> Path:
     return path
 
 
-def _checkpoint_phase(ckpt: Path) -> str:
+def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
+    """The phase ``ckpt`` was saved in; a checkpoint of another task set or other dims -> ConfigError (at
+    start-up, before anything is written, instead of a shape error mid-run)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = (state.get("hyper_parameters") or {}).get("policy") or {}
+    for key in ("tasks", "obs_dim", "proprio_dim", "action_dim"):
+        if key in saved and saved[key] != policy_kwargs[key]:
+            where = "env.tasks" if key == "tasks" else f"env.{key}"
+            raise ConfigError(f"{ckpt} was trained with {key}={saved[key]!r}, but {where}={policy_kwargs[key]!r}; "
+                              f"resume with the run's own config, or start a new run_name")
     return state.get("dual_actor", {}).get("phase", "warmup")
 
 
@@ -294,6 +302,7 @@ def run(cfg: DictConfig) -> Path:
 
     check_encoder_groups(cfg)
     kwargs = module_kwargs(cfg)
+    resume_phase = _checkpoint_phase(ckpt, kwargs["policy"]) if cfg.resume else None
     module = build_module(kwargs)  # before any file is written: a bad backbone path writes nothing
     data_path = ensure_dataset(cfg)
     env = cfg.env
@@ -314,7 +323,6 @@ def run(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    resume_phase = _checkpoint_phase(ckpt) if cfg.resume else None
     logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
     every = int(cfg.trainer.checkpoint_every)
     t0 = time.perf_counter()

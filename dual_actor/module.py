@@ -83,7 +83,7 @@ class DualActorModule(L.LightningModule):
         refine_lr: float = 3e-4,
         lambdas: dict | None = None,
         eta: Sequence[float] = (1.0, 0.1, 0.1),
-        bc_form: str = "consistency",
+        bc_form: str = "both",
         calql_alpha: float = 5.0,
         calql_temperature: float = 1.0,
         calql_num_actions: int = 4,
@@ -101,7 +101,7 @@ class DualActorModule(L.LightningModule):
         online_critic_loss: str = "bellman",
         q_bounds: Sequence[float] | None = None,
         bc_rows: str = "all",
-        actor_ema: float | None = None,
+        actor_ema: float | None = 0.002,
         distill_weight: float = 1.0,
         refine_phases: Sequence[str] = ("online",),
     ):
@@ -353,11 +353,23 @@ class DualActorModule(L.LightningModule):
                 }
             )
 
+    def _check_task_slices(self, tasks: list[dict]) -> None:
+        """The batch's task slices are the module's tasks, in order (checked on the first batch, so a data /
+        module mismatch fails at start-up with both task lists, not as a shape error later)."""
+        if len(tasks) != len(self.tasks):
+            raise ValueError(f"the data has {len(tasks)} task(s) per batch but the module was built for "
+                             f"{len(self.tasks)}: {self.tasks}; build the buffers / dataset with the module's tasks")
+        for i, b in enumerate(tasks):
+            ids = b.get(K.TASK)
+            if ids is not None and ids.numel() and not bool((ids == i).all()):
+                raise ValueError(f"task slice {i} holds rows of task id(s) {sorted(set(ids.tolist()))}, but the module's "
+                                 f"task {i} is {self.tasks[i]!r}: the buffers' task order differs from the module's {self.tasks}")
+
     # ---------------------------------------------------------------------------- update
     def training_step(self, batch: dict, batch_idx: int) -> None:
         tasks: list[dict] = batch[K.TASKS]
-        if len(tasks) != len(self.tasks):
-            raise ValueError(f"batch has {len(tasks)} task slices, module has {len(self.tasks)} tasks")
+        if self.num_updates == 0 or len(tasks) != len(self.tasks):
+            self._check_task_slices(tasks)
         opts = self.optimizers()
         n = len(self.tasks)
         critic_opts, actor_opt, refine_opt = opts[:n], opts[n], opts[n + 1]

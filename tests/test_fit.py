@@ -57,8 +57,12 @@ def test_smoke_default_bench(tmp_path):
     tags = ea.Tags()["scalars"]
     for tag in ("loss/actor", "loss/actor_bc", "loss/critic_place_the_bolt", "q/pick_up_the_bolt",
                 "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt",
-                "eval/average_success", "eval/success_place_the_bolt"):
+                "eval/average_success", "eval/success_place_the_bolt", "authority/latent_x",
+                "authority/command_move_left_positive", "loss/actor_distill"):
         assert tag in tags, tags
+    auth = json.loads((run / "authority.json").read_text())  # warm-up, curve points, final
+    assert auth[0]["online_steps"] == 0 and auth[-1]["online_steps"] == summary["online_env_steps"]
+    assert summary["authority"] == auth[-1] and auth[0]["head"] == "anchored"
     assert len(ea.Scalars("loss/calql_reg_place_the_bolt")) == 6  # warm-up: every 5 of 30 updates
     # the online phase's teleop log converts with data_tools (the real data path)
     sessions = list((run / "teleop").iterdir())
@@ -129,3 +133,25 @@ def test_resume_interrupted_online_run_restores_buffers_exactly(tmp_path):
     assert "[warm-up]" not in r.stdout  # the warm-up is not repeated
     summary = json.loads((tmp_path / "on" / "summary.json").read_text())
     assert summary["online_env_steps"] >= 300
+
+
+@pytest.mark.parametrize("over, expect", [
+    (["algo.batch_size=25"], "algo.batch_size=25 must be divisible by 3 tasks"),
+    (["algo.batch_size=27", "online.env_steps=10"], "algo.batch_size=27 must be divisible by 2 x tasks"),
+])
+def test_batch_size_that_alg1_cannot_split_is_refused_at_start(tmp_path, over, expect):
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
+    r = fit(f"data.path={data}", f"run_root={tmp_path / 'runs'}", "run_name=x", *SYN, *over)
+    assert r.returncode == 2 and expect in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
+
+
+def test_resume_with_other_tasks_than_the_checkpoint_is_refused_at_start(tmp_path):
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
+    base = [f"data.path={data}", f"run_root={tmp_path}", "run_name=r", *SYN, "algo.warmup_updates=2"]
+    assert fit(*base).returncode == 0
+    before = (tmp_path / "r" / "last.ckpt").stat().st_mtime_ns
+    r = fit(*base, "resume=true", "env.tasks=[place the bolt,pick up the bolt]")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "was trained with tasks=['place the bolt', 'pick up the bolt', 'assemble the bolt'], but env.tasks=" in r.stderr
+    assert "Traceback" not in r.stderr and (tmp_path / "r" / "last.ckpt").stat().st_mtime_ns == before

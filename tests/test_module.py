@@ -252,7 +252,7 @@ def test_actor_ema_tracks_the_primary_actor_and_is_what_is_deployed():
     with m.deployed_weights():
         assert torch.equal(m.policy.primary.state_dict()[k], ema[k])
     assert torch.equal(m.policy.primary.state_dict()[k], after[k])  # training weights restored
-    plain = DualActorModule(**tiny_module_kwargs())
+    plain = DualActorModule(**tiny_module_kwargs(actor_ema=None))
     assert plain.primary_ema is None and torch.equal(plain.deploy_state_dict()[f"primary.{k}"],
                                                      plain.policy.primary.state_dict()[k])
     with pytest.raises(ValueError, match="actor_ema"):

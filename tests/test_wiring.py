@@ -1,0 +1,221 @@
+"""Module-level wiring of the equations, with values: each test fails on the wiring bug it names."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from dual_actor import constants as K
+from dual_actor import losses
+from dual_actor.module import DualActorModule
+from dual_actor.policy import DualActorPolicy
+from factories import tiny_module_kwargs, tiny_policy_kwargs, training_batch
+from test_module import fit, snapshot
+
+
+class OneStep(DualActorModule):
+    """One of the module's updates, chosen by ``which``; keeps its logs."""
+
+    which = "refine"
+
+    def training_step(self, batch, batch_idx):
+        self.logs = {}
+        n = len(self.tasks)
+        opts = self.optimizers()
+        if self.which == "refine":
+            self._refine_update(batch[K.TALK_TWEAK], opts[n + 1], True, self.logs)
+        elif self.which == "actor":
+            self._actor_update(batch[K.TASKS], opts[n], True, self.logs)
+        else:
+            self._critic_updates(batch[K.TASKS], opts[:n], True, self.logs)
+        self.trainer.should_stop = True
+
+
+@pytest.mark.parametrize("head", ["plain", "anchored"])
+def test_eq10_draws_one_z_for_both_terms(head):
+    """At initialisation mu(s, c) = 0 for every command, so with the same z the two terms of Eq. 10 are the same
+    action and the regulariser is 0 for nonzero commands; a fresh z for one term makes it ~ the action's spread
+    (temperature 1, where z matters)."""
+    torch.manual_seed(0)
+    m = OneStep(**tiny_module_kwargs(policy={**tiny_policy_kwargs(), "primary_head": head, "temperature": 1.0},
+                                     phase="online"))
+    with torch.no_grad():  # a primary actor whose action depends on z (the untrained one barely does)
+        for p in m.policy.primary.net.parameters():
+            p.mul_(4.0)
+    batch = training_batch()
+    batch[K.TALK_TWEAK][K.COMMAND] = m.policy.command_ids(["move left", "move forward and up"] * 4)
+    fit(m, batch)
+    assert float(m.logs["loss/refine_reg"]) < 1e-10
+    # the same check is not vacuous: two different z give clearly different actions
+    h, pr = batch[K.TALK_TWEAK][K.H], batch[K.TALK_TWEAK][K.PROPRIO]
+    with torch.no_grad():
+        a1 = m.policy.primary(h, pr, noise=torch.randn(8, 4))
+        a2 = m.policy.primary(h, pr, noise=torch.randn(8, 4))
+    assert float(losses.refine_reg_loss(a1, a2)) > 1e-3
+
+
+class ActionCodedCritic(nn.Module):
+    """Q_e(s, a) = a_0 (every member) plus 0 * the critic's parameters (so the loss has a graph)."""
+
+    def __init__(self, critic):
+        super().__init__()
+        self.inner = critic
+
+    def encode(self, obs):
+        return self.inner.encode(obs)
+
+    def q(self, feat, proprio, action):
+        q = action[..., 0] + 0.0 * feat.sum(-1).view(-1, *([1] * (action.ndim - 2)))
+        return q.unsqueeze(0).expand(2, *q.shape)
+
+
+class SignPrimary(nn.Module):
+    """pi(h) = (0.5 sign(h_0), 0, 0, 0): +0.5 at s (h_0 > 0), -0.5 at s' (h_0 < 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, h, proprio=None, **kw):
+        a = torch.zeros(h.shape[0], 4)
+        a[:, 0] = 0.5 * torch.sign(h[:, 0])
+        return a
+
+
+def test_calql_candidate_slices(monkeypatch):
+    """Cal-QL's candidate blocks reach the loss in the right slots: data action, n uniform actions, n policy
+    actions at s, n policy actions at s' (all scored at s), with the MC return beside them."""
+    torch.manual_seed(0)
+    m = OneStep(**tiny_module_kwargs(calql_num_actions=3))
+    m.which = "critic"
+    m.policy.primary = SignPrimary()
+    for i, c in enumerate(list(m.critics)):
+        m.critics[i] = ActionCodedCritic(c)
+    batch = training_batch()
+    for b in batch[K.TASKS]:
+        b[K.H][:, 0] = 1.0 + b[K.H][:, 0].abs()  # s: h_0 > 0
+        b[K.NEXT_H][:, 0] = -1.0 - b[K.NEXT_H][:, 0].abs()  # s': h_0 < 0
+        b[K.ACTION][:, 0] = 0.9
+    seen = []
+    real = losses.calql_loss
+
+    def spy(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature):
+        seen.append((q_data, q_rand, q_pi, q_next_pi, mc_return))
+        return real(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature)
+
+    monkeypatch.setattr(losses, "calql_loss", spy)
+    fit(m, batch)
+    assert len(seen) == 3
+    for (q_data, q_rand, q_pi, q_next_pi, mc), b in zip(seen, batch[K.TASKS]):
+        assert q_data.shape == (2, 8) and torch.allclose(q_data, torch.full((2, 8), 0.9))
+        assert q_rand.shape == q_pi.shape == q_next_pi.shape == (2, 8, 3)
+        assert torch.allclose(q_pi, torch.full_like(q_pi, 0.5)) and torch.allclose(q_next_pi, torch.full_like(q_pi, -0.5))
+        assert q_rand.abs().max() <= 1.0 and q_rand.std() > 0.2  # uniform in [-1, 1]
+        assert torch.equal(mc, b[K.MC_RETURN])
+
+
+def test_logged_task_weights_are_eq16_of_the_same_batch():
+    """eps/<task> = task_weights(Qbar) with Qbar_i = E[min_e Q_i(s, pi(h))] of this batch's rows, computed here
+    independently from the critics before the update."""
+    torch.manual_seed(0)
+    m = OneStep(**tiny_module_kwargs())
+    m.which = "actor"
+    batch = training_batch()
+    with torch.no_grad():
+        qbar = torch.stack([m.critics[i](b[K.OBS], b[K.PROPRIO], m.policy.primary(b[K.H], b[K.PROPRIO])).min(0).values.mean()
+                            for i, b in enumerate(batch[K.TASKS])])
+    want = losses.task_weights(qbar)
+    fit(m, batch)
+    got = torch.stack([m.logs[f"eps/{s}"] for s in m.task_slugs])
+    assert torch.allclose(got, want, atol=1e-6), (got, want)
+    assert torch.allclose(torch.stack([m.logs[f"q_pi/{s}"] for s in m.task_slugs]), qbar, atol=1e-6)
+
+
+def test_targets_move_by_exactly_tau_per_update():
+    torch.manual_seed(0)
+    m = DualActorModule(**tiny_module_kwargs(tau=0.25, max_updates=1))
+    before = [snapshot(t) for t in m.target_critics]
+    fit(m, training_batch())
+    for t, c, b in zip(m.target_critics, m.critics, before):
+        for n, p in t.named_parameters():
+            src = dict(c.named_parameters())[n].detach()
+            assert torch.allclose(p, 0.75 * b[n] + 0.25 * src, atol=1e-7), n
+        assert any(not torch.equal(p, b[n]) for n, p in t.named_parameters())
+
+
+def test_ema_is_seeded_from_a_checkpoint_without_one():
+    """A checkpoint written with actor_ema off (e.g. a finished warm-up) starts the average at its weights."""
+    torch.manual_seed(0)
+    src = DualActorModule(**tiny_module_kwargs(actor_ema=None))
+    ckpt = {"state_dict": src.state_dict(), "dual_actor": {"num_updates": 7, "phase": "warmup"}}
+    assert not any(k.startswith("primary_ema.") for k in ckpt["state_dict"])
+    dst = DualActorModule(**tiny_module_kwargs(actor_ema=0.01))
+    dst.on_load_checkpoint(ckpt)
+    dst.load_state_dict(ckpt["state_dict"])
+    for k, v in src.policy.primary.state_dict().items():
+        assert torch.equal(dst.primary_ema.state_dict()[k], v), k
+    assert dst.num_updates == 7
+
+
+def _defaults(fn) -> dict:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def test_module_policy_and_yaml_agree_on_every_default():
+    """One default per value: conf/algo/dual_actor.yaml and the constructors' defaults agree on every shared key
+    (interpolated yaml values are set by other groups and skipped)."""
+    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "algo" / "dual_actor.yaml").read_text())
+    mod, pol = _defaults(DualActorModule.__init__), _defaults(DualActorPolicy.__init__)
+    renamed = {"refine_mean_bound": "refine_mean_bound", "actor_hidden": "actor_hidden", "refine_hidden": "refine_hidden"}
+    checked = []
+    for key, value in conf.items():
+        if isinstance(value, str) and value.startswith("${"):
+            continue
+        for defaults in (mod, pol):
+            name = renamed.get(key, key)
+            if name in defaults:
+                want = defaults[name]
+                norm = (lambda v: [list(x) if isinstance(x, (list, tuple)) else x for x in v]
+                        if isinstance(v, (list, tuple)) else v)
+                if isinstance(want, dict) or isinstance(value, dict):
+                    if want is None:  # e.g. lambdas=None -> the paper's values inside the module
+                        continue
+                    want = {k: list(v) for k, v in want.items()}
+                    value = {k: list(v) for k, v in value.items()}
+                assert norm(want) == norm(value), (key, want, value)
+                checked.append(key)
+    for key in ("primary_head", "temperature", "ode_steps", "bc_form", "actor_ema", "distill_weight",
+                "refine_phases", "eta", "tau", "gamma", "calql_alpha", "grad_clip"):
+        assert key in checked, key
+
+
+def test_module_lambdas_default_is_the_yaml_schedule():
+    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "algo" / "dual_actor.yaml").read_text())
+    m = DualActorModule(**tiny_module_kwargs())
+    assert m.lambdas == {k: tuple(v) for k, v in conf["lambdas"].items()}
+
+
+# ------------------------------------------------------------------ bad input at the learner's edges
+def test_task_count_or_order_mismatch_fails_on_the_first_batch():
+    from dual_actor.data.buffers import TaskBuffers
+    from dual_actor.data.datamodule import BufferSampler
+
+    torch.manual_seed(0)
+    two = training_batch(n_tasks=2)
+    m = DualActorModule(**tiny_module_kwargs(max_updates=1))
+    with pytest.raises(ValueError, match=r"the data has 2 task\(s\) per batch but the module was built for 3"):
+        fit(m, two)
+    swapped = training_batch()
+    swapped[K.TASKS] = [swapped[K.TASKS][1], swapped[K.TASKS][0], swapped[K.TASKS][2]]
+    with pytest.raises(ValueError, match="task slice 0 holds rows of task id\\(s\\) \\[1\\]"):
+        fit(DualActorModule(**tiny_module_kwargs(max_updates=1)), swapped)
+    # and through the real sampler: buffers of two tasks for a three-task module
+    bufs = TaskBuffers(["a", "b"])
+    for i, t in enumerate(["a", "b"]):
+        rows = training_batch(n_tasks=2)[K.TASKS][i]
+        bufs[t]["demos"].add({k: v for k, v in rows.items()})
+    with pytest.raises(ValueError, match="built for 3"):
+        fit(DualActorModule(**tiny_module_kwargs(max_updates=1)), BufferSampler(bufs, batch_size=4))
