@@ -10,3 +10,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line with the skip count (CI reads it): only truly optional extras may skip; a hard dependency
+    (metaworld, lerobot, ...) is imported plainly, so its absence fails the run."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons = sorted({str(r.longrepr[2]) if isinstance(r.longrepr, tuple) else str(r.longrepr) for r in skipped})
+    terminalreporter.write_line(f"skipped tests: {len(skipped)}" + (f" ({'; '.join(reasons)})" if reasons else ""))

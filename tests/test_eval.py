@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("metaworld")
+import metaworld  # noqa: E402,F401  (a hard dependency: missing must fail, not skip)
 
 from dual_actor.eval import (  # noqa: E402
     LearningCurve,

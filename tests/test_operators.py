@@ -406,7 +406,6 @@ def _rate(steps):
 def test_simulated_operator_rate_falls_as_the_policy_improves(task):
     """A random policy is corrected most of the time; the expert's noisy actions less; the
     noise-free expert itself never."""
-    pytest.importorskip("metaworld")
     from dual_actor.runtime.sim import ScriptedExpert
 
     expert = ScriptedExpert(task, noise=0.0)
@@ -448,7 +447,6 @@ def test_simulated_operator_takeover_timing_and_correction_actions():
     reaction_delay 2 later (step 8) for 10 steps (8..17); watching again from step 18, the next
     trigger is at step 20 and the next takeover at 22. During a takeover the action is
     clip(expert(obs) + N(0, 0.1^2)) with the operator's seeded generator."""
-    pytest.importorskip("metaworld")
     from dual_actor.runtime.sim import ScriptedExpert
 
     task = "assemble the bolt"
@@ -471,7 +469,6 @@ def test_simulated_operator_no_progress_rule():
     """A policy that keeps the hand still, with disagreement switched off (threshold above the
     largest possible distance 2*sqrt(3)): the hand stays still from step 0, so the no-progress
     count reaches 5 at step 5; the takeover starts at step 5 + 2 = 7 and lasts 4 steps."""
-    pytest.importorskip("metaworld")
     task = "place the bolt"
     op = SimulatedOperator(task, disagree_threshold=10.0, no_progress_steps=5, correction_steps=4, seed=0)
     steps = _rollout(task, lambda o: np.zeros(4, np.float32), op, max_steps=11)
@@ -484,7 +481,6 @@ def test_simulated_operator_speaks_instead_of_taking_over():
     command is the talk-and-tweak sentence of the last 5 (expert - policy) translations in metres:
     only x differs, by +-0.8 per step, so the command is "move forward" or "move backward"
     (x words) by the sign of the window's x sum."""
-    pytest.importorskip("metaworld")
     from dual_actor.runtime.sim import ScriptedExpert
 
     task = "assemble the bolt"
@@ -506,7 +502,6 @@ def test_simulated_operator_talk_then_tweak_escalates_when_speaking_does_not_hel
     """talk_then_tweak: the segments of the takeover test (8..17, 22..31, 36..45); the first
     speaks, the second starts 5 steps after it (within escalate_window 20) and takes over, the
     third follows a take-over and speaks again. With escalate_window 2 every segment speaks."""
-    pytest.importorskip("metaworld")
     task = "assemble the bolt"
     op = SimulatedOperator(task, talk_then_tweak=True, seed=0)
     steps = _rollout(task, _offset_policy(task, start=4), op, max_steps=46)
@@ -524,7 +519,6 @@ def test_simulated_operator_talk_then_tweak_escalates_when_speaking_does_not_hel
 
 
 def test_simulated_operator_silent_for_the_expert_and_switches_tasks():
-    pytest.importorskip("metaworld")
     from dual_actor.runtime.sim import ScriptedExpert
 
     op = SimulatedOperator("place the bolt", speak_commands=True, seed=0)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import create_autospec
 
 import numpy as np
 import pytest
@@ -286,39 +287,40 @@ def test_export_lerobot_frames_match_the_source(lerobot_dir, offline):
 
 
 class FakeApi:
-    """Records the HfApi calls push makes (no network)."""
+    """The HfApi calls push makes, recorded by a ``create_autospec(HfApi)`` mock (no network): a call with a
+    keyword or argument that the real ``HfApi`` method does not take fails here as it would there."""
 
-    def __init__(self, fail: BaseException | None = None, **init_kwargs):
-        self.calls: list[tuple[str, tuple, dict]] = []
-        self.fail = fail
-        self.init_kwargs = init_kwargs
+    METHODS = ("create_repo", "upload_folder", "upload_file", "delete_tag", "create_tag")
 
-    def _record(self, name, args, kwargs):
-        self.calls.append((name, args, kwargs))
-        if self.fail is not None:
-            raise self.fail
-
-    def create_repo(self, *a, **kw):
-        self._record("create_repo", a, kw)
-        return f"https://huggingface.co/datasets/{a[0]}"
-
-    def upload_folder(self, *a, **kw):
-        self._record("upload_folder", a, kw)
-
-    def upload_file(self, *a, **kw):
-        self._record("upload_file", a, kw)
-
-    def delete_tag(self, *a, **kw):
+    def __init__(self, fail: BaseException | None = None):
+        from huggingface_hub import HfApi
         from huggingface_hub.errors import RevisionNotFoundError
 
-        self._record("delete_tag", a, kw)
-        raise RevisionNotFoundError("no such tag")
+        self.mock = create_autospec(HfApi, instance=True, spec_set=True)
+        if fail is not None:
+            for name in self.METHODS:
+                getattr(self.mock, name).side_effect = fail
+        else:
+            self.mock.create_repo.side_effect = lambda repo_id, **kw: f"https://huggingface.co/datasets/{repo_id}"
+            self.mock.delete_tag.side_effect = RevisionNotFoundError("no such tag")
 
-    def create_tag(self, *a, **kw):
-        self._record("create_tag", a, kw)
+    def __getattr__(self, name):
+        return getattr(self.mock, name)
+
+    @property
+    def calls(self) -> list[tuple[str, tuple, dict]]:
+        return [(c[0], tuple(c[1]), dict(c[2])) for c in self.mock.mock_calls]
 
     def names(self):
         return [c[0] for c in self.calls]
+
+
+def test_fake_api_keeps_the_real_signatures():
+    api = FakeApi()
+    with pytest.raises(TypeError):
+        api.upload_folder(repo_id="a/b", folder="x")  # HfApi.upload_folder has folder_path, not folder
+    with pytest.raises(AttributeError):
+        api.push_everything("a/b")
 
 
 @pytest.fixture
@@ -381,6 +383,7 @@ def test_push_adds_missing_tags_without_touching_the_folder(tmp_path, online):
 
 
 def test_push_offline_or_unreachable_is_a_clear_error(hf_dir, monkeypatch, online, capsys, caplog):
+    import httpx
     import requests
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -393,6 +396,11 @@ def test_push_offline_or_unreachable_is_a_clear_error(hf_dir, monkeypatch, onlin
     with pytest.raises(publish.HubUnreachableError, match="unreachable") as e:
         publish.push(hf_dir, "tester/bolts", token=SECRET, api=api)
     assert SECRET not in str(e.value) and "no route to host" in str(e.value)
+    for err in (requests.exceptions.Timeout(f"read timed out {SECRET}"), httpx.ConnectError(f"connection refused {SECRET}"),
+                httpx.ReadTimeout(f"timed out {SECRET}")):  # huggingface_hub 0.3x uses requests, 1.x httpx
+        with pytest.raises(publish.HubUnreachableError, match="unreachable") as e:
+            publish.push(hf_dir, "tester/bolts", token=SECRET, api=FakeApi(fail=err))
+        assert SECRET not in str(e.value)
     _assert_no_secret(capsys, caplog)
 
 
@@ -422,12 +430,14 @@ def test_push_token_is_resolved_by_huggingface_hub(hf_dir, tmp_path, monkeypatch
     monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
     with pytest.raises(DataToolsError, match="no Hugging Face token.*hf auth login"):
         publish.push(hf_dir, "tester/bolts")
-    made = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda **kw: made.append(FakeApi(**kw)) or made[-1])
+    fake = FakeApi()
+    cls = create_autospec(huggingface_hub.HfApi, spec_set=True)  # the constructor's signature is checked too
+    cls.return_value = fake.mock
+    monkeypatch.setattr(huggingface_hub, "HfApi", cls)
     monkeypatch.setenv("HF_TOKEN", SECRET)
     publish.push(hf_dir, "tester/bolts")
-    assert made[0].init_kwargs == {"token": None}  # huggingface_hub reads HF_TOKEN itself
-    assert made[0].names() == ["create_repo", "upload_folder"]
+    cls.assert_called_once_with(token=None)  # huggingface_hub reads HF_TOKEN itself
+    assert fake.names() == ["create_repo", "upload_folder"]
     _assert_no_secret(capsys, caplog)
 
 

@@ -149,3 +149,92 @@ def test_interaction_fills_buffers_per_algorithm_1_and_weights_sync():
     other = Interaction(loops, transport, TaskBuffers(TASKS))
     other.load_state_dict(state)
     assert other.buffers.sizes() == buffers.sizes() and other.env_steps == inter.env_steps
+
+
+class ScriptedClock:
+    """Time moves only when the loop's work happens: inference (``infer[i]`` s), env step (``env[i]`` s), and
+    ``sleep`` (recorded)."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.now += s
+
+
+def test_10hz_loop_on_time_sleeps_late_holds_and_counts_overruns_exactly():
+    import pytest
+
+    period = 0.1
+    infer = [0.02, 0.15, 0.03, 0.12, 0.13, 0.01]  # steps 1, 3, 4: inference alone overruns the period
+    env_s = [0.01, 0.01, 0.09, 0.01, 0.01, 0.01]  # step 2: on time for acting, but the env step overruns
+    clock = ScriptedClock()
+    env = FakeEnv(horizon=6)
+    real_step = env.step
+
+    def timed_step(a):
+        clock.now += env_s[len(env.actions)]
+        return real_step(a)
+
+    env.step = timed_step
+    loop = make_loop(env, operator=None, period_s=period, clock=clock, sleep=clock.sleep)
+    with torch.no_grad():
+        for p in loop.policy.primary.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # a policy whose gripper command is clearly nonzero
+    proposed = []
+    real_act = loop._policy_action
+
+    def timed_act(observation, command):
+        clock.now += infer[len(proposed)]
+        a, h = real_act(observation, command)
+        proposed.append(a.copy())
+        return a, h
+
+    loop._policy_action = timed_act
+    rec = loop.run_episode()
+    sent = [np.asarray(a, np.float32) for a in env.actions]
+    late = [d > period for d in infer]
+    prev = None
+    for i, (a, pa) in enumerate(zip(sent, proposed)):
+        if late[i]:  # zero motion, the gripper keeps the previous real action's command
+            want = np.zeros(4, np.float32)
+            if prev is not None:
+                want[-1] = prev[-1]
+            assert np.array_equal(a, want), (i, a, want)
+        else:
+            assert np.allclose(a, np.clip(pa, -1, 1)), i  # the policy's own action is sent
+        prev = a
+    assert abs(sent[3][-1]) > 0.05 and sent[3][-1] == sent[2][-1] == proposed[2][-1]  # held through 3 and 4
+    assert sent[4][-1] == sent[2][-1]
+    # sleeps: only on-time steps, exactly the rest of the period (steps 0 and 5)
+    assert clock.sleeps == [pytest.approx(period - 0.03), pytest.approx(period - 0.02)]
+    assert rec.overruns == 4 and loop.stats.overruns == 4  # steps 1, 2, 3, 4
+
+
+def test_spacemouse_reporting_without_pause_does_not_starve_the_loop():
+    from dual_actor.runtime.operators import SpaceMouseOperator
+
+    class Chatty:
+        """A device with a new report on every read, forever (t always new)."""
+
+        def __init__(self):
+            self.reads = 0
+
+        def read(self):
+            self.reads += 1
+            return type("S", (), {"t": float(self.reads), "x": 0.001 * self.reads, "y": 0.0, "z": 0.0, "roll": 0.0,
+                                  "pitch": 0.0, "yaw": 0.0, "buttons": [0, 0]})()
+
+    dev = Chatty()
+    op = SpaceMouseOperator(device=dev, max_reads=7, deadzone=0.0)
+    op.reset("t")
+    inp = op.observe(np.zeros(39), np.zeros(4, np.float32), {})
+    assert dev.reads == 7  # returns after max_reads reads
+    assert inp.intervening and inp.action[1] != 0.0  # with the latest of them (x -> action y in the robot frame)
+    op.observe(np.zeros(39), np.zeros(4, np.float32), {})
+    assert dev.reads == 14

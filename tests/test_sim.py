@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("metaworld")
+import metaworld  # noqa: E402,F401  (a hard dependency: missing must fail, not skip)
 
 from data_tools.hdf5_format import dataset_info, read_episodes  # noqa: E402
 from dual_actor.runtime.sim import (  # noqa: E402
