@@ -55,6 +55,35 @@ class UpdateCheckpoint(L.Callback):
         self.save(trainer)
 
 
+class RNGCheckpoint(L.Callback):
+    """The process-wide random states (torch, numpy, python) in ``last.ckpt``, restored on resume: together
+    with the samplers' generators and each robot's env / operator state, a resumed run continues every
+    random sequence where the checkpoint left it instead of replaying it from the seed."""
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                          "has_gauss": int(has_gauss), "gauss": float(gauss)},  # tensors: loadable with weights_only
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        import random
+
+        import numpy as np
+
+        torch.set_rng_state(state_dict["torch"])
+        n = state_dict["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        random.setstate(state_dict["python"])
+        if state_dict.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 def env_cameras(cfg: DictConfig) -> list[str]:
     """The cameras the environment renders / the dataset holds (``env.cameras``; none by default)."""
     return [str(c) for c in (cfg.env.get("cameras") or [])]
@@ -330,7 +359,7 @@ def run(cfg: DictConfig) -> Path:
     # ---- phase I: offline warm-up (Alg. 1 lines 3-10)
     if resume_phase != "online":
         print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
-        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every)])
+        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every), RNGCheckpoint()])
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
         with module.deployed_weights():
             module.policy.save_pretrained(run_dir / "policy_warmup")
@@ -363,14 +392,16 @@ def run(cfg: DictConfig) -> Path:
         sampler = BufferSampler(dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
                                 min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
                                 before_batch=interaction.before_batch)
-        callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every)),
-                     UpdateCheckpoint(run_dir, every),
+        callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
+                                         sampler=sampler),
+                     UpdateCheckpoint(run_dir, every), RNGCheckpoint(),
                      EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps), authority, dm.buffers)]
         print(f"[online] {online_steps} interaction steps with operator "
               f"{cfg.operator.get('_target_', 'none')}", flush=True)
         trainer = _trainer(cfg, logger, callbacks)
         try:
-            trainer.fit(module, DataLoader(sampler, batch_size=None),
+            # the loader's own generator: creating its iterator must not draw from the process RNG
+            trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
                         ckpt_path=str(ckpt) if resume_phase == "online" else None)
         finally:
             interaction.close()

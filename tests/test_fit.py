@@ -112,7 +112,8 @@ def test_bad_input_one_clear_error_nothing_written(tmp_path, case, expect):
 
 
 @pytest.mark.slow
-def test_resume_interrupted_online_run_restores_buffers_exactly(tmp_path):
+def test_resume_interrupted_online_run_keeps_buffer_sizes_and_counters(tmp_path):
+    """Sizes and counters through the real entry point; values after a SIGKILL: tests/test_resume.py."""
     import torch
 
     from dual_actor.data.buffers import TaskBuffers

@@ -144,11 +144,15 @@ def test_interaction_fills_buffers_per_algorithm_1_and_weights_sync():
     transport.publish_weights(new, version=7)
     loops[0].sync_weights()
     assert loops[0].weights_version == 7 and all(float(v.abs().sum()) == 0 for v in policy.state_dict().values())
-    # buffers survive a state_dict round trip exactly
+    # buffers survive a state_dict round trip, row for row
     state = inter.state_dict()
     other = Interaction(loops, transport, TaskBuffers(TASKS))
     other.load_state_dict(state)
     assert other.buffers.sizes() == buffers.sizes() and other.env_steps == inter.env_steps
+    for t in TASKS:
+        for kind, buf in buffers[t].items():
+            got = other.buffers[t][kind].all()
+            assert all(torch.equal(v, got[k]) for k, v in buf.all().items()), (t, kind)
 
 
 class ScriptedClock:

@@ -106,6 +106,8 @@ class OfflineDataModule(L.LightningDataModule):
         self.split = split
         self.buffers: TaskBuffers | None = None
         self.episode_counts: dict[str, int] = {}
+        self.sampler: BufferSampler | None = None
+        self._sampler_state: torch.Tensor | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.buffers is not None:
@@ -117,5 +119,16 @@ class OfflineDataModule(L.LightningDataModule):
         self.buffers = buffers
 
     def train_dataloader(self) -> DataLoader:
-        sampler = BufferSampler(self.buffers, self.batch_size, "warmup", self.refine_batch_size, seed=self.seed)
-        return DataLoader(sampler, batch_size=None, num_workers=0)
+        self.sampler = BufferSampler(self.buffers, self.batch_size, "warmup", self.refine_batch_size, seed=self.seed)
+        if self._sampler_state is not None:  # a resumed warm-up continues the sample sequence
+            self.sampler.generator.set_state(self._sampler_state)
+            self._sampler_state = None
+        # the loader's own generator: creating its iterator must not draw from the process RNG (resume)
+        return DataLoader(self.sampler, batch_size=None, num_workers=0, generator=torch.Generator())
+
+    def state_dict(self) -> dict:
+        """Saved in the checkpoint by Lightning: the warm-up sampler's generator."""
+        return {"sampler_rng": self.sampler.generator.get_state()} if self.sampler is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._sampler_state = state_dict.get("sampler_rng")

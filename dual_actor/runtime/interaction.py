@@ -91,17 +91,25 @@ class Interaction:
     def state_dict(self) -> dict:
         return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
                 "credit": self.credit, "next_loop": self.next_loop,
-                "intervention_steps": sum(l.stats.interventions for l in self.loops)}
+                "intervention_steps": sum(l.stats.interventions for l in self.loops),
+                "loops_rng": [l.rng_state() for l in self.loops]}
 
     def load_state_dict(self, state: dict) -> None:
         self.buffers.load_state_dict(state["buffers"])
         self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
         self.credit, self.next_loop = float(state["credit"]), int(state["next_loop"])
+        for loop, rng in zip(self.loops, state.get("loops_rng", [])):
+            loop.load_rng_state(rng)
 
 
 class InteractionCallback(L.Callback):
-    def __init__(self, interaction: Interaction, weight_sync_every: int = 1, log_every: int = 50):
+    """Weights to the acting side, the interaction budget, rollout logs, and the interaction's state in the
+    checkpoint: buffers, counters, each robot's env / operator random state and the batch sampler's
+    generator (``sampler``), so that a resumed run continues every random sequence."""
+
+    def __init__(self, interaction: Interaction, weight_sync_every: int = 1, log_every: int = 50, sampler=None):
         self.interaction = interaction
+        self.sampler = sampler
         self.weight_sync_every = max(1, weight_sync_every)
         self.log_every = log_every
         self._version = 0
@@ -128,9 +136,14 @@ class InteractionCallback(L.Callback):
             trainer.should_stop = True
 
     def state_dict(self) -> dict:
-        return self.interaction.state_dict()
+        state = self.interaction.state_dict()
+        if self.sampler is not None:
+            state["sampler_rng"] = self.sampler.generator.get_state()
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.interaction.load_state_dict(state_dict)
+        if self.sampler is not None and "sampler_rng" in state_dict:
+            self.sampler.generator.set_state(state_dict["sampler_rng"])
         print(f"[online] resumed: {self.interaction.env_steps} interaction steps, buffers "
               f"{json.dumps(self.interaction.buffers.sizes(), sort_keys=True)}", flush=True)

@@ -153,6 +153,22 @@ class ControlLoop:
                              f"(env cameras: {self.cameras})")
         self.policy_cameras = wanted
 
+    # ---------------------------------------------------------------------------- rng state
+    def rng_state(self) -> dict:
+        """The random state of this robot's env and operator (those that keep one): saved in a run's
+        checkpoint, so that a resumed run continues their sequences instead of replaying them."""
+        out = {}
+        for name, part in (("env", self.env), ("operator", self.operator)):
+            get = getattr(part, "rng_state", None)
+            if get is not None:
+                out[name] = get()
+        return out
+
+    def load_rng_state(self, state: dict) -> None:
+        for name, part in (("env", self.env), ("operator", self.operator)):
+            if name in state:
+                part.load_rng_state(state[name])
+
     # ------------------------------------------------------------------------------ weights
     def sync_weights(self) -> None:
         """Copy the latest published weights in place (every key of the policy but its frozen backbone)."""

@@ -666,6 +666,13 @@ class SimulatedOperator(Operator):
         """Triggers so far, by reason (the operator's lifetime)."""
         self.reset(task)
 
+    def rng_state(self) -> dict:
+        """The correction-noise generator's state (saved with a run so that a resumed run does not replay it)."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
     def _expert(self, task: str):
         from dual_actor.runtime.sim import ScriptedExpert, resolve_task
 

@@ -218,6 +218,15 @@ class MetaworldTaskEnv:
             out[cam] = self._renderer.render().copy()
         return out
 
+    def rng_state(self) -> dict:
+        """Where the env's randomness stands (the generator that draws each reset's object / goal
+        configuration, and the episode count): a resumed run continues the sequence instead of replaying it."""
+        return {"np_random": self._env.np_random.bit_generator.state, "episodes_started": self.episodes_started}
+
+    def load_rng_state(self, state: dict) -> None:
+        self._env.np_random.bit_generator.state = state["np_random"]
+        self.episodes_started = int(state["episodes_started"])
+
     def reset(self) -> np.ndarray:
         obs, _ = self._env.reset()
         self._steps = 0
