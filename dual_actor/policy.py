@@ -394,6 +394,18 @@ class DualActorPolicy(nn.Module):
                     "the backbone config at the same checkpoint (from_pretrained(..., backbone={...}) overrides it)"
                 )
 
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None, **card) -> str:
+        """Save this policy and upload it with a model card to the Hub model repo ``repo_id`` (see
+        :func:`dual_actor.hub.push_policy`; ``card``: ``eval_result``, ``train_config``, ``datasets``, ``license``,
+        ``api``). Returns the repo URL."""
+        import tempfile
+
+        from dual_actor.hub import push_policy
+
+        with tempfile.TemporaryDirectory(prefix="dual-actor-policy-") as tmp:
+            self.save_pretrained(tmp)
+            return push_policy(tmp, repo_id, private=private, token=token, **card)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -401,9 +413,15 @@ class DualActorPolicy(nn.Module):
         map_location: str = "cpu",
         backbone: Mapping[str, Any] | None = None,
         check_backbone: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | None = None,
     ) -> "DualActorPolicy":
         """Rebuild the policy from ``config.json`` (the backbone from its checkpoint / model spec, a saved
         T5 or sentence encoder as its table) and load ``model.safetensors`` strictly. Returned in eval mode.
+
+        ``directory``: a local policy folder, or a Hub model repo id ("me/bolts-policy", at ``revision``),
+        downloaded or, with ``HF_HUB_OFFLINE=1``, found in the local Hub cache (``cache_dir``: another cache).
 
         Args:
             backbone: overrides of the saved backbone config, e.g. ``{"checkpoint": "/other/path",
@@ -415,7 +433,9 @@ class DualActorPolicy(nn.Module):
             ValueError: not a policy folder, an unsupported version, a state that does not match the
                 config, or a backbone with other weights than at training time.
         """
-        directory = Path(directory)
+        from dual_actor.hub import resolve_policy_dir
+
+        directory = resolve_policy_dir(directory, revision=revision, cache_dir=cache_dir, token=token)
         cfg_path = directory / "config.json"
         if not cfg_path.exists():
             raise FileNotFoundError(f"{cfg_path}: no policy config (expected a save_pretrained folder)")
