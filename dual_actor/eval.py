@@ -259,7 +259,7 @@ class LearningCurve:
     def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any]) -> None:
         """``experiment.add_scalar`` (a ``SummaryWriter``, e.g. ``trainer.logger.experiment``):
         ``eval/success_<task slug>`` per task and ``eval/average_success``, at ``online_steps``."""
-        from dual_actor.module import slug
+        from dual_actor.utils import slug
 
         step = int(online_steps)
         for task, r in result["per_task"].items():

@@ -205,7 +205,7 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     from hydra.utils import instantiate
 
     from data_tools.teleop_log import SessionWriter
-    from dual_actor.runtime.interaction import Interaction
+    from dual_actor.data.interaction import Interaction
     from dual_actor.runtime.loop import ControlLoop
     from dual_actor.runtime.sim import MetaworldTaskEnv
     from dual_actor.runtime.transport import InProcessTransport
@@ -379,7 +379,7 @@ def run(cfg: DictConfig) -> Path:
         from torch.utils.data import DataLoader
 
         from dual_actor.data.datamodule import BufferSampler
-        from dual_actor.runtime.interaction import InteractionCallback
+        from dual_actor.data.interaction import InteractionCallback
 
         if resume_phase != "online" and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
             with module.deployed_weights():

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
+import numpy as np  # noqa: F401
 import torch
+
+from dual_actor.utils import mc_returns  # noqa: F401  (Cal-QL bound; lives where the runtime can import it)
 
 
 # ---------------------------------------------------------------------------- primary actor
@@ -158,19 +160,6 @@ def calql_loss(
     td = bellman_loss(q_data, q_target)
     reg = calql_regularizer(q_data, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature)
     return td + reg, td, reg
-
-
-def mc_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """Discounted return-to-go G_t = r_t + gamma G_{t+1} within one episode (G after the end = 0).
-
-    ``rewards``: (N,). Returns float32 (N,). The Cal-QL lower bound for every step.
-    """
-    out = np.zeros(len(rewards), dtype=np.float64)
-    g = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        g = float(rewards[t]) + gamma * g
-        out[t] = g
-    return out.astype(np.float32)
 
 
 # ------------------------------------------------------------------------- refinement actor

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 from typing import Any, Iterator, Sequence
 
 import lightning as L
@@ -23,13 +22,9 @@ from dual_actor import constants as K
 from dual_actor import losses
 from dual_actor.nets.critic import TaskCritic, make_target, polyak_update
 from dual_actor.policy import DualActorPolicy, select_rows
+from dual_actor.utils import slug  # noqa: F401  (re-exported)
 
 PHASES = ("warmup", "online")
-
-
-def slug(task: str) -> str:
-    """A task string as a TensorBoard-friendly tag: "place the bolt" -> "place_the_bolt"."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", task).strip("_").lower()
 
 
 class DualActorModule(L.LightningModule):

@@ -88,7 +88,7 @@ def _resume_in_process(run_root: Path, env_steps: int, monkeypatch) -> Capture:
     real = fit._trainer
     monkeypatch.setattr(fit, "_trainer", lambda cfg, logger, callbacks: real(cfg, logger, [cb, *callbacks]))
     from dual_actor.data.datamodule import BufferSampler
-    from dual_actor.runtime.interaction import Interaction
+    from dual_actor.data.interaction import Interaction
 
     real_before, real_sample = Interaction.before_batch, BufferSampler.sample
     monkeypatch.setattr(Interaction, "before_batch", lambda self: (cap.before_batch(self), real_before(self))[1])

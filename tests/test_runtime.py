@@ -10,7 +10,7 @@ from dual_actor import constants as K
 from dual_actor.data.buffers import TaskBuffers
 from dual_actor.data.datamodule import BufferSampler
 from dual_actor.policy import DualActorPolicy
-from dual_actor.runtime.interaction import Interaction
+from dual_actor.data.interaction import Interaction
 from dual_actor.runtime.loop import ControlLoop, hold_action
 from dual_actor.runtime.transport import InProcessTransport
 from factories import TASKS, tiny_policy_kwargs

@@ -26,7 +26,7 @@ import torch
 from data_tools.hdf5_format import DatasetFormatError, Episode, read_episodes
 from dual_actor import constants as K
 from dual_actor.data.buffers import TaskBuffers
-from dual_actor.losses import mc_returns
+from dual_actor.utils import mc_returns
 
 
 @dataclass

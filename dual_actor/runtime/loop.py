@@ -31,7 +31,7 @@ import torch
 
 from data_tools.talk_tweak import NULL_COMMAND, StreamingLabeler
 from dual_actor import constants as K
-from dual_actor.losses import mc_returns
+from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.operators import NO_INPUT, apply_intervention
 from dual_actor.runtime.transport import EpisodeRecord, Transport
@@ -301,9 +301,3 @@ class ControlLoop:
             rows[K.OBS_IMAGES] = img
             rows[K.NEXT_OBS_IMAGES] = torch.cat([img[1:], img_final])
         return rows
-
-
-def ingest(buffers, episodes: Sequence[EpisodeRecord]) -> None:
-    """Learner side: each finished episode into the task's buffers (Algorithm 1 lines 27-34)."""
-    for ep in episodes:
-        buffers.add_episode(ep.task, "online", ep.rows)

@@ -1,4 +1,6 @@
-"""Driving the interaction thread in one process, and the learner-side glue.
+"""Learner side of the online phase: driving the robots' control loops in one process, and the glue.
+
+The robot side (``dual_actor.runtime``) never imports this module, the learner or Lightning.
 
 :class:`Interaction` owns one :class:`ControlLoop` per task and runs episodes round-robin over
 the tasks; the learner drains finished episodes from the transport into the buffers. In one
@@ -19,9 +21,15 @@ import lightning as L
 import numpy as np
 
 from dual_actor.data.buffers import TaskBuffers
-from dual_actor.module import slug
-from dual_actor.runtime.loop import ControlLoop, ingest
-from dual_actor.runtime.transport import Transport
+from dual_actor.runtime.loop import ControlLoop
+from dual_actor.runtime.transport import EpisodeRecord, Transport
+from dual_actor.utils import slug
+
+
+def ingest(buffers: TaskBuffers, episodes: Sequence[EpisodeRecord]) -> None:
+    """Learner side: each finished episode into the task's buffers (Algorithm 1 lines 27-34)."""
+    for ep in episodes:
+        buffers.add_episode(ep.task, "online", ep.rows)
 
 
 class Interaction:
