@@ -129,10 +129,8 @@ def module_kwargs(cfg: DictConfig) -> dict:
         eps_min=float(a.eps_min), eps_max=float(a.eps_max), actor_q_reduce=str(a.actor_q_reduce),
         grad_clip=None if a.grad_clip is None else float(a.grad_clip), phase="warmup",
         max_updates=int(a.warmup_updates), log_every=int(cfg.trainer.log_every),
-        refine_enabled=bool(a.refine_enabled), q_normalize=bool(a.get("q_normalize", False)),
-        online_critic_loss=str(a.get("online_critic_loss", "bellman")),
+        refine_enabled=bool(a.refine_enabled),
         q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
-        bc_rows=str(a.get("bc_rows", "all")),
         actor_ema=None if a.get("actor_ema") is None else float(a.actor_ema),
         distill_weight=float(a.distill_weight), refine_phases=list(a.refine_phases),
     )

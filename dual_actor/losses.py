@@ -74,13 +74,6 @@ def actor_q_loss(q_per_task: Sequence[torch.Tensor], eps: torch.Tensor | None = 
     return -(eps.detach() * means).sum() / n
 
 
-def q_normalizer(q_per_task: Sequence[torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
-    """TD3+BC / CPQL scaling of the Q term: 1 / mean |Q| over all tasks' rows, detached, so the
-    Q term of Eq. 6 stays O(1) whatever the reward scale (``algo.q_normalize``; off by default)."""
-    with torch.no_grad():
-        return 1.0 / torch.cat([q.reshape(-1) for q in q_per_task]).abs().mean().clamp_min(eps)
-
-
 def actor_loss(bc: torch.Tensor, q: torch.Tensor, lam1: float, lam2: float) -> torch.Tensor:
     """Eq. 6: L = lambda1 L^BC + lambda2 L^Q ((1.0, 0.1) warm-up, (0.5, 0.5) online)."""
     return lam1 * bc + lam2 * q

@@ -48,11 +48,7 @@ class DualActorModule(L.LightningModule):
         max_updates: stop training after this many updates (None: never by itself).
         log_every: log scalars every this many updates.
         refine_enabled: False switches the refinement actor off (single-actor ablation).
-        online_critic_loss: "bellman" (the paper) or "calql" (keep Cal-QL's regulariser online).
-        q_normalize: scale the actor's Q term by 1 / mean |Q| (TD3+BC / CPQL; not in the paper).
         q_bounds: (lo, hi) range of the discounted return; TD targets are clipped to it (None: off).
-        bc_rows: "all" (the BC term on every batch row, the paper) or "demos" (only rows from the
-            demo buffer and intervened steps: imitate people, not the policy's own rollouts).
         actor_ema: rate of an exponential moving average of the primary actor's weights (None:
             off). When on, the robot acts, is evaluated and is saved with the averaged weights
             (:meth:`deployed_weights`, :meth:`deploy_state_dict`); the learner keeps training the
@@ -92,10 +88,7 @@ class DualActorModule(L.LightningModule):
         max_updates: int | None = None,
         log_every: int = 50,
         refine_enabled: bool = True,
-        q_normalize: bool = False,
-        online_critic_loss: str = "bellman",
         q_bounds: Sequence[float] | None = None,
-        bc_rows: str = "all",
         actor_ema: float | None = 0.002,
         distill_weight: float = 1.0,
         refine_phases: Sequence[str] = ("online",),
@@ -105,16 +98,12 @@ class DualActorModule(L.LightningModule):
         self.automatic_optimization = False
         if bc_form not in ("consistency", "literal", "both"):
             raise ValueError(f"bc_form must be 'consistency', 'literal' or 'both', got {bc_form!r}")
-        if online_critic_loss not in ("bellman", "calql"):
-            raise ValueError(f"online_critic_loss must be 'bellman' (paper) or 'calql', got {online_critic_loss!r}")
         if q_bounds is not None and (len(q_bounds) != 2 or not q_bounds[0] < q_bounds[1]):
             raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
         if actor_ema is not None and not 0.0 < float(actor_ema) <= 1.0:
             raise ValueError(f"actor_ema must be in (0, 1] or None, got {actor_ema!r}")
         if not set(refine_phases) <= set(PHASES):
             raise ValueError(f"refine_phases must be a subset of {PHASES}, got {list(refine_phases)!r}")
-        if bc_rows not in ("all", "demos"):
-            raise ValueError(f"bc_rows must be 'all' (paper) or 'demos', got {bc_rows!r}")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -153,7 +142,8 @@ class DualActorModule(L.LightningModule):
 
     @property
     def critic_loss_kind(self) -> str:
-        return "calql" if self.phase == "warmup" else self.hparams.online_critic_loss
+        """Cal-QL in the warm-up, plain Bellman TD online (the paper)."""
+        return "calql" if self.phase == "warmup" else "bellman"
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -265,28 +255,22 @@ class DualActorModule(L.LightningModule):
         h = torch.cat([b[K.H] for b in tasks])
         proprio = torch.cat([b[K.PROPRIO] for b in tasks])
         action = torch.cat([b[K.ACTION] for b in tasks])
-        rows = None  # BC rows (None: all)
-        if hp.bc_rows == "demos" and all(K.FROM_DEMOS in b for b in tasks):
-            rows = torch.cat([b[K.FROM_DEMOS] | b[K.INTERVENTION] for b in tasks])
-            if bool(rows.all()):
-                rows = None
-        target = action if rows is None else action[rows]
         with self.toggled_optimizer(opt):
             if primary.head == "anchored":
-                t = primary.anchored_terms(action, h, proprio, rows=rows, latent_range=self.policy.refinement.mean_bound)
+                t = primary.anchored_terms(action, h, proprio, latent_range=self.policy.refinement.mean_bound)
                 bc_den = losses.bc_consistency_loss(t["pred"], t["target"], t["sigma"], primary.scalings.sigma_data)
-                bc_mean = losses.bc_literal_loss(t["mean"] if rows is None else t["mean"][rows], target)
+                bc_mean = losses.bc_literal_loss(t["mean"], action)
                 distill = losses.ode_distillation_loss(t["distill_pred"], t["distill_target"])
                 bc = bc_den + bc_mean + hp.distill_weight * distill
                 a_all = t["mean"].clamp(-1.0, 1.0)  # the Q term acts on primary mode's action a(0) = M(h)
             elif hp.bc_form in ("consistency", "both"):
-                pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True, rows=rows)
-                bc = losses.bc_consistency_loss(pred, target, sigma, primary.scalings.sigma_data)
+                pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
+                bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
                 if hp.bc_form == "both":
-                    bc = bc + losses.bc_literal_loss(a_all if rows is None else a_all[rows], target)
+                    bc = bc + losses.bc_literal_loss(a_all, action)
             else:
                 a_all = primary(h, proprio)
-                bc = losses.bc_literal_loss(a_all if rows is None else a_all[rows], target)
+                bc = losses.bc_literal_loss(a_all, action)
             a_pi = a_all.split(sizes)
             q_pi = [self._reduce(self.critics[i](self._obs(b), b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
             q_means = torch.stack([q.mean() for q in q_pi]).detach()
@@ -296,8 +280,6 @@ class DualActorModule(L.LightningModule):
                 else torch.ones_like(q_means)
             )
             q_loss = losses.actor_q_loss(q_pi, eps)
-            if hp.q_normalize:
-                q_loss = q_loss * losses.q_normalizer(q_pi)
             lam1, lam2 = self.lambdas[self.phase]
             loss = losses.actor_loss(bc, q_loss, lam1, lam2)
             norm = self._step(opt, loss, primary.parameters(), want_log)

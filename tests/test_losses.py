@@ -181,8 +181,3 @@ def test_streaming_labeler_equals_label_episode():
         for s, c in lab.flush():
             got[s] = c
         assert [got[s] for s in range(n)] == expect, trial
-
-
-def test_q_normalizer():
-    n = losses.q_normalizer([torch.tensor([1.0, -3.0]), torch.tensor([2.0])])
-    assert n.item() == pytest.approx(0.5) and n.grad_fn is None

@@ -67,11 +67,9 @@ class BufferSampler(IterableDataset):
             bufs = self.buffers[t]
             if self.phase == "warmup":
                 rows = bufs["demos"].sample(self.batch_size // n, g)
-                rows[K.FROM_DEMOS] = torch.ones(self.batch_size // n, dtype=torch.bool)
             else:
                 half = self.batch_size // (2 * n)
                 rows = _cat([bufs["demos"].sample(half, g), bufs["rollouts"].sample(half, g)])
-                rows[K.FROM_DEMOS] = torch.arange(2 * half) < half
             slices.append(rows)
         tt = self.buffers.talk_tweak
         return {K.TASKS: slices, K.TALK_TWEAK: tt.sample(self.refine_batch_size, g) if len(tt) else None}

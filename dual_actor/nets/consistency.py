@@ -247,18 +247,12 @@ class ConsistencyPolicy(nn.Module):
         h: torch.Tensor,
         proprio: torch.Tensor | None = None,
         with_action: bool = False,
-        rows: torch.Tensor | None = None,
     ):
         """Consistency BC inputs: pick a Karras level per row (excluding sigma_min, as CPQL does),
         noise the target action, and denoise it. Returns (prediction (B', A), sigma (B',)), and with
         ``with_action`` also the one-step action clip(f(K z, K | h)) (B, A) for every row from the
-        same network call (both halves of one batched forward). ``rows`` (bool (B,) or indices)
-        restricts the denoising half to those rows (B' of them); the one-step half keeps all B.
-        (The plain head's training inputs.)"""
+        same network call (both halves of one batched forward). (The plain head's training inputs.)"""
         w_h, w_p = h, proprio
-        if rows is not None:
-            action, h = action[rows], h[rows]
-            proprio = None if proprio is None else proprio[rows]
         b = action.shape[0]
         sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
         sigma = sigmas[torch.randint(0, len(sigmas) - 1, (b,), device=action.device)]
@@ -276,14 +270,13 @@ class ConsistencyPolicy(nn.Module):
         action: torch.Tensor,
         h: torch.Tensor,
         proprio: torch.Tensor | None = None,
-        rows: torch.Tensor | None = None,
         latent_range: float = 1.0,
     ) -> dict[str, torch.Tensor]:
         """The anchored head's training inputs, from one batched call of the map network:
 
         * ``pred``, ``sigma``: the denoiser f(a* + sigma z, sigma) at a Karras level per row drawn from
           the levels strictly between sigma_min and K (the consistency / denoising form of Eq. 5,
-          CPQL's; level K is left to the distillation), on ``rows`` only (all when None);
+          CPQL's; level K is left to the distillation);
         * ``mean``: M(h) for every row (B, A), unclipped (the literal Eq. 5 and the Q term act on it);
         * ``distill_pred``, ``distill_target``: f(w, K) and the ODE solution from w (no gradient),
           w = K (z + u), u ~ U[-latent_range, latent_range]^A so that every mean the refinement actor
@@ -291,9 +284,6 @@ class ConsistencyPolicy(nn.Module):
         """
         mean = self.mean_action(h, proprio)
         dh, dp, target = h, proprio, action
-        if rows is not None:
-            target, dh = action[rows], h[rows]
-            dp = None if proprio is None else proprio[rows]
         b, bw = target.shape[0], h.shape[0]
         sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
         sigma = sigmas[torch.randint(1, len(sigmas) - 1, (b,), device=action.device)]
