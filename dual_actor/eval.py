@@ -117,7 +117,7 @@ def evaluate(
     per_task: dict[str, dict[str, Any]] = {}
     try:
         with torch.no_grad(), tqdm(
-            total=len(resolved) * trials, desc="eval", unit="ep", disable=not progress
+            total=len(resolved) * trials, desc="eval", unit="ep", disable=not progress, leave=False
         ) as bar:
             for task in resolved:
                 bar.set_postfix_str(task)
@@ -256,15 +256,17 @@ class LearningCurve:
         return point
 
     @staticmethod
-    def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any]) -> None:
+    def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any], step: int | None = None) -> None:
         """``experiment.add_scalar`` (a ``SummaryWriter``, e.g. ``trainer.logger.experiment``):
-        ``eval/success_<task slug>`` per task and ``eval/average_success``, at ``online_steps``."""
+        ``eval/success_<task slug>`` per task, ``eval/average_success`` and ``eval/online_steps``, at ``step``
+        (the learner update: one x-axis for the whole run; ``online_steps`` when None)."""
         from dual_actor.utils import slug
 
-        step = int(online_steps)
+        x = int(online_steps if step is None else step)
         for task, r in result["per_task"].items():
-            experiment.add_scalar(f"eval/success_{slug(task)}", float(r["success_rate"]), step)
-        experiment.add_scalar("eval/average_success", float(result["average_success_rate"]), step)
+            experiment.add_scalar(f"eval/success_{slug(task)}", float(r["success_rate"]), x)
+        experiment.add_scalar("eval/average_success", float(result["average_success_rate"]), x)
+        experiment.add_scalar("eval/online_steps", float(online_steps), x)
 
     def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path:
         """Success per task (and the average) against online steps, minutes at ``fps`` on top.

@@ -26,6 +26,7 @@ from data_tools.hdf5_format import DatasetFormatError
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.data.hdf5 import DataSpec
 from dual_actor.module import DualActorModule
+from dual_actor.watch import RunProgressBar, log_run_summary, quiet_libraries
 
 log = logging.getLogger("dual_actor.fit")
 
@@ -190,6 +191,8 @@ def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
 
 
 def _trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
+    if not cfg.trainer.progress_bar:
+        callbacks = [c for c in callbacks if not isinstance(c, RunProgressBar)]
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, precision=cfg.trainer.precision,
         max_epochs=-1, max_steps=-1, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
@@ -263,10 +266,12 @@ class EvalCallback(L.Callback):
                 res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
                 if self.authority is not None:
                     self.authority.add(pl_module.policy, self.buffers, self.interaction.env_steps,
-                                       pl_module.logger.experiment if pl_module.logger is not None else None)
+                                       pl_module.logger.experiment if pl_module.logger is not None else None,
+                                       step=pl_module.num_updates)
             self.curve.add(self.interaction.env_steps, res)
             if pl_module.logger is not None:
-                self.curve.log_tensorboard(pl_module.logger.experiment, self.interaction.env_steps, res)
+                self.curve.log_tensorboard(pl_module.logger.experiment, self.interaction.env_steps, res,
+                                           step=pl_module.num_updates)
 
 
 def _intervention_rate(interaction) -> float:
@@ -281,7 +286,7 @@ def _evaluate(cfg: DictConfig, policy, interaction, trials: int) -> dict:
 
     return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
                     seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
-                    intervention_rate=_intervention_rate(interaction))
+                    intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar))
 
 
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
@@ -295,11 +300,28 @@ def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path)
     res = evaluate(policy, list(cfg.env.tasks), trials=int(cfg.eval.trials),
                    max_episode_steps=int(cfg.eval.max_episode_steps), seed=int(cfg.eval.seed),
                    online_steps=interaction.env_steps if interaction else 0,
-                   intervention_rate=_intervention_rate(interaction), speaker=speaker)
+                   intervention_rate=_intervention_rate(interaction), speaker=speaker,
+                   progress=bool(cfg.trainer.progress_bar))
     atomic_write_text(run_dir / "eval_commands.json", json.dumps(res, indent=2))
     print("[eval] with spoken refinement commands (simulated operator):", flush=True)
     print(format_table(res, fps=float(cfg.env.fps)), flush=True)
     return res
+
+
+def _flat_hparams(cfg: DictConfig) -> dict:
+    """The resolved config as flat ``group/key`` scalars and strings (TensorBoard's HPARAMS tab)."""
+    flat = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + "/")
+            else:
+                flat[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
 
 
 def _print_authority(when: str, res: dict) -> None:
@@ -350,14 +372,15 @@ def run(cfg: DictConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="")
+    logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     every = int(cfg.trainer.checkpoint_every)
     t0 = time.perf_counter()
 
     # ---- phase I: offline warm-up (Alg. 1 lines 3-10)
     if resume_phase != "online":
         print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
-        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every), RNGCheckpoint()])
+        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every), RNGCheckpoint(),
+                                         RunProgressBar("warm-up", int(cfg.algo.warmup_updates))])
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
         with module.deployed_weights():
             module.policy.save_pretrained(run_dir / "policy_warmup")
@@ -371,7 +394,8 @@ def run(cfg: DictConfig) -> Path:
     authority = AuthorityLog(run_dir, seed=int(cfg.seed))
     if resume_phase != "online":
         with module.deployed_weights():
-            _print_authority("warm-up", authority.add(module.policy, dm.buffers, 0, logger.experiment))
+            _print_authority("warm-up", authority.add(module.policy, dm.buffers, 0, logger.experiment,
+                                                      step=module.num_updates))
     interaction = None
     if online_steps > 0:
         from torch.utils.data import DataLoader
@@ -383,7 +407,7 @@ def run(cfg: DictConfig) -> Path:
             with module.deployed_weights():
                 res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
             curve.add(0, res)
-            curve.log_tensorboard(logger.experiment, 0, res)
+            curve.log_tensorboard(logger.experiment, 0, res, step=module.num_updates)
         module.set_phase("online")
         module.hparams.max_updates = None  # the online phase stops at its interaction budget
         interaction = build_interaction(cfg, module, dm.buffers, run_dir)
@@ -393,6 +417,7 @@ def run(cfg: DictConfig) -> Path:
         callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
                                          sampler=sampler),
                      UpdateCheckpoint(run_dir, every), RNGCheckpoint(),
+                     RunProgressBar("online", interaction=interaction),
                      EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps), authority, dm.buffers)]
         print(f"[online] {online_steps} interaction steps with operator "
               f"{cfg.operator.get('_target_', 'none')}", flush=True)
@@ -410,7 +435,8 @@ def run(cfg: DictConfig) -> Path:
     with module.deployed_weights():  # the EMA primary actor (when on) is what is saved and evaluated
         module.policy.save_pretrained(run_dir / "policy")
         if interaction is not None:
-            _print_authority("final", authority.add(module.policy, dm.buffers, interaction.env_steps, logger.experiment))
+            _print_authority("final", authority.add(module.policy, dm.buffers, interaction.env_steps, logger.experiment,
+                                                    step=module.num_updates))
         if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
             result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
             write_eval(result, run_dir)
@@ -418,7 +444,7 @@ def run(cfg: DictConfig) -> Path:
                 _evaluate_with_commands(cfg, module.policy, interaction, run_dir)
             if interaction is not None:
                 curve.add(interaction.env_steps, result)
-                curve.log_tensorboard(logger.experiment, interaction.env_steps, result)
+                curve.log_tensorboard(logger.experiment, interaction.env_steps, result, step=module.num_updates)
                 curve.plot()
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
@@ -427,6 +453,10 @@ def run(cfg: DictConfig) -> Path:
         "authority": authority.points[-1] if authority.points else None,
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    png = run_dir / "learning_curve.png"
+    log_run_summary(logger, _flat_hparams(cfg), None if result is None else result["average_success_rate"],
+                    png if png.exists() else None, module.num_updates)
+    logger.finalize("success")
     if result is not None:
         print(format_table(result, fps=float(cfg.env.fps)), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
@@ -437,6 +467,7 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    quiet_libraries()
     try:
         run(cfg)
     except (DatasetFormatError, ConfigError) as e:

@@ -194,7 +194,7 @@ class AuthorityLog:
         self.max_states, self.n_z, self.seed = max_states, n_z, seed
         self.points: list[dict] = json.loads(self.path.read_text()) if self.path.exists() else []
 
-    def add(self, policy, buffers, online_steps: int, experiment=None) -> dict:
+    def add(self, policy, buffers, online_steps: int, experiment=None, step: int | None = None) -> dict:
         from data_tools.atomic import atomic_write_text
 
         res = {"online_steps": int(online_steps),
@@ -203,7 +203,7 @@ class AuthorityLog:
         atomic_write_text(self.path, json.dumps(self.points, indent=2))
         if experiment is not None:
             for tag, v in flat_scalars(res).items():
-                experiment.add_scalar(tag, float(v), int(online_steps))
+                experiment.add_scalar(tag, float(v), int(online_steps if step is None else step))
         return res
 
 

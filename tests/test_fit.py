@@ -51,10 +51,20 @@ def test_smoke_default_bench(tmp_path):
         assert 0.0 <= res["success_rate"] <= 1.0
     assert 0.0 < ev["intervention_rate"] < 1.0  # the simulated operator stepped in on a 30-update policy
     assert "average" in r.stdout and "intervention rate" in r.stdout  # the results table
+    # a run you can watch: totals (updates in the warm-up, interaction steps online) and losses, no library tips
+    bars = r.stdout.replace("\r", "\n")
+    assert "warm-up: 100%" in bars and "30/30" in bars and "bc=" in bars and "critic=" in bars
+    assert "online:" in bars and "/400 [" in bars and "updates=" in bars and "intv=" in bars
+    for noise in ("0/?", "GPU available", "litlogger", "LeafSpec", "OpenGL_accelerate"):
+        assert noise not in r.stdout + r.stderr, noise
     policy = DualActorPolicy.from_pretrained(run / "policy")
     assert policy.tasks == TASKS and not any("critic" in k for k in policy.state_dict())
     ea = EventAccumulator(str(run / "tb")).Reload()
     tags = ea.Tags()["scalars"]
+    assert "hp_metric" not in tags and "eval/final_average_success" in tags and "eval/online_steps" in tags
+    assert ea.Tags()["images"] == ["eval/learning_curve"]
+    # one x-axis (learner updates) for losses and evaluations alike: the last eval point is at the last update
+    assert ea.Scalars("eval/average_success")[-1].step == summary["updates"]
     for tag in ("loss/actor", "loss/actor_bc", "loss/critic_place_the_bolt", "q/pick_up_the_bolt",
                 "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt",
                 "eval/average_success", "eval/success_place_the_bolt", "authority/latent_x",
