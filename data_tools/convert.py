@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from . import talk_tweak
 from .errors import DataToolsError, TeleopLogError
-from .hdf5_format import Episode, append_episodes, dataset_info, read_episodes, write_dataset
+from .hdf5_format import DatasetInfo, Episode, append_episodes, dataset_info, read_episodes, write_dataset
+from .outputs import check_output
 from .teleop_log import SESSION_FILE, LogEpisode, Session, decode_png, read_session
 
 SOURCE = "dual-actor-teleop-log"
@@ -84,14 +85,6 @@ def _tree_bytes(root: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
 
 
 def _check_options(window: int, sigma: float, words) -> None:
@@ -239,6 +232,105 @@ def _episodes(planned: list[_Planned], pool: ThreadPoolExecutor, bar: tqdm, pref
                 fut.cancel()
 
 
+def _check_arguments(paths: list[Path], out: Path, append: bool, force: bool) -> None:
+    """Validate: sessions given once each, the output not inside one, of the right kind and
+    (unless appending) not existing without ``force``."""
+    if not paths:
+        raise DataToolsError("no session given")
+    if append and force:
+        raise DataToolsError("--append and --force exclude each other")
+    seen: set[Path] = set()
+    for p in paths:
+        if p.resolve() in seen:
+            raise DataToolsError(f"{p}: session given twice")
+        seen.add(p.resolve())
+    check_output(out, paths, force=force or append, noun="session", exists_hint=", or --append")
+    if append and not out.exists():
+        raise DataToolsError(f"{out}: --append needs an existing dataset (leave it out to create one)")
+
+
+def _check_sessions_agree(opened: Sequence[Session]) -> None:
+    """One dataset holds one fps, action layout, action scale and camera set."""
+    ref = opened[0]
+    for s in opened[1:]:
+        for attr in ("fps", "action_dim", "translation_scale_m"):
+            if getattr(s, attr) != getattr(ref, attr):
+                raise TeleopLogError(
+                    s.path / SESSION_FILE,
+                    f"{attr} {getattr(s, attr)!r} differs from {getattr(ref, attr)!r} in {ref.path / SESSION_FILE} "
+                    "(one dataset holds one fps, action layout and action scale)",
+                )
+        if set(s.cameras) != set(ref.cameras):
+            raise TeleopLogError(
+                s.path / SESSION_FILE,
+                f"cameras {list(s.cameras)} differ from {list(ref.cameras)} in {ref.path / SESSION_FILE}",
+            )
+
+
+def _check_append_target(out: Path, info: DatasetInfo, ref: Session) -> None:
+    """The dataset appended to must have the sessions' fps and action scale."""
+    if float(info.fps) != float(ref.fps):
+        raise DataToolsError(f"{out}: dataset fps {info.fps:g} differs from the sessions' fps {ref.fps:g}")
+    if info.env_args.get("translation_scale_m", ref.translation_scale_m) != ref.translation_scale_m:
+        raise DataToolsError(
+            f"{out}: dataset translation_scale_m {info.env_args['translation_scale_m']!r} differs from the "
+            f"sessions' {ref.translation_scale_m!r}"
+        )
+
+
+def _check_append_labelling(out: Path, info: DatasetInfo, labelling: dict) -> None:
+    """Commands appended must follow the rule the dataset's commands were labelled with."""
+    if "talk_tweak" in info.env_args:
+        stored = info.env_args["talk_tweak"]
+        differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
+        if differ:
+            listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
+            raise DataToolsError(
+                f"{out}: its commands were labelled with {listed}; append with the same --window / --sigma / "
+                "--words, or relabel the dataset afterwards"
+            )
+
+
+def _check_episode_ids(planned: Sequence[_Planned], existing_ids: set[str], out: Path) -> None:
+    ids = Counter(f"{p.session.name}/{p.log.episode_id}" for p in planned)
+    dup = sorted(k for k, c in ids.items() if c > 1)
+    if dup:
+        raise DataToolsError(f"episode id(s) {dup[:3]} come from two sessions with the same folder name")
+    clash = sorted(set(ids) & existing_ids)
+    if clash:
+        raise DataToolsError(f"{out}: already holds episode(s) {clash[:3]} (appending the same session twice?)")
+
+
+def _labelling(window: int, sigma: float, words, translation_scale_m: float) -> dict:
+    """The talk-and-tweak parameters recorded in env_args ``"talk_tweak"``."""
+    return {
+        "window": window,
+        "sigma": float(sigma),
+        "translation_scale_m": translation_scale_m,
+        "words": {k: list(v) for k, v in {**talk_tweak.DEFAULT_WORDS, **dict(words or {})}.items()},
+    }
+
+
+def _write(
+    planned: list[_Planned], out: Path, append: bool, force: bool, fps: float, env_args: dict,
+    workers: int | None, progress: bool,
+) -> list[str]:
+    """Pass 2: decode the PNGs and write (or append) the episodes; return their names."""
+    n_steps = sum(len(p.log) for p in planned)
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        if append:
+            _verify_pixels(planned, pool, progress)
+        with tqdm(total=n_steps, desc="converting", unit="step", disable=not progress) as bar:
+            episodes = _episodes(planned, pool, bar)
+            try:
+                if append:
+                    return append_episodes(out, episodes)
+                write_dataset(out, episodes, fps=fps, env_args=env_args, force=force)
+                return [f"demo_{k}" for k in range(len(planned))]
+            finally:
+                episodes.close()
+
+
 def convert(
     sessions: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -261,85 +353,27 @@ def convert(
 
     Raises :class:`~data_tools.errors.TeleopLogError` (file and line) for a bad log,
     :class:`~data_tools.errors.DataToolsError` for bad arguments / incompatible inputs,
-    ``FileExistsError`` when ``out`` exists without ``force``, and
-    :class:`~data_tools.hdf5_format.DatasetFormatError` for a bad dataset to append to.
-    On any error no output file is left (append: the file is as before).
+    :class:`~data_tools.errors.OutputExistsError` (a ``FileExistsError``) when ``out`` exists
+    without ``force``, and :class:`~data_tools.hdf5_format.DatasetFormatError` for a bad
+    dataset to append to. On any error no output file is left (append: the file is as before).
     """
     t0 = time.perf_counter()
     _check_options(window, sigma, words)
-    if not sessions:
-        raise DataToolsError("no session given")
-    if append and force:
-        raise DataToolsError("--append and --force exclude each other")
-    out = Path(out)
-    out_abs = out.resolve()
-    paths = [Path(s) for s in sessions]
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        rp = p.resolve()
-        if rp in seen:
-            raise DataToolsError(f"{p}: session given twice")
-        seen[rp] = p
-        if _inside(out_abs, rp):
-            raise DataToolsError(f"{out}: the output may not be inside the input session {p}")
-    if out.is_dir():
-        raise DataToolsError(f"{out}: is a directory (give the dataset file name, e.g. {out / 'dataset.hdf5'})")
-    existing_ids: set[str] = set()
-    if append:
-        if not out.exists():
-            raise DataToolsError(f"{out}: --append needs an existing dataset (leave it out to create one)")
-        info = dataset_info(out)
-        existing_ids = {ep.episode_id for ep in read_episodes(out, load_images=False)}
-    elif out.exists() and not force:
-        raise FileExistsError(f"{out}: exists (pass force=True / --force to overwrite, or --append)")
+    out, paths = Path(out), [Path(s) for s in sessions]
+    _check_arguments(paths, out, append, force)
+    info = dataset_info(out) if append else None
+    existing_ids = {ep.episode_id for ep in read_episodes(out, load_images=False)} if append else set()
 
     opened = [read_session(p) for p in paths]
     planned, truncated = _plan(opened, window, sigma, words, progress)  # each session on its own
+    _check_sessions_agree(opened)
     ref = opened[0]
-    for s in opened[1:]:
-        for attr in ("fps", "action_dim", "translation_scale_m"):
-            if getattr(s, attr) != getattr(ref, attr):
-                raise TeleopLogError(
-                    s.path / SESSION_FILE,
-                    f"{attr} {getattr(s, attr)!r} differs from {getattr(ref, attr)!r} in {ref.path / SESSION_FILE} "
-                    "(one dataset holds one fps, action layout and action scale)",
-                )
-        if set(s.cameras) != set(ref.cameras):
-            raise TeleopLogError(
-                s.path / SESSION_FILE,
-                f"cameras {list(s.cameras)} differ from {list(ref.cameras)} in {ref.path / SESSION_FILE}",
-            )
-    if append and float(info.fps) != float(ref.fps):
-        raise DataToolsError(f"{out}: dataset fps {info.fps:g} differs from the sessions' fps {ref.fps:g}")
-    if append and info.env_args.get("translation_scale_m", ref.translation_scale_m) != ref.translation_scale_m:
-        raise DataToolsError(
-            f"{out}: dataset translation_scale_m {info.env_args['translation_scale_m']!r} differs from the "
-            f"sessions' {ref.translation_scale_m!r}"
-        )
-
-    ids = Counter(f"{p.session.name}/{p.log.episode_id}" for p in planned)
-    dup = sorted(k for k, c in ids.items() if c > 1)
-    if dup:
-        raise DataToolsError(f"episode id(s) {dup[:3]} come from two sessions with the same folder name")
-    clash = sorted(set(ids) & existing_ids)
-    if clash:
-        raise DataToolsError(f"{out}: already holds episode(s) {clash[:3]} (appending the same session twice?)")
-
-    labelling = {
-        "window": window,
-        "sigma": float(sigma),
-        "translation_scale_m": ref.translation_scale_m,
-        "words": {k: list(v) for k, v in {**talk_tweak.DEFAULT_WORDS, **dict(words or {})}.items()},
-    }
-    if append and "talk_tweak" in info.env_args:
-        stored = info.env_args["talk_tweak"]
-        differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
-        if differ:
-            listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
-            raise DataToolsError(
-                f"{out}: its commands were labelled with {listed}; append with the same --window / --sigma / "
-                "--words, or relabel the dataset afterwards"
-            )
+    if append:
+        _check_append_target(out, info, ref)
+    _check_episode_ids(planned, existing_ids, out)
+    labelling = _labelling(window, sigma, words, ref.translation_scale_m)
+    if append:
+        _check_append_labelling(out, info, labelling)
     env_args = {
         "source": SOURCE,
         "robots": sorted({s.robot for s in opened}),
@@ -348,26 +382,12 @@ def convert(
         "translation_scale_m": ref.translation_scale_m,
         "talk_tweak": labelling,
     }
-    n_steps = sum(len(p.log) for p in planned)
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        if append:
-            _verify_pixels(planned, pool, progress)
-        with tqdm(total=n_steps, desc="converting", unit="step", disable=not progress) as bar:
-            episodes = _episodes(planned, pool, bar)
-            try:
-                if append:
-                    names = append_episodes(out, episodes)
-                else:
-                    write_dataset(out, episodes, fps=ref.fps, env_args=env_args, force=force)
-                    names = [f"demo_{k}" for k in range(len(planned))]
-            finally:
-                episodes.close()
+    names = _write(planned, out, append, force, ref.fps, env_args, workers, progress)
     return ConvertSummary(
         out=out,
         sessions=len(opened),
         episodes=len(planned),
-        steps=n_steps,
+        steps=sum(len(p.log) for p in planned),
         kinds=dict(Counter(p.kind for p in planned)),
         episode_names=names,
         truncated=truncated,

@@ -1,5 +1,4 @@
-"""Curation of HDF5 talk-and-tweak datasets: ``info``, ``filter``, ``merge``, ``split``,
-``relabel`` and ``preview``.
+"""Curation of HDF5 talk-and-tweak datasets: ``filter``, ``merge``, ``split`` and ``relabel``.
 
 Every function reads datasets through :mod:`data_tools.hdf5_format` (which validates them) and
 writes new ones with :func:`data_tools.hdf5_format.write_dataset`: a temporary file in the
@@ -15,36 +14,32 @@ Errors on bad arguments or data raise :class:`CurateError` (a
 :class:`data_tools.errors.DataToolsError`); malformed files raise
 :class:`data_tools.hdf5_format.DatasetFormatError`. Non-fatal surprises (a ``--task`` that is
 not in the file, masks dropped by ``merge``, ...) are :class:`CurateWarning` warnings; the
-command-line front end prints them as ``warning: ...`` lines on stderr.
+command-line front end (:mod:`data_tools.cli`) prints them as ``warning: ...`` lines on stderr.
+
+``info`` / ``format_info`` (:mod:`data_tools.stats`) and ``preview`` (:mod:`data_tools.preview`)
+are importable from here too, as is ``add_subcommands`` (the curation subcommands of
+:mod:`data_tools.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-import tempfile
 import warnings
 import zlib
-from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from data_tools.errors import DataToolsError
-from data_tools.hdf5_format import (
-    EPISODE_KINDS,
-    NULL_COMMAND,
-    DatasetFormatError,
-    Episode,
-    dataset_info,
-    read_episodes,
-    write_dataset,
-)
+from data_tools.errors import CurateError, CurateWarning
+from data_tools.hdf5_format import EPISODE_KINDS, Episode, dataset_info, read_episodes, write_dataset
+from data_tools.outputs import check_output
+from data_tools.preview import preview
+from data_tools.stats import format_info, info
 from data_tools.talk_tweak import DEFAULT_WORDS, label_episode, refinement_command
 
 __all__ = [
@@ -63,38 +58,13 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
-class CurateError(DataToolsError):
-    """Bad arguments or data for a curation command; the message names the file (and key)."""
-
-
-class CurateWarning(UserWarning):
-    """Something the user probably wants to know about, that does not stop the command."""
-
-
 # --------------------------------------------------------------------------------------------
 # helpers
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
-
-
-def _check_output(out: PathLike, inputs: Iterable[PathLike], force: bool) -> Path:
-    """Refuse an output that is one of the inputs, a directory, or exists without ``force``."""
-    out = Path(out)
-    for src in inputs:
-        if _same_file(out, Path(src)):
-            raise CurateError(f"{out}: is the input file {src}; write the result to another path")
-    if out.is_dir():
-        raise CurateError(f"{out}: is a directory, expected a file path")
-    if out.exists() and not force:
-        raise CurateError(f"{out}: exists (pass force=True / --force to overwrite)")
-    return out
+def _check_output(out: PathLike, inputs: Sequence[PathLike], force: bool) -> Path:
+    """:func:`data_tools.outputs.check_output` raising :class:`CurateError`."""
+    return check_output(out, inputs, force=force, error=CurateError, exists_error=CurateError)
 
 
 def _progress(total: int, desc: str, progress: bool) -> tqdm:
@@ -116,123 +86,25 @@ def _stream(
         bar.close()
 
 
-def _rate(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def _histogram(counter: Counter) -> dict[str, int]:
-    """Counts sorted by decreasing count, then alphabetically."""
-    return {k: v for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))}
-
-
-# --------------------------------------------------------------------------------------------
-# info
-
-
-def info(path: PathLike) -> dict:
-    """Summary of a dataset, per (task, kind) and in total. Reads low-dim arrays only.
-
-    Returns a JSON-serialisable dict::
-
-        {"path", "fps", "env_args", "masks": {split: n_episodes},
-         "groups": [{"task", "kind", "episodes", "steps", "successes", "success_rate",
-                     "intervened_steps", "intervention_ratio", "commands": {command: count}}, ...],
-         "total": {same keys without task/kind}}
-
-    An episode succeeded when any reward is > 0; ``intervention_ratio`` is intervened steps /
-    steps; ``commands`` counts ``refinement_command`` strings other than ``"[null]"`` (most
-    frequent first). Rates are ``None`` when there is nothing to divide by. Groups are sorted by
-    task, then kind. Raises :class:`DatasetFormatError` on a malformed file.
-    """
-    path = Path(path)
-    meta = dataset_info(path)
-
-    def empty() -> dict:
-        return {"episodes": 0, "steps": 0, "successes": 0, "intervened_steps": 0, "commands": Counter()}
-
-    groups: dict[tuple[str, str], dict] = {}
-    total = empty()
-    for ep in read_episodes(path, load_images=False):
-        g = groups.setdefault((ep.task, ep.kind), empty())
-        commands = Counter(c for c in ep.refinement_command if c != NULL_COMMAND)
-        for acc in (g, total):
-            acc["episodes"] += 1
-            acc["steps"] += ep.num_samples
-            acc["successes"] += int(ep.success)
-            acc["intervened_steps"] += int(np.count_nonzero(ep.intervention))
-            acc["commands"].update(commands)
-
-    def finish(acc: dict) -> dict:
-        return {
-            "episodes": acc["episodes"],
-            "steps": acc["steps"],
-            "successes": acc["successes"],
-            "success_rate": _rate(acc["successes"], acc["episodes"]),
-            "intervened_steps": acc["intervened_steps"],
-            "intervention_ratio": _rate(acc["intervened_steps"], acc["steps"]),
-            "commands": _histogram(acc["commands"]),
-        }
-
-    return {
-        "path": str(path),
-        "fps": meta.fps,
-        "env_args": meta.env_args,
-        "masks": {split: len(names) for split, names in sorted(meta.masks.items())},
-        "groups": [{"task": t, "kind": k, **finish(groups[(t, k)])} for t, k in sorted(groups)],
-        "total": finish(total),
-    }
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def format_info(summary: Mapping) -> str:
-    """The output of :func:`info` as a plain-text table (what ``info`` prints)."""
-    tot = summary["total"]
-    masks = ", ".join(f"{k} {v}" for k, v in summary["masks"].items()) or "none"
-    lines = [
-        f"{summary['path']}: {tot['episodes']} episodes, {tot['steps']} steps, "
-        f"fps {summary['fps']:g}, masks: {masks}",
-        "",
-    ]
-    header = ("task", "kind", "episodes", "steps", "success", "intervention")
-    rows = [
-        (g["task"], g["kind"], str(g["episodes"]), str(g["steps"]), _pct(g["success_rate"]),
-         _pct(g["intervention_ratio"]))
-        for g in summary["groups"]
-    ]
-    total_row = ("total", "", str(tot["episodes"]), str(tot["steps"]), _pct(tot["success_rate"]),
-                 _pct(tot["intervention_ratio"]))
-    widths = [max(len(r[i]) for r in [header, *rows, total_row]) for i in range(len(header))]
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
-        return "  ".join(cells).rstrip()
-
-    lines.append(fmt(header))
-    lines += [fmt(r) for r in rows]
-    lines.append("-" * len(fmt(header)))
-    lines.append(fmt(total_row))
-    lines += ["", f'refinement commands (excluding "{NULL_COMMAND}"):']
-
-    def hist(title: str, commands: Mapping[str, int]) -> None:
-        lines.append(f"  {title}:")
-        if not commands:
-            lines.append("    (none)")
-        width = max((len(str(v)) for v in commands.values()), default=1)
-        lines.extend(f"    {str(v).rjust(width)}  {k}" for k, v in commands.items())
-
-    hist("all", tot["commands"])
-    for g in summary["groups"]:
-        if g["commands"]:
-            hist(f"{g['task']} / {g['kind']}", g["commands"])
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------------------------
 # filter
+
+
+def _filter_criteria(
+    task: Sequence[str] | str | None, kind: str | None, min_length: int | None, max_length: int | None
+) -> list[str] | None:
+    """Validate the criteria of :func:`filter_dataset`; return the task list (or None)."""
+    tasks = [task] if isinstance(task, str) else (list(task) if task is not None else None)
+    if tasks is not None and not tasks:
+        raise CurateError("filter: empty task list")
+    if kind is not None and kind not in EPISODE_KINDS:
+        raise CurateError(f"filter: kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
+    for label, value in (("min_length", min_length), ("max_length", max_length)):
+        if value is not None and value < 1:
+            raise CurateError(f"filter: {label} must be >= 1, got {value}")
+    if min_length is not None and max_length is not None and min_length > max_length:
+        raise CurateError(f"filter: min_length {min_length} > max_length {max_length}")
+    return tasks
 
 
 def filter_dataset(
@@ -261,16 +133,7 @@ def filter_dataset(
     """
     src = Path(src)
     out = _check_output(out, [src], force)
-    tasks = [task] if isinstance(task, str) else (list(task) if task is not None else None)
-    if tasks is not None and not tasks:
-        raise CurateError("filter: empty task list")
-    if kind is not None and kind not in EPISODE_KINDS:
-        raise CurateError(f"filter: kind {kind!r} is not one of {', '.join(EPISODE_KINDS)}")
-    for label, value in (("min_length", min_length), ("max_length", max_length)):
-        if value is not None and value < 1:
-            raise CurateError(f"filter: {label} must be >= 1, got {value}")
-    if min_length is not None and max_length is not None and min_length > max_length:
-        raise CurateError(f"filter: min_length {min_length} > max_length {max_length}")
+    tasks = _filter_criteria(task, kind, min_length, max_length)
 
     def keep(ep: Episode) -> bool:
         n = ep.num_samples
@@ -345,6 +208,27 @@ def _merge_env_args(srcs: Sequence[Path], env_args: Sequence[dict]) -> dict:
     return {**common, "sources": [{"file": s.name, "env_args": a} for s, a in zip(srcs, env_args)]}
 
 
+def _merged_episodes(srcs: Sequence[Path], total: int, progress: bool) -> Iterator[Episode]:
+    """The episodes of every input in order; each must have the first one's signature."""
+    ref: tuple[Path, str, dict] | None = None
+    bar = _progress(total, "merge", progress)
+    try:
+        for s in srcs:
+            for ep in read_episodes(s):
+                sig = _signature(ep)
+                if ref is None:
+                    ref = (s, ep.name, sig)
+                elif sig != ref[2]:
+                    raise CurateError(
+                        f"merge: {s}:/data/{ep.name} does not match {ref[0]}:/data/{ref[1]}: "
+                        f"{_signature_diff(ref[2], sig)}"
+                    )
+                yield ep
+                bar.update()
+    finally:
+        bar.close()
+
+
 def merge(srcs: Sequence[PathLike], out: PathLike, force: bool = False, progress: bool = False) -> int:
     """Concatenate the episodes of several datasets into ``out``; return the number of episodes.
 
@@ -381,27 +265,8 @@ def merge(srcs: Sequence[PathLike], out: PathLike, force: bool = False, progress
         split_name: [r[n] for m, r in zip(metas, renames) for n in m.masks[split_name] if n in r]
         for split_name in common_splits
     }
-
-    def episodes() -> Iterator[Episode]:
-        ref: tuple[Path, str, dict] | None = None
-        bar = _progress(offset, "merge", progress)
-        try:
-            for s in srcs:
-                for ep in read_episodes(s):
-                    sig = _signature(ep)
-                    if ref is None:
-                        ref = (s, ep.name, sig)
-                    elif sig != ref[2]:
-                        raise CurateError(
-                            f"merge: {s}:/data/{ep.name} does not match {ref[0]}:/data/{ref[1]}: "
-                            f"{_signature_diff(ref[2], sig)}"
-                        )
-                    yield ep
-                    bar.update()
-        finally:
-            bar.close()
-
-    write_dataset(out, episodes(), fps=metas[0].fps, env_args=env_args, masks=masks, force=force)
+    write_dataset(out, _merged_episodes(srcs, offset, progress), fps=metas[0].fps, env_args=env_args,
+                  masks=masks, force=force)
     for split_name in sorted(all_splits - set(common_splits)):
         missing = [str(s) for s, m in zip(srcs, metas) if split_name not in m.masks]
         warnings.warn(f"merge: mask '{split_name}' dropped: missing in {', '.join(missing)}", CurateWarning,
@@ -481,6 +346,66 @@ def split(
 # relabel
 
 
+def _relabel_words(window: int, sigma: float, words: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """Validate the labelling parameters; return the full word table (defaults filled in)."""
+    if int(window) != window or window < 1:
+        raise CurateError(f"relabel: window must be an integer >= 1, got {window}")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise CurateError(f"relabel: sigma must be a finite number >= 0 (metres), got {sigma}")
+    try:
+        refinement_command(np.zeros((1, 3)), sigma, words)
+    except ValueError as e:
+        raise CurateError(f"relabel: {e}") from None
+    table = {axis: list(pair) for axis, pair in DEFAULT_WORDS.items()}
+    table.update({axis: [str(p) for p in pair] for axis, pair in (words or {}).items()})
+    return table
+
+
+def _relabel_scale(src: Path, env_args: dict, translation_scale_m: float | None) -> float:
+    """Metres per action unit: the file's env_args value, else ``translation_scale_m`` (then
+    recorded in ``env_args``); an error when neither is there or they disagree."""
+    file_scale = env_args.get("translation_scale_m")
+    if file_scale is not None:
+        if not isinstance(file_scale, (int, float)) or isinstance(file_scale, bool) \
+                or not math.isfinite(file_scale) or file_scale <= 0:
+            raise CurateError(f"{src}:/data attrs env_args translation_scale_m: expected a positive number, "
+                              f"got {file_scale!r}")
+        if translation_scale_m is not None and not math.isclose(translation_scale_m, file_scale):
+            raise CurateError(
+                f"{src}: env_args says translation_scale_m = {file_scale:g} but {translation_scale_m:g} was given; "
+                "the file's value is used, drop --translation-scale-m"
+            )
+        return float(file_scale)
+    if translation_scale_m is not None:
+        if not (math.isfinite(translation_scale_m) and translation_scale_m > 0):
+            raise CurateError(f"relabel: translation_scale_m must be > 0, got {translation_scale_m}")
+        env_args["translation_scale_m"] = float(translation_scale_m)
+        return float(translation_scale_m)
+    raise CurateError(
+        f"{src}: env_args has no translation_scale_m (action units of dims 0..2 -> metres); "
+        "pass --translation-scale-m (e.g. 0.01 for the Metaworld bench, 1.0 if actions are in metres)"
+    )
+
+
+def _relabelled(
+    src: Path, window: int, sigma: float, scale: float, words: Mapping[str, Sequence[str]] | None,
+    stats: dict, progress: bool,
+) -> Iterator[Episode]:
+    """The episodes of ``src`` with new commands on intervened steps; counts go to ``stats``."""
+    for ep in _stream(src, None, "relabel", progress):
+        if ep.actions.shape[1] < 3:
+            raise CurateError(f"{src}:/data/{ep.name}/actions: {ep.actions.shape[1]} dims, "
+                              "talk-and-tweak needs 3 translation dims")
+        derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words)
+        new = [d if iv else old for d, iv, old in zip(derived, ep.intervention, ep.refinement_command)]
+        stats["episodes"] += 1
+        stats["steps"] += ep.num_samples
+        stats["intervened_steps"] += int(np.count_nonzero(ep.intervention))
+        stats["changed"] += sum(a != b for a, b in zip(new, ep.refinement_command))
+        ep.refinement_command = new
+        yield ep
+
+
 def relabel(
     src: PathLike,
     out: PathLike,
@@ -509,531 +434,25 @@ def relabel(
     """
     src = Path(src)
     out = _check_output(out, [src], force)
-    if int(window) != window or window < 1:
-        raise CurateError(f"relabel: window must be an integer >= 1, got {window}")
+    table = _relabel_words(window, sigma, words)
     window = int(window)
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise CurateError(f"relabel: sigma must be a finite number >= 0 (metres), got {sigma}")
-    try:
-        refinement_command(np.zeros((1, 3)), sigma, words)
-    except ValueError as e:
-        raise CurateError(f"relabel: {e}") from None
-    table = {axis: list(pair) for axis, pair in DEFAULT_WORDS.items()}
-    table.update({axis: [str(p) for p in pair] for axis, pair in (words or {}).items()})
-
     meta = dataset_info(src)
     env_args = dict(meta.env_args)
-    file_scale = env_args.get("translation_scale_m")
-    if file_scale is not None:
-        if not isinstance(file_scale, (int, float)) or isinstance(file_scale, bool) \
-                or not math.isfinite(file_scale) or file_scale <= 0:
-            raise CurateError(f"{src}:/data attrs env_args translation_scale_m: expected a positive number, "
-                              f"got {file_scale!r}")
-        if translation_scale_m is not None and not math.isclose(translation_scale_m, file_scale):
-            raise CurateError(
-                f"{src}: env_args says translation_scale_m = {file_scale:g} but {translation_scale_m:g} was given; "
-                "the file's value is used, drop --translation-scale-m"
-            )
-        scale = float(file_scale)
-    elif translation_scale_m is not None:
-        if not (math.isfinite(translation_scale_m) and translation_scale_m > 0):
-            raise CurateError(f"relabel: translation_scale_m must be > 0, got {translation_scale_m}")
-        scale = float(translation_scale_m)
-        env_args["translation_scale_m"] = scale
-    else:
-        raise CurateError(
-            f"{src}: env_args has no translation_scale_m (action units of dims 0..2 -> metres); "
-            "pass --translation-scale-m (e.g. 0.01 for the Metaworld bench, 1.0 if actions are in metres)"
-        )
+    scale = _relabel_scale(src, env_args, translation_scale_m)
     env_args["talk_tweak"] = {"window": window, "sigma": float(sigma), "translation_scale_m": scale,
                               "words": table}
-
     stats = {"episodes": 0, "steps": 0, "intervened_steps": 0, "changed": 0, "translation_scale_m": scale}
-
-    def episodes() -> Iterator[Episode]:
-        for ep in _stream(src, None, "relabel", progress):
-            if ep.actions.shape[1] < 3:
-                raise CurateError(f"{src}:/data/{ep.name}/actions: {ep.actions.shape[1]} dims, "
-                                  "talk-and-tweak needs 3 translation dims")
-            derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words)
-            new = [d if iv else old for d, iv, old in zip(derived, ep.intervention, ep.refinement_command)]
-            stats["episodes"] += 1
-            stats["steps"] += ep.num_samples
-            stats["intervened_steps"] += int(np.count_nonzero(ep.intervention))
-            stats["changed"] += sum(a != b for a, b in zip(new, ep.refinement_command))
-            ep.refinement_command = new
-            yield ep
-
-    write_dataset(out, episodes(), fps=meta.fps, env_args=env_args, masks=meta.masks, force=force)
+    episodes = _relabelled(src, window, sigma, scale, words, stats, progress)
+    write_dataset(out, episodes, fps=meta.fps, env_args=env_args, masks=meta.masks, force=force)
     return stats
-
-
-# --------------------------------------------------------------------------------------------
-# preview
-
-_PANEL_BG = (24, 24, 24)
-_TEXT = (235, 235, 235)
-_DIM_TEXT = (150, 150, 150)
-_RED = (220, 30, 30)
-_FONT_SIZE = 14
-_MIN_WIDTH = 400
-
-
-def _font():
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=_FONT_SIZE)
-    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or no FreeType: bitmap font
-        return ImageFont.load_default()
-
-
-def _load_images(path: Path, name: str, keys: Sequence[str], frames: slice) -> dict[str, np.ndarray]:
-    """Only the frames ``frames`` of ``/data/<name>/obs/<key>`` (images are chunked per frame)."""
-    import h5py
-
-    out = {}
-    with h5py.File(path, "r") as f:
-        obs = f["data"][name]["obs"]
-        for k in keys:
-            ds = obs[k]
-            # one read per frame: h5py's strided selection is ~50x slower than this
-            out[k] = np.stack([ds[i] for i in range(*frames.indices(len(ds)))])
-    return out
-
-
-def _image_keys(path: Path, name: str) -> list[str]:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        obs = f["data"][name]["obs"]
-        return [k for k, ds in obs.items() if ds.dtype == np.uint8 and ds.ndim == 4]
-
-
-def _fit(draw, text: str, font, width: int) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _vector(v: np.ndarray) -> str:
-    if not np.all(np.isfinite(v)):
-        return "-"
-    return " ".join(f"{x:+.3f}" for x in v)
-
-
-class _Renderer:
-    """Draws one preview frame: picture (camera tiles or plot) + a text panel + a timeline."""
-
-    def __init__(self, ep: Episode, picture_size: tuple[int, int]):
-        from PIL import Image, ImageDraw
-
-        self.ep = ep
-        self.font = _font()
-        probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
-        self.line_h = int(probe.textbbox((0, 0), "Ag|[", font=self.font)[3]) + 5
-        pw, ph = picture_size
-        widest_action = f"action  {_vector(np.full(ep.actions.shape[1], -0.5))}"
-        self.width = max(pw, _MIN_WIDTH, int(probe.textlength(widest_action, font=self.font)) + 20)
-        self.picture_x = (self.width - pw) // 2
-        self.picture_h = ph
-        self.panel_h = 5 * self.line_h + 20
-        self.height = ph + self.panel_h
-
-    def frame(self, t: int, picture):
-        from PIL import Image, ImageDraw
-
-        ep, n = self.ep, self.ep.num_samples
-        img = Image.new("RGB", (self.width, self.height), _PANEL_BG)
-        img.paste(picture, (self.picture_x, 0))
-        d = ImageDraw.Draw(img)
-        x, y, w, f = 8, self.picture_h + 6, self.width - 16, self.font
-        intervened = bool(ep.intervention[t])
-        status = f"{ep.name}  step {t}/{n - 1}  reward {ep.rewards[t]:g}" + ("  done" if ep.dones[t] else "")
-        d.text((x, y), _fit(d, status, f, w), font=f, fill=_TEXT)
-        y += self.line_h
-        d.text((x, y), _fit(d, f"task    {ep.task}  ({ep.kind})", f, w), font=f, fill=_TEXT)
-        y += self.line_h
-        d.text((x, y), _fit(d, f"action  {_vector(ep.actions[t])}", f, w), font=f, fill=_TEXT)
-        y += self.line_h
-        d.text((x, y), _fit(d, f"policy  {_vector(ep.policy_actions[t])}", f, w), font=f, fill=_DIM_TEXT)
-        y += self.line_h
-        if intervened:
-            label = "INTERVENTION"
-            box = d.textbbox((x, y), label, font=f)
-            d.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=_RED)
-            d.text((x, y), label, font=f, fill=(255, 255, 255))
-            cx = box[2] + 12
-        else:
-            d.text((x, y), "policy acting", font=f, fill=_DIM_TEXT)
-            cx = x + int(d.textlength("INTERVENTION", font=f)) + 12
-        command = ep.refinement_command[t]
-        d.text((cx, y), _fit(d, f"command: {command}", f, self.width - cx - 8), font=f,
-               fill=_TEXT if command != NULL_COMMAND else _DIM_TEXT)
-        # timeline: the episode, intervened steps in red, a cursor at t
-        ty, th = self.height - 8, 5
-        d.rectangle((x, ty, x + w, ty + th), fill=(70, 70, 70))
-        for s in np.flatnonzero(ep.intervention):
-            x0 = x + int(w * s / n)
-            d.rectangle((x0, ty, max(x0, x + int(w * (s + 1) / n) - 1), ty + th), fill=_RED)
-        cursor = x + int(w * (t + 0.5) / n)
-        d.rectangle((cursor - 1, ty - 3, cursor + 1, ty + th + 2), fill=(255, 255, 255))
-        if intervened:
-            d.rectangle((0, 0, self.width - 1, self.height - 1), outline=_RED, width=3)
-        return img
-
-
-def _camera_tiles(images: dict[str, np.ndarray]) -> tuple[list, tuple[int, int]]:
-    """One picture per selected frame: the cameras side by side at a common, legible height."""
-    from PIL import Image, ImageDraw
-
-    font = _font()
-    max_h = max(a.shape[1] for a in images.values())
-    target_h = min(max(max_h, 192), 360)
-    sizes = {k: (max(1, round(a.shape[2] * target_h / a.shape[1])), target_h) for k, a in images.items()}
-    width = sum(s[0] for s in sizes.values())
-    frames = []
-    for i in range(len(next(iter(images.values())))):
-        pic = Image.new("RGB", (width, target_h))
-        x = 0
-        for key, arr in images.items():
-            tile = Image.fromarray(arr[i])
-            resample = Image.Resampling.NEAREST if sizes[key][1] >= arr.shape[1] else Image.Resampling.BILINEAR
-            pic.paste(tile.resize(sizes[key], resample), (x, 0))
-            if len(images) > 1:
-                d = ImageDraw.Draw(pic)
-                box = d.textbbox((x + 4, 3), key, font=font)
-                d.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-                d.text((x + 4, 3), key, font=font, fill=(255, 255, 255))
-            x += sizes[key][0]
-        frames.append(pic)
-    return frames, (width, target_h)
-
-
-def _trajectory_plot(ep: Episode, indices: np.ndarray) -> tuple[list, tuple[int, int]]:
-    """No images in the file: the action trajectory plotted once, a cursor drawn per frame."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image, ImageDraw
-
-    n, a = ep.actions.shape
-    fig = Figure(figsize=(5.0, 2.6), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    steps = np.arange(n)
-    for s in np.flatnonzero(ep.intervention):
-        ax.axvspan(s - 0.5, s + 0.5, color="tab:red", alpha=0.15, linewidth=0)
-    for j in range(a):
-        ax.plot(steps, ep.actions[:, j], label=f"a[{j}]", linewidth=1.2)
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.set_xlabel("step")
-    ax.set_title("actions (no camera images in this dataset; red: intervention)", fontsize=8)
-    ax.legend(fontsize=7, ncol=min(a, 7), loc="upper left", frameon=False)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    canvas.draw()
-    background = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
-    height = background.height
-    y0, y1 = ax.bbox.y0, ax.bbox.y1
-    frames = []
-    for t in indices:
-        xpix = float(ax.transData.transform((t, 0.0))[0])
-        pic = background.copy()
-        ImageDraw.Draw(pic).line((xpix, height - y1, xpix, height - y0), fill=(0, 0, 0), width=2)
-        frames.append(pic)
-    return frames, background.size
-
-
-def _episode_name(episode: str | int) -> str:
-    text = str(episode)
-    return f"demo_{text}" if text.isdigit() else text
-
-
-def preview(
-    path: PathLike,
-    episode: str | int,
-    out: PathLike,
-    camera: str | None = None,
-    every: int = 1,
-    max_frames: int = 200,
-    force: bool = False,
-) -> dict:
-    """Render one episode for a person to look at: an animated GIF (``out`` ends with ``.gif``)
-    or a PNG contact sheet (``.png``, frames in rows of up to 8).
-
-    Each frame shows the camera image(s) (``camera`` = one ``obs`` image key, default all side
-    by side, upscaled to a legible size) or, when the file has no images, a plot of the action
-    trajectory with a cursor; under it the step, reward, task, executed action, policy action,
-    a red ``INTERVENTION`` marker (and red border) on intervened steps, the refinement command,
-    and a timeline with the intervened steps in red. ``episode`` is ``"demo_3"`` or ``3``.
-
-    Every ``every``-th step is drawn; when that gives more than ``max_frames`` frames the stride
-    is raised to fit (with a :class:`CurateWarning`). Returns
-    ``{"path", "episode", "frames", "stride", "cameras"}``.
-    """
-    from PIL import Image
-
-    path, out = Path(path), Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in (".gif", ".png"):
-        raise CurateError(f"{out}: preview writes .gif (animation) or .png (contact sheet), not {out.suffix!r}")
-    out = _check_output(out, [path], force)
-    if int(every) != every or every < 1:
-        raise CurateError(f"preview: every must be an integer >= 1, got {every}")
-    if int(max_frames) != max_frames or max_frames < 1:
-        raise CurateError(f"preview: max_frames must be an integer >= 1, got {max_frames}")
-    name = _episode_name(episode)
-    meta = dataset_info(path)
-    if name not in meta.episode_names:
-        shown = ", ".join(meta.episode_names[:5]) + (", ..." if len(meta.episode_names) > 5 else "")
-        raise CurateError(f"{path}: no episode {name!r} (the file has {len(meta.episode_names)}: {shown or 'none'})")
-    ep = next(e for e in read_episodes(path, load_images=False) if e.name == name)
-
-    n = ep.num_samples
-    stride = int(every)
-    if math.ceil(n / stride) > max_frames:
-        stride = math.ceil(n / max_frames)
-        warnings.warn(f"preview: {name} has {n} steps; drawing one step in {stride} to stay within "
-                      f"{max_frames} frames", CurateWarning, stacklevel=2)
-    indices = np.arange(0, n, stride)
-
-    available = _image_keys(path, name)
-    if camera is not None and camera not in available:
-        raise CurateError(f"{path}:/data/{name}/obs: no camera {camera!r} "
-                          f"(image keys: {', '.join(available) or 'none'})")
-    cameras = [camera] if camera is not None else available
-    if cameras:
-        pictures, size = _camera_tiles(_load_images(path, name, cameras, slice(0, n, stride)))
-    else:
-        pictures, size = _trajectory_plot(ep, indices)
-    renderer = _Renderer(ep, size)
-    frames = [renderer.frame(int(t), pic) for t, pic in zip(indices, pictures)]
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        if suffix == ".gif":
-            ms = max(20, int(round(1000.0 * stride / meta.fps))) if meta.fps > 0 else 100
-            # fast octree palettes: PIL's default median cut takes ~0.15 s per frame
-            paletted = [fr.quantize(256, method=Image.Quantize.FASTOCTREE) for fr in frames]
-            paletted[0].save(tmp, format="GIF", save_all=True, append_images=paletted[1:], duration=ms, loop=0)
-        else:
-            cols = min(len(frames), 8)
-            rows = math.ceil(len(frames) / cols)
-            fw, fh = frames[0].size
-            gap = 4
-            sheet = Image.new("RGB", (cols * fw + (cols - 1) * gap, rows * fh + (rows - 1) * gap), (255, 255, 255))
-            for i, fr in enumerate(frames):
-                sheet.paste(fr, ((i % cols) * (fw + gap), (i // cols) * (fh + gap)))
-            sheet.save(tmp, format="PNG", compress_level=3)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return {"path": str(out), "episode": name, "frames": len(frames), "stride": stride, "cameras": cameras}
-
 
 # --------------------------------------------------------------------------------------------
 # command line
 
 
-def _cli(fn):
-    """Run a command: library errors become one ``error: ...`` line and exit code 2; our
-    warnings become ``warning: ...`` lines on stderr."""
-
-    def run(args: argparse.Namespace) -> int:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CurateWarning)
-            try:
-                code = fn(args)
-            except (DataToolsError, DatasetFormatError, FileExistsError, OSError) as e:
-                code = 2
-                message = str(e)
-            else:
-                message = None
-        for w in caught:
-            if issubclass(w.category, CurateWarning):
-                print(f"warning: {w.message}", file=sys.stderr)
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        if message is not None:
-            print(f"error: {message}", file=sys.stderr)
-        return code
-
-    run.__name__ = fn.__name__
-    return run
-
-
-def _progress_on(args: argparse.Namespace) -> bool:
-    return not getattr(args, "quiet", False)
-
-
-@_cli
-def _cmd_info(args: argparse.Namespace) -> int:
-    summary = info(args.path)
-    print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_info(summary))
-    return 0
-
-
-@_cli
-def _cmd_filter(args: argparse.Namespace) -> int:
-    total = len(dataset_info(args.src).episode_names)
-    kept = filter_dataset(
-        args.src, args.out, task=args.task, success=args.success, kind=args.kind, min_length=args.min_length,
-        max_length=args.max_length, has_intervention=args.has_intervention, force=args.force,
-        progress=_progress_on(args),
-    )
-    print(f"kept {kept} of {total} episodes -> {args.out}")
-    return 0
-
-
-@_cli
-def _cmd_merge(args: argparse.Namespace) -> int:
-    n = merge(args.srcs, args.out, force=args.force, progress=_progress_on(args))
-    print(f"merged {n} episodes from {len(args.srcs)} files -> {args.out}")
-    return 0
-
-
-@_cli
-def _cmd_split(args: argparse.Namespace) -> int:
-    masks = split(args.path, out=args.out, valid_fraction=args.valid_fraction, seed=args.seed,
-                  by_task=not args.no_stratify, in_place=args.in_place, force=args.force,
-                  progress=_progress_on(args))
-    target = args.path if args.in_place else args.out
-    print(f"train {len(masks['train'])} / valid {len(masks['valid'])} episodes -> {target}:/mask")
-    return 0
-
-
-def _parse_words(items: Sequence[str] | None) -> dict[str, tuple[str, str]] | None:
-    """``--words`` values: ``AXIS=POS,NEG`` (repeatable) or a JSON object as ``convert`` takes."""
-    if not items:
-        return None
-    words = {}
-    for item in items:
-        if item.lstrip().startswith("{"):
-            try:
-                obj = json.loads(item)
-            except json.JSONDecodeError as e:
-                raise CurateError(f"--words: not JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not all(isinstance(v, list) and len(v) == 2 for v in obj.values()):
-                raise CurateError('--words: expected a JSON object such as {"y": ["right", "left"]}')
-            words.update({str(k): (str(v[0]), str(v[1])) for k, v in obj.items()})
-            continue
-        axis, sep, pair = item.partition("=")
-        parts = [p.strip() for p in pair.split(",")]
-        if not sep or axis.strip() not in ("x", "y", "z") or len(parts) != 2 or not all(parts):
-            raise CurateError(f"--words {item!r}: expected AXIS=POSITIVE,NEGATIVE with AXIS x, y or z "
-                              "(e.g. y=left,right)")
-        words[axis.strip()] = (parts[0], parts[1])
-    return words
-
-
-@_cli
-def _cmd_relabel(args: argparse.Namespace) -> int:
-    stats = relabel(args.src, args.out, window=args.window, sigma=args.sigma, words=_parse_words(args.words),
-                    translation_scale_m=args.translation_scale_m, force=args.force, progress=_progress_on(args))
-    print(f"relabelled {stats['intervened_steps']} intervened steps in {stats['episodes']} episodes: "
-          f"{stats['changed']} commands changed -> {args.out}")
-    return 0
-
-
-@_cli
-def _cmd_preview(args: argparse.Namespace) -> int:
-    result = preview(args.path, args.episode, args.out, camera=args.camera, every=args.every,
-                     max_frames=args.max_frames, force=args.force)
-    source = ", ".join(result["cameras"]) or "action plot"
-    print(f"{result['episode']}: {result['frames']} frames (every {result['stride']} step(s), {source}) "
-          f"-> {result['path']}")
-    return 0
-
-
 def add_subcommands(subparsers) -> None:
     """Register ``info``, ``filter``, ``merge``, ``split``, ``relabel`` and ``preview`` on an
-    ``argparse`` subparsers object; each sets ``func(args) -> int`` (0 ok, 2 on an error)."""
+    ``argparse`` subparsers object (see :func:`data_tools.cli.add_curate_subcommands`)."""
+    from data_tools.cli import add_curate_subcommands
 
-    def common(p: argparse.ArgumentParser, force: bool = True, quiet: bool = True) -> None:
-        if force:
-            p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-        if quiet:
-            # SUPPRESS: do not clobber a global --quiet of the parent parser
-            p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                           help="no progress bar")
-
-    p = subparsers.add_parser("info", help="summary per task and kind",
-                              description="Episodes, steps, success rate, intervention ratio and "
-                                          "refinement-command histogram per task and kind, and in total.")
-    p.add_argument("path", help="HDF5 talk-and-tweak dataset")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_info)
-
-    p = subparsers.add_parser("filter", help="keep the episodes that match",
-                              description="Write the episodes that pass every given criterion to a new file.")
-    p.add_argument("src", help="input dataset")
-    p.add_argument("-o", "--out", required=True, help="output dataset (new file)")
-    p.add_argument("--task", action="extend", nargs="+", metavar="TASK",
-                   help="keep these tasks (repeatable; quote tasks with spaces)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--success", dest="success", action="store_const", const=True, default=None,
-                   help="only successful episodes (a reward > 0)")
-    g.add_argument("--failure", dest="success", action="store_const", const=False, help="only failed episodes")
-    p.add_argument("--kind", choices=EPISODE_KINDS, help="only demos or only online episodes")
-    p.add_argument("--min-length", type=int, metavar="N", help="at least N steps")
-    p.add_argument("--max-length", type=int, metavar="N", help="at most N steps")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--has-intervention", dest="has_intervention", action="store_const", const=True, default=None,
-                   help="only episodes with an intervened step")
-    g.add_argument("--no-intervention", dest="has_intervention", action="store_const", const=False,
-                   help="only episodes without intervention")
-    common(p)
-    p.set_defaults(func=_cmd_filter)
-
-    p = subparsers.add_parser("merge", help="concatenate datasets",
-                              description="Concatenate the episodes of several datasets (same fps, actions "
-                                          "and observations) into a new file.")
-    p.add_argument("srcs", nargs="+", metavar="SRC", help="input datasets, in order")
-    p.add_argument("-o", "--out", required=True, help="output dataset (new file)")
-    common(p)
-    p.set_defaults(func=_cmd_merge)
-
-    p = subparsers.add_parser("split", help="train/valid masks",
-                              description="Write /mask/train and /mask/valid (stratified per task, "
-                                          "deterministic from --seed).")
-    p.add_argument("path", help="input dataset")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("-o", "--out", help="write a copy with the masks here")
-    g.add_argument("--in-place", action="store_true", help="rewrite PATH with the masks (temp file + rename)")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="fraction of each task's episodes (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--no-stratify", action="store_true", help="split all episodes together, not per task")
-    common(p)
-    p.set_defaults(func=_cmd_split)
-
-    p = subparsers.add_parser("relabel", help="recompute refinement commands",
-                              description="Recompute the talk-and-tweak command of every intervened step "
-                                          "with another window J, threshold sigma or words.")
-    p.add_argument("src", help="input dataset")
-    p.add_argument("-o", "--out", required=True, help="output dataset (new file)")
-    p.add_argument("--window", type=int, default=5, metavar="J", help="window length in steps (default 5)")
-    p.add_argument("--sigma", type=float, default=0.001, help="threshold in metres (default 0.001)")
-    p.add_argument("--words", action="append", metavar="AXIS=POS,NEG",
-                   help="direction words of an axis, positive then negative, e.g. y=right,left (repeatable), "
-                        'or a JSON object as convert takes: \'{"y": ["right", "left"]}\'')
-    p.add_argument("--translation-scale-m", type=float, metavar="X",
-                   help="metres per action unit, when the file's env_args does not say")
-    common(p)
-    p.set_defaults(func=_cmd_relabel)
-
-    p = subparsers.add_parser("preview", help="GIF / PNG of one episode",
-                              description="Draw an episode's frames with action, intervention and command "
-                                          "as an animated GIF (.gif) or a PNG contact sheet (.png).")
-    p.add_argument("path", help="input dataset")
-    p.add_argument("--episode", required=True, help="episode name (demo_3) or index (3)")
-    p.add_argument("-o", "--out", required=True, help="output .gif or .png")
-    p.add_argument("--camera", help="one image key of obs/ (default: all cameras side by side)")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="draw every N-th step (default 1)")
-    p.add_argument("--max-frames", type=int, default=200, help="at most this many frames (default 200)")
-    common(p, quiet=False)
-    p.set_defaults(func=_cmd_preview)
+    add_curate_subcommands(subparsers)

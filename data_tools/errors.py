@@ -1,4 +1,5 @@
-"""Exceptions raised by ``data_tools`` (the CLI turns them into one ``error: ...`` line, exit 2).
+"""Exceptions and warnings raised by ``data_tools`` (the CLI turns errors into one
+``error: ...`` line, exit 2, and warnings into ``warning: ...`` lines).
 
 ``hdf5_format.DatasetFormatError`` is deliberately *not* a subclass of :class:`DataToolsError`
 (it is a ``ValueError`` of the dataset schema module); command-line front ends catch both.
@@ -11,6 +12,14 @@ import os
 
 class DataToolsError(Exception):
     """Base class of every error a data_tools library function raises on bad input."""
+
+
+class OutputExistsError(DataToolsError, FileExistsError):
+    """The output exists and ``force`` was not given (also a ``FileExistsError``)."""
+
+
+class CurateError(DataToolsError):
+    """Bad arguments or data for a curation command; the message names the file (and key)."""
 
 
 class TeleopLogError(DataToolsError):
@@ -30,3 +39,11 @@ class TeleopLogError(DataToolsError):
 
     def __reduce__(self):  # keep the fields through pickling (process pools)
         return (type(self), (self.path, self.reason, self.line))
+
+
+class DataToolsWarning(UserWarning):
+    """Base class of the non-fatal surprises data_tools reports (printed as ``warning: ...``)."""
+
+
+class CurateWarning(DataToolsWarning):
+    """Something the user probably wants to know about, that does not stop the command."""

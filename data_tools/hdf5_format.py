@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +31,12 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
+from data_tools.atomic import atomic_path
+from data_tools.outputs import check_output
+from data_tools.talk_tweak import NULL_COMMAND
+
 FORMAT = "dual-actor-talk-tweak"
 FORMAT_VERSION = 1
-NULL_COMMAND = "[null]"
 EPISODE_KINDS = ("demo", "online")
 _EPISODE_RE = re.compile(r"^demo_(\d+)$")
 _STR_DTYPE = h5py.string_dtype(encoding="utf-8")
@@ -196,40 +198,28 @@ def write_dataset(
 ) -> Path:
     """Write ``episodes`` as a new dataset at ``path`` (temporary file, renamed on success).
 
-    Refuses to replace an existing file unless ``force``. Episodes are named ``demo_0..``
-    in order. Returns the path written.
+    Refuses to replace an existing file unless ``force``
+    (:class:`~data_tools.errors.OutputExistsError`, a ``FileExistsError``). Episodes are named
+    ``demo_0..`` in order. Returns the path written.
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path}: exists (pass force=True / --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a dataset gets the usual file mode
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["fps"] = float(fps)
-            data = f.create_group("data")
-            total = 0
-            for k, ep in enumerate(episodes):
-                where = f"{path}:/data/demo_{k}"
-                ep.validate(where)
-                _write_episode(data.create_group(f"demo_{k}"), ep)
-                ep.name = f"demo_{k}"
-                total += ep.num_samples
-            data.attrs["total"] = total
-            data.attrs["env_args"] = json.dumps(dict(env_args or {}))
-            mask_g = f.create_group("mask")
-            for split, names in (masks or {}).items():
-                mask_g.create_dataset(split, data=list(names), dtype=_STR_DTYPE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = check_output(path, force=force)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["fps"] = float(fps)
+        data = f.create_group("data")
+        total = 0
+        for k, ep in enumerate(episodes):
+            where = f"{path}:/data/demo_{k}"
+            ep.validate(where)
+            _write_episode(data.create_group(f"demo_{k}"), ep)
+            ep.name = f"demo_{k}"
+            total += ep.num_samples
+        data.attrs["total"] = total
+        data.attrs["env_args"] = json.dumps(dict(env_args or {}))
+        mask_g = f.create_group("mask")
+        for split, names in (masks or {}).items():
+            mask_g.create_dataset(split, data=list(names), dtype=_STR_DTYPE)
     return path
 
 

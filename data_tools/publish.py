@@ -10,14 +10,16 @@
   The token is resolved by ``huggingface_hub`` (``HF_TOKEN``, ``hf auth login``) and is never
   printed or logged.
 
-Both exporters build the whole folder in a temporary directory beside ``out_dir`` and rename it
-into place on success: a failure never leaves a half-written export behind. The HDF5 layout is
-read only through :mod:`data_tools.hdf5_format`.
+Both exporters check the destination with :func:`data_tools.outputs.check_output`, build the
+whole folder in a temporary directory beside ``out_dir`` (:func:`data_tools.atomic.atomic_dir`)
+and rename it into place on success: a failure never leaves a half-written export behind. The
+HDF5 layout is read only through :mod:`data_tools.hdf5_format`; the counts come from
+:func:`data_tools.stats.summarize` (``summarize`` and ``DatasetSummary`` are importable from
+here too). The command line is in :mod:`data_tools.cli`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -27,20 +29,19 @@ import os
 import re
 import shutil
 import sys
-import tempfile
-import uuid
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from data_tools.atomic import atomic_dir
 from data_tools.errors import DataToolsError
-from data_tools.hdf5_format import NULL_COMMAND, DatasetFormatError, Episode, dataset_info, read_episodes
-from data_tools.talk_tweak import command_vocabulary
+from data_tools.hdf5_format import Episode, read_episodes
+from data_tools.outputs import check_output
+from data_tools.stats import DatasetSummary, format_markdown, summarize
+from data_tools.talk_tweak import NULL_COMMAND, command_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -56,84 +57,17 @@ class HubUnreachableError(DataToolsError):
 
 
 # --------------------------------------------------------------------------------------------
-# Reading the source once without images: counts, vocabulary, shapes.
+# Reading the source: one pass without images (data_tools.stats), then the episodes with images.
 
 
-@dataclass
-class _GroupStats:
-    episodes: int = 0
-    steps: int = 0
-    successes: int = 0
-    intervened: int = 0
-
-
-@dataclass
-class DatasetSummary:
-    """What a first pass over a dataset (no images) learns; used by both exporters and the cards."""
-
-    path: Path
-    fps: float
-    episodes: int = 0
-    steps: int = 0
-    intervened: int = 0
-    lowdim: dict[str, int] = field(default_factory=dict)  # obs key -> d
-    action_dim: int = 0
-    robots: list[str] = field(default_factory=list)
-    groups: dict[tuple[str, str], _GroupStats] = field(default_factory=dict)  # (task, kind)
-    commands: Counter = field(default_factory=Counter)
-    intervened_commands: Counter = field(default_factory=Counter)
-    command_order: list[str] = field(default_factory=list)  # first appearance
-
-    @property
-    def intervention_ratio(self) -> float:
-        return self.intervened / self.steps if self.steps else 0.0
-
-
-def summarize(path: str | os.PathLike) -> DatasetSummary:
-    """One pass over ``path`` without images: per (task, kind) counts, commands, low-dim shapes.
+def _export_summary(path: Path) -> DatasetSummary:
+    """:func:`data_tools.stats.summarize` with one schema required and at least one episode.
 
     Raises :class:`DataToolsError` when the dataset has no episodes or its episodes disagree on
-    the low-dim observation keys / sizes or the action size (an export needs one schema), and
+    the low-dim observation keys / sizes or the action size, and
     :class:`~data_tools.hdf5_format.DatasetFormatError` when the file does not follow the layout.
     """
-    path = Path(path)
-    info = dataset_info(path)
-    s = DatasetSummary(path=path, fps=info.fps)
-    seen: set[str] = set()
-    for ep in read_episodes(path, load_images=False):
-        where = f"{path}:/data/{ep.name}"
-        lowdim = {k: int(v.shape[1]) for k, v in ep.obs.items()}
-        if s.episodes == 0:
-            s.lowdim = lowdim
-            s.action_dim = int(ep.actions.shape[1])
-        else:
-            if lowdim != s.lowdim:
-                raise DataToolsError(
-                    f"{where}/obs: low-dim keys/sizes {lowdim} differ from the first episode's {s.lowdim}; "
-                    "an export needs one schema"
-                )
-            if ep.actions.shape[1] != s.action_dim:
-                raise DataToolsError(
-                    f"{where}/actions: {ep.actions.shape[1]}-d, the first episode's are {s.action_dim}-d"
-                )
-        if ep.robot not in s.robots:
-            s.robots.append(ep.robot)
-        g = s.groups.setdefault((ep.task, ep.kind), _GroupStats())
-        n_int = int(ep.intervention.sum())
-        g.episodes += 1
-        g.steps += ep.num_samples
-        g.successes += int(ep.success)
-        g.intervened += n_int
-        s.episodes += 1
-        s.steps += ep.num_samples
-        s.intervened += n_int
-        for cmd, inter in zip(ep.refinement_command, ep.intervention):
-            s.commands[cmd] += 1
-            if inter:
-                s.intervened_commands[cmd] += 1
-            if cmd not in seen:
-                seen.add(cmd)
-                s.command_order.append(cmd)
+    s = summarize(path, one_schema=True)
     if s.episodes == 0:
         raise DataToolsError(f"{path}: the dataset has no episodes; nothing to export")
     return s
@@ -155,50 +89,7 @@ def _episodes_with_images(path: Path, s: DatasetSummary) -> Iterator[tuple[Episo
 
 
 # --------------------------------------------------------------------------------------------
-# Output folders: temp dir beside the destination, renamed on success.
-
-
-def _check_not_input(source: Path, out_dir: Path) -> None:
-    """Refuse an output folder that is, or holds, the input file (``--force`` would delete it)."""
-    src, out = source.resolve(), out_dir.resolve()
-    if src == out or out in src.parents:
-        raise DataToolsError(f"{out_dir}: the output folder would replace the input {source}; choose another -o")
-
-
-def _check_destination(out_dir: Path, force: bool) -> None:
-    if (out_dir.exists() or out_dir.is_symlink()) and not force:
-        raise DataToolsError(f"{out_dir}: exists (pass force=True / --force to overwrite)")
-
-
-@contextlib.contextmanager
-def _staging_dir(out_dir: Path, force: bool) -> Iterator[Path]:
-    """Yield a fresh temp folder beside ``out_dir``; on success it replaces ``out_dir``."""
-    _check_destination(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        yield tmp
-        umask = os.umask(0o22)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the export is an ordinary folder
-        _check_destination(out_dir, force)
-        if out_dir.exists() or out_dir.is_symlink():
-            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            try:
-                os.replace(tmp, out_dir)
-            except BaseException:
-                os.replace(old, out_dir)
-                raise
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+# Library noise and progress.
 
 
 @contextlib.contextmanager
@@ -227,11 +118,6 @@ def _progress(total: int, desc: str, progress: bool):
 # Dataset cards.
 
 
-def _md(text: Any) -> str:
-    """A value made safe for one Markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                         (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
@@ -244,36 +130,6 @@ def _front_matter(meta: dict) -> str:
     import yaml
 
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
-
-
-def _summary_markdown(s: DatasetSummary) -> str:
-    lines = [
-        "## Counts",
-        "",
-        f"{s.episodes} episodes, {s.steps} steps at {s.fps:g} fps; {s.intervened} intervened steps "
-        f"(intervention ratio {s.intervention_ratio:.4f}). Robots: {', '.join(s.robots)}.",
-        "",
-        "| task | kind | episodes | steps | successes | intervened steps | intervention ratio |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for (task, kind), g in sorted(s.groups.items()):
-        ratio = g.intervened / g.steps if g.steps else 0.0
-        lines.append(
-            f"| {_md(task)} | {kind} | {g.episodes} | {g.steps} | {g.successes} | {g.intervened} | {ratio:.4f} |"
-        )
-    lines += [
-        "",
-        "## Refinement commands",
-        "",
-        f"Talk-and-tweak refinement commands per step (`{NULL_COMMAND}` where there is none), "
-        "most frequent first.",
-        "",
-        "| command | steps | intervened steps | share of steps |",
-        "|---|---:|---:|---:|",
-    ]
-    for cmd, n in sorted(s.commands.items(), key=lambda kv: (-kv[1], kv[0])):
-        lines.append(f"| {_md(cmd)} | {n} | {s.intervened_commands.get(cmd, 0)} | {n / s.steps:.4f} |")
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +255,7 @@ def _hf_card(s: DatasetSummary, features, image_keys: list[str], shards: int, so
         *[f"| `{c}` | {t} | {sh} | {m} |" for c, t, sh, m in rows],
         "",
     ]
-    return _front_matter(meta) + "\n" + "\n".join(body) + "\n" + _summary_markdown(s)
+    return _front_matter(meta) + "\n" + "\n".join(body) + "\n" + format_markdown(s)
 
 
 def export_hf(
@@ -423,11 +279,10 @@ def export_hf(
     import pyarrow.parquet as pq
 
     path, out_dir = Path(path), Path(out_dir)
-    _check_not_input(path, out_dir)
-    _check_destination(out_dir, force)
-    s = summarize(path)
+    check_output(out_dir, [path], force=force, folder=True)
+    s = _export_summary(path)
     with (
-        _staging_dir(out_dir, force) as tmp,
+        atomic_dir(out_dir, force) as tmp,
         _progress(s.steps, "export-hf", progress) as bar,
         ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool,  # PIL releases the GIL
     ):
@@ -518,9 +373,80 @@ def _lerobot_card(s: DatasetSummary, info: dict, repo_id: str, source_name: str)
         f"[`{COMMANDS_FILE}`]({COMMANDS_FILE}); 0 is `{NULL_COMMAND}`). `observation.state` concatenates "
         f"the low-dim observations {', '.join(f'`{k}` ({d})' for k, d in s.lowdim.items())} in that order.",
         "",
-        _summary_markdown(s),
+        format_markdown(s),
     ]
     return str(card) + "\n" + "\n".join(extra)
+
+
+def _lerobot_frame(ep: Episode, t: int, state: np.ndarray, index: dict[str, int], images) -> dict:
+    """Step ``t`` of ``ep`` as a LeRobotDataset frame."""
+    frame = {
+        "observation.state": state[t],
+        "action": ep.actions[t],
+        "next.reward": ep.rewards[t : t + 1],
+        "next.done": ep.dones[t : t + 1],
+        "intervention": np.array([int(ep.intervention[t])], dtype=np.int64),
+        "refinement_command_id": np.array([index[ep.refinement_command[t]]], dtype=np.int64),
+        "task": ep.task,
+    }
+    for key in images:
+        frame[f"observation.images.{key}"] = ep.obs[key][t]
+    return frame
+
+
+def _lerobot_write(
+    path: Path, s: DatasetSummary, root: Path, repo_id: str, fps: int, index: dict[str, int], bar
+) -> None:
+    """Create the LeRobotDataset at ``root`` and add every episode, frame by frame; finalize it."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    robot_type = s.robots[0] if len(s.robots) == 1 and s.robots[0] != "unknown" else None
+    ds = None
+    images: dict[str, tuple] = {}
+    try:
+        for ep, ep_images in _episodes_with_images(path, s):
+            if ds is None:
+                images = ep_images
+                ds = LeRobotDataset.create(
+                    repo_id=repo_id, fps=fps, root=root, features=_lerobot_features(s, images),
+                    robot_type=robot_type, use_videos=False,
+                )
+            elif ep_images != images:
+                raise DataToolsError(
+                    f"{path}:/data/{ep.name}/obs: image shapes {ep_images} differ from the first "
+                    f"episode's {images}; LeRobotDataset needs one shape per camera"
+                )
+            state = np.concatenate([ep.obs[k] for k in s.lowdim], axis=1).astype(np.float32)
+            for t in range(ep.num_samples):
+                ds.add_frame(_lerobot_frame(ep, t, state, index, images))
+                bar.update(1)
+            ds.save_episode()
+    except BaseException:
+        if ds is not None:  # close lerobot's parquet writers; the staging folder is deleted
+            with contextlib.suppress(Exception):
+                ds.finalize()
+        raise
+    ds.finalize()
+
+
+def _lerobot_finalize(
+    root: Path, tmp: Path, s: DatasetSummary, vocab: list[str], repo_id: str, source_name: str
+) -> None:
+    """Add the command vocabulary and the card, drop lerobot's empty image scratch folder and
+    move the dataset from ``root`` up into the staging folder ``tmp``."""
+    info = json.loads((root / "meta" / "info.json").read_text())
+    (root / COMMANDS_FILE).write_text(
+        json.dumps({"feature": "refinement_command_id", "null_command": NULL_COMMAND, "commands": vocab},
+                   indent=2, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    (root / "README.md").write_text(_lerobot_card(s, info, repo_id, source_name), encoding="utf-8")
+    images_dir = root / "images"  # lerobot's per-frame PNG scratch space, emptied by save_episode
+    if images_dir.is_dir() and not any(p.is_file() for p in images_dir.rglob("*")):
+        shutil.rmtree(images_dir)
+    for child in root.iterdir():
+        os.replace(child, tmp / child.name)
+    root.rmdir()
 
 
 def export_lerobot(
@@ -551,73 +477,21 @@ def export_lerobot(
     path, out_dir = Path(path), Path(out_dir)
     if not repo_id or "/" not in repo_id:
         raise DataToolsError(f"repo id {repo_id!r}: expected '<user or org>/<name>'")
-    _check_not_input(path, out_dir)
-    _check_destination(out_dir, force)
-    s = summarize(path)
+    check_output(out_dir, [path], force=force, folder=True)
+    s = _export_summary(path)
     fps = _lerobot_fps(s)
     vocab = lerobot_command_vocabulary(s)
-    index = {c: i for i, c in enumerate(vocab)}
-    robot_type = s.robots[0] if len(s.robots) == 1 and s.robots[0] != "unknown" else None
-
     with _quiet_libraries():
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401 -- first import, noise hidden
 
     with (
-        _staging_dir(out_dir, force) as tmp,
+        atomic_dir(out_dir, force) as tmp,
         _quiet_libraries(),
         _progress(s.steps, "export-lerobot", progress) as bar,
     ):
         root = tmp / "dataset"
-        ds = None
-        images: dict[str, tuple] = {}
-        try:
-            for ep, ep_images in _episodes_with_images(path, s):
-                if ds is None:
-                    images = ep_images
-                    ds = LeRobotDataset.create(
-                        repo_id=repo_id, fps=fps, root=root, features=_lerobot_features(s, images),
-                        robot_type=robot_type, use_videos=False,
-                    )
-                elif ep_images != images:
-                    raise DataToolsError(
-                        f"{path}:/data/{ep.name}/obs: image shapes {ep_images} differ from the first "
-                        f"episode's {images}; LeRobotDataset needs one shape per camera"
-                    )
-                state = np.concatenate([ep.obs[k] for k in s.lowdim], axis=1).astype(np.float32)
-                for t in range(ep.num_samples):
-                    frame = {
-                        "observation.state": state[t],
-                        "action": ep.actions[t],
-                        "next.reward": ep.rewards[t : t + 1],
-                        "next.done": ep.dones[t : t + 1],
-                        "intervention": np.array([int(ep.intervention[t])], dtype=np.int64),
-                        "refinement_command_id": np.array([index[ep.refinement_command[t]]], dtype=np.int64),
-                        "task": ep.task,
-                    }
-                    for key in images:
-                        frame[f"observation.images.{key}"] = ep.obs[key][t]
-                    ds.add_frame(frame)
-                    bar.update(1)
-                ds.save_episode()
-        except BaseException:
-            if ds is not None:  # close lerobot's parquet writers; the staging folder is deleted
-                with contextlib.suppress(Exception):
-                    ds.finalize()
-            raise
-        ds.finalize()
-        info = json.loads((root / "meta" / "info.json").read_text())
-        (root / COMMANDS_FILE).write_text(
-            json.dumps({"feature": "refinement_command_id", "null_command": NULL_COMMAND, "commands": vocab},
-                       indent=2, ensure_ascii=False) + "\n",
-            encoding="utf-8",
-        )
-        (root / "README.md").write_text(_lerobot_card(s, info, repo_id, path.name), encoding="utf-8")
-        images_dir = root / "images"  # lerobot's per-frame PNG scratch space, emptied by save_episode
-        if images_dir.is_dir() and not any(p.is_file() for p in images_dir.rglob("*")):
-            shutil.rmtree(images_dir)
-        for child in root.iterdir():
-            os.replace(child, tmp / child.name)
-        root.rmdir()
+        _lerobot_write(path, s, root, repo_id, fps, {c: i for i, c in enumerate(vocab)}, bar)
+        _lerobot_finalize(root, tmp, s, vocab, repo_id, path.name)
     return out_dir
 
 
@@ -702,6 +576,66 @@ def _card_text(folder: Path, lerobot: bool, repo_id: str) -> tuple[str, bool]:
     return original, False
 
 
+def _check_push(folder: Path, repo_id: str, kind: str) -> bool:
+    """Validate the arguments and the folder; return whether it is a LeRobotDataset."""
+    if kind != "dataset":
+        raise DataToolsError(f"kind {kind!r}: only 'dataset' repositories are supported")
+    if not repo_id or "/" not in repo_id:
+        raise DataToolsError(f"repo id {repo_id!r}: expected '<user or org>/<name>'")
+    if not folder.is_dir():
+        raise DataToolsError(f"{folder}: no such folder")
+    lerobot = is_lerobot_dataset(folder)
+    if not lerobot and not (folder / "README.md").is_file():
+        raise DataToolsError(
+            f"{folder}: neither a LeRobotDataset (meta/info.json) nor a datasets export (README.md)"
+        )
+    if _hub_offline():
+        raise HubUnreachableError(
+            "Hugging Face Hub is unreachable / offline mode is on: HF_HUB_OFFLINE is set; "
+            "unset it (or set HF_HUB_OFFLINE=0) to push"
+        )
+    return lerobot
+
+
+def _hub_api(token: str | None):
+    """An ``HfApi``; refuse early when ``huggingface_hub`` cannot find any token."""
+    import huggingface_hub
+
+    if token is None and huggingface_hub.get_token() is None:
+        raise DataToolsError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before pushing")
+    return huggingface_hub.HfApi(token=token)
+
+
+def _upload(
+    api: Any, folder: Path, repo_id: str, private: bool, token: str | None, lerobot: bool,
+    card_text: str, card_changed: bool,
+) -> Any:
+    """create_repo, upload_folder, the tagged card if it changed, and LeRobot's version tag."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    ignore = [".*.tmp", ".*.tmp/**"]
+    if lerobot:
+        ignore.append("images/**")
+    if card_changed:
+        ignore.append("README.md")
+    url = api.create_repo(repo_id, token=token, private=private, repo_type="dataset", exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), repo_type="dataset", token=token,
+        ignore_patterns=ignore, commit_message="Upload dataset with data_tools",
+    )
+    if card_changed:
+        api.upload_file(
+            path_or_fileobj=card_text.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
+            repo_type="dataset", token=token, commit_message="Add dataset card",
+        )
+    if lerobot:
+        version = json.loads((folder / "meta" / "info.json").read_text(encoding="utf-8"))["codebase_version"]
+        with contextlib.suppress(RevisionNotFoundError):
+            api.delete_tag(repo_id, tag=version, token=token, repo_type="dataset")
+        api.create_tag(repo_id, tag=version, token=token, repo_type="dataset")
+    return url
+
+
 def push(
     dir: str | os.PathLike,
     repo_id: str,
@@ -726,57 +660,17 @@ def push(
     reached, :class:`DataToolsError` for a bad folder, no token, or a refusal by the Hub.
     """
     folder = Path(dir)
-    if kind != "dataset":
-        raise DataToolsError(f"kind {kind!r}: only 'dataset' repositories are supported")
-    if not repo_id or "/" not in repo_id:
-        raise DataToolsError(f"repo id {repo_id!r}: expected '<user or org>/<name>'")
-    if not folder.is_dir():
-        raise DataToolsError(f"{folder}: no such folder")
-    lerobot = is_lerobot_dataset(folder)
-    if not lerobot and not (folder / "README.md").is_file():
-        raise DataToolsError(
-            f"{folder}: neither a LeRobotDataset (meta/info.json) nor a datasets export (README.md)"
-        )
-    if _hub_offline():
-        raise HubUnreachableError(
-            "Hugging Face Hub is unreachable / offline mode is on: HF_HUB_OFFLINE is set; "
-            "unset it (or set HF_HUB_OFFLINE=0) to push"
-        )
+    lerobot = _check_push(folder, repo_id, kind)
     card_text, card_changed = _card_text(folder, lerobot, repo_id)
 
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
 
     if api is None:
-        if token is None and huggingface_hub.get_token() is None:
-            raise DataToolsError(
-                "no Hugging Face token: set HF_TOKEN or run `hf auth login` before pushing"
-            )
-        api = huggingface_hub.HfApi(token=token)
+        api = _hub_api(token)
     secrets = (token, os.environ.get("HF_TOKEN"))
-    ignore = [".*.tmp", ".*.tmp/**"]
-    if lerobot:
-        ignore.append("images/**")
-    if card_changed:
-        ignore.append("README.md")
-
     log.info("pushing %s to dataset repo %s (private=%s)", folder, repo_id, private)
     try:
-        url = api.create_repo(repo_id, token=token, private=private, repo_type="dataset", exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=str(folder), repo_type="dataset", token=token,
-            ignore_patterns=ignore, commit_message="Upload dataset with data_tools",
-        )
-        if card_changed:
-            api.upload_file(
-                path_or_fileobj=card_text.encode("utf-8"), path_in_repo="README.md", repo_id=repo_id,
-                repo_type="dataset", token=token, commit_message="Add dataset card",
-            )
-        if lerobot:
-            version = json.loads((folder / "meta" / "info.json").read_text(encoding="utf-8"))["codebase_version"]
-            with contextlib.suppress(RevisionNotFoundError):
-                api.delete_tag(repo_id, tag=version, token=token, repo_type="dataset")
-            api.create_tag(repo_id, tag=version, token=token, repo_type="dataset")
+        url = _upload(api, folder, repo_id, private, token, lerobot, card_text, card_changed)
     except _unreachable_types() as e:
         raise HubUnreachableError(
             f"Hugging Face Hub is unreachable / offline mode is on: {_redact(str(e), *secrets)}"
@@ -792,75 +686,9 @@ def push(
 # Command line.
 
 
-def _fail(e: BaseException) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-
-
-def _cmd_export_hf(args: argparse.Namespace) -> int:
-    try:
-        out = export_hf(args.dataset, args.output, force=args.force, progress=not getattr(args, "quiet", False))
-    except (DataToolsError, DatasetFormatError) as e:
-        return _fail(e)
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_export_lerobot(args: argparse.Namespace) -> int:
-    try:
-        out = export_lerobot(
-            args.dataset, args.output, args.repo_id, force=args.force, progress=not getattr(args, "quiet", False)
-        )
-    except (DataToolsError, DatasetFormatError) as e:
-        return _fail(e)
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_push(args: argparse.Namespace) -> int:
-    try:
-        url = push(args.dir, args.repo_id, private=args.private)
-    except (DataToolsError, DatasetFormatError) as e:
-        return _fail(e)
-    print(f"pushed {args.dir} to {url}")
-    return 0
-
-
 def add_subcommands(subparsers) -> None:
-    """Register ``export-hf``, ``export-lerobot`` and ``push`` (each ``func(args) -> int``)."""
-    quiet = dict(action="store_true", default=argparse.SUPPRESS, help="no progress bar")
+    """Register ``export-hf``, ``export-lerobot`` and ``push`` on an ``argparse`` subparsers
+    object (see :func:`data_tools.cli.add_publish_subcommands`)."""
+    from data_tools.cli import add_publish_subcommands
 
-    p = subparsers.add_parser(
-        "export-hf", help="HDF5 dataset -> Hugging Face datasets folder (parquet + card)",
-        description="Export DATASET.hdf5 as a Hugging Face `datasets` folder: one row per step, "
-        "parquet shards under DIR/data/ and a dataset card DIR/README.md; "
-        "`datasets.load_dataset(DIR)` loads it offline.",
-    )
-    p.add_argument("dataset", metavar="DATASET.hdf5")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--force", action="store_true", help="replace an existing DIR")
-    p.add_argument("-q", "--quiet", **quiet)
-    p.set_defaults(func=_cmd_export_hf)
-
-    p = subparsers.add_parser(
-        "export-lerobot", help="HDF5 dataset -> LeRobotDataset v3.0 folder",
-        description="Export DATASET.hdf5 as a LeRobotDataset v3.0 (images, no video) with per-frame "
-        "`intervention` and `refinement_command_id` (vocabulary in DIR/meta/refinement_commands.json).",
-    )
-    p.add_argument("dataset", metavar="DATASET.hdf5")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--repo-id", required=True, metavar="ID", help="<user or org>/<name>")
-    p.add_argument("--force", action="store_true", help="replace an existing DIR")
-    p.add_argument("-q", "--quiet", **quiet)
-    p.set_defaults(func=_cmd_export_lerobot)
-
-    p = subparsers.add_parser(
-        "push", help="upload an exported folder to a Hugging Face Hub dataset repo",
-        description="Upload DIR (from export-hf or export-lerobot) to the Hub dataset repo ID. The token "
-        "comes from HF_TOKEN or `hf auth login` and is never printed. Exit 2 when the Hub is "
-        "unreachable or HF_HUB_OFFLINE is on.",
-    )
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--repo-id", required=True, metavar="ID", help="<user or org>/<name>")
-    p.add_argument("--private", action="store_true", help="create the repo private")
-    p.set_defaults(func=_cmd_push)
+    add_publish_subcommands(subparsers)

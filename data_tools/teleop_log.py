@@ -28,14 +28,13 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from data_tools.atomic import atomic_write_bytes
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .errors import TeleopLogError
+from .atomic import atomic_write_bytes
+from .errors import DataToolsWarning, TeleopLogError
 
 FORMAT = "dual-actor-teleop-log"
 VERSION = 1
@@ -51,7 +50,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale + alpha", 6: "RGBA"}
 
 
-class TeleopLogWarning(UserWarning):
+class TeleopLogWarning(DataToolsWarning):
     """A recoverable defect in a log (a truncated final line); the message names file and line."""
 
 
@@ -199,6 +198,19 @@ class _StepChecker:
         self.done_at: int | None = None
 
     def check(self, rec: Any, line: int) -> dict:
+        """Validate step record ``rec`` (1-based ``line``) and advance; return ``rec``."""
+        self._check_keys(rec, line)
+        self._check_order(rec["step"], rec["t"], line)
+        _text(rec["task"], "'task'", self.path, line)
+        self._check_obs(rec["obs"], line)
+        self._check_values(rec, line)
+        self.expected_step += 1
+        self.last_t = rec["t"]
+        if rec["done"]:
+            self.done_at = rec["step"]
+        return rec
+
+    def _check_keys(self, rec: Any, line: int) -> None:
         path = self.path
         if not isinstance(rec, dict):
             raise TeleopLogError(path, f"expected a JSON object, got {type(rec).__name__}", line)
@@ -208,7 +220,10 @@ class _StepChecker:
         unknown = sorted(k for k in rec if k not in STEP_KEYS)
         if unknown:
             raise TeleopLogError(path, f"unknown key(s) {', '.join(map(repr, unknown))}", line)
-        step = rec["step"]
+
+    def _check_order(self, step: Any, t: Any, line: int) -> None:
+        """Steps count 0, 1, 2, ... and stop after done; ``t`` never goes back."""
+        path = self.path
         if type(step) is not int:
             raise TeleopLogError(path, f"'step' must be an integer, got {step!r}", line)
         if step != self.expected_step:
@@ -221,13 +236,14 @@ class _StepChecker:
                                  line)
         if self.done_at is not None:
             raise TeleopLogError(path, f"step {step} follows step {self.done_at}, which had done = true", line)
-        t = rec["t"]
         if not _is_number(t) or not math.isfinite(t):
             raise TeleopLogError(path, f"'t' must be a finite number, got {t!r}", line)
         if t < self.last_t:
             raise TeleopLogError(path, f"'t' = {t!r} goes back in time (previous step: {self.last_t!r})", line)
-        _text(rec["task"], "'task'", path, line)
-        obs = rec["obs"]
+
+    def _check_obs(self, obs: Any, line: int) -> None:
+        """``obs`` holds ``proprio``; keys and sizes are those of the first step."""
+        path = self.path
         if not isinstance(obs, dict):
             raise TeleopLogError(path, f"'obs' must be an object of key -> list of numbers, got {obs!r:.60}", line)
         if PROPRIO_KEY not in obs:
@@ -251,6 +267,10 @@ class _StepChecker:
                 if not val:
                     raise TeleopLogError(path, f"obs[{key!r}] is empty", line)
             self.obs_dims = {k: len(v) for k, v in obs.items()}
+
+    def _check_values(self, rec: dict, line: int) -> None:
+        """``action``, ``policy_action``, ``intervention``, ``done``, ``command``, ``reward``."""
+        path = self.path
         adim = self.meta.action_dim
         why = " (action_dim in session.json)"
         _numbers(rec["action"], "action", path, line, adim, why)
@@ -264,11 +284,6 @@ class _StepChecker:
         r = rec["reward"]
         if not _is_number(r) or not math.isfinite(r) or abs(r) > _F32_MAX:
             raise TeleopLogError(path, f"'reward' must be a finite number, got {r!r}", line)
-        self.expected_step += 1
-        self.last_t = t
-        if rec["done"]:
-            self.done_at = step
-        return rec
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,6 +739,37 @@ class Session:
         for i, r in enumerate(recs):
             if r["policy_action"] is not None:
                 policy[i] = r["policy_action"]
+        paths, shapes = self._image_paths(epath, recs, check_images)
+        ep = LogEpisode(
+            episode_id=episode_id,
+            path=epath,
+            steps=np.array([r["step"] for r in recs], np.int64),
+            t=np.array([r["t"] for r in recs], np.float64),
+            tasks=[r["task"] for r in recs],
+            obs=obs,
+            actions=np.array([r["action"] for r in recs], np.float32).reshape(n, adim),
+            policy_actions=policy,
+            intervention=np.array([r["intervention"] for r in recs], bool),
+            commands=[r["command"] for r in recs],
+            rewards=np.array([r["reward"] for r in recs], np.float32),
+            dones=np.array([r["done"] for r in recs], bool),
+            image_paths=paths,
+            image_shapes=shapes,
+            truncated=truncated,
+        )
+        if load_images:
+            if not check_images:
+                for cam in self.meta.cameras:
+                    ep.image_shapes[cam] = decode_png(paths[cam][0]).shape
+            ep.load_images(workers)
+        return ep
+
+    def _image_paths(
+        self, epath: Path, recs: list[dict], check_images: bool
+    ) -> tuple[dict[str, list[Path]], dict[str, tuple[int, int, int]]]:
+        """Every step's PNG per camera (must exist); with ``check_images`` their headers must say
+        8-bit RGB of the first frame's size, which goes into the returned shapes."""
+        steps_path = epath / STEPS_FILE
         paths: dict[str, list[Path]] = {}
         shapes: dict[str, tuple[int, int, int]] = {}
         for cam in self.meta.cameras:
@@ -751,29 +797,7 @@ class Session:
                         )
                 plist.append(p)
             paths[cam] = plist
-        ep = LogEpisode(
-            episode_id=episode_id,
-            path=epath,
-            steps=np.array([r["step"] for r in recs], np.int64),
-            t=np.array([r["t"] for r in recs], np.float64),
-            tasks=[r["task"] for r in recs],
-            obs=obs,
-            actions=np.array([r["action"] for r in recs], np.float32).reshape(n, adim),
-            policy_actions=policy,
-            intervention=np.array([r["intervention"] for r in recs], bool),
-            commands=[r["command"] for r in recs],
-            rewards=np.array([r["reward"] for r in recs], np.float32),
-            dones=np.array([r["done"] for r in recs], bool),
-            image_paths=paths,
-            image_shapes=shapes,
-            truncated=truncated,
-        )
-        if load_images:
-            if not check_images:
-                for cam in self.meta.cameras:
-                    ep.image_shapes[cam] = decode_png(paths[cam][0]).shape
-            ep.load_images(workers)
-        return ep
+        return paths, shapes
 
     def _check_folders(self, epath: Path) -> None:
         for cam in self.meta.cameras:

@@ -32,6 +32,8 @@ needs none: its h is computed on the acting side and stored.
 A training batch is ``{"tasks": [batch_task_0, ..., batch_task_{N-1}], "talk_tweak": batch | None}``.
 """
 
+from data_tools.talk_tweak import NULL_COMMAND  # noqa: F401  (defined once, beside the talk-and-tweak rule)
+
 H = "h"
 OBS = "obs"
 PROPRIO = "proprio"
@@ -53,4 +55,3 @@ TRANSITION_KEYS = (H, OBS, PROPRIO, ACTION, REWARD, DONE, NEXT_H, NEXT_OBS, NEXT
 TASKS = "tasks"
 TALK_TWEAK = "talk_tweak"
 
-NULL_COMMAND = "[null]"

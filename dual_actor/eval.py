@@ -32,13 +32,13 @@ in equivalent minutes at ``fps`` (10 Hz: the paper's Fig. 5 x-axis).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
-from data_tools.atomic import atomic_write_text
+from data_tools.atomic import atomic_path, atomic_write_text
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -61,7 +61,10 @@ within each episode."""
 
 def eval_seeds(seed: int, task: str) -> tuple[int, int]:
     """``(env seed, torch seed)`` of one task's evaluation trials, keyed by (seed, env name) only."""
-    _, env_name = resolve_task(task)
+    try:
+        _, env_name = resolve_task(task)
+    except (KeyError, ValueError):  # not a bench task: key by the task string
+        env_name = str(task)
     env_seed, torch_seed = np.random.SeedSequence([int(seed), zlib.crc32(env_name.encode())]).generate_state(2)
     return int(env_seed), int(torch_seed)
 
@@ -77,8 +80,13 @@ def evaluate(
     online_steps: int = 0,
     intervention_rate: float = 0.0,
     speaker: Any = None,
+    make_env: Any = None,
 ) -> dict[str, Any]:
     """Success rate and mean episode length per task, ``trials`` episodes each, no interventions.
+
+    ``make_env``: a :class:`~dual_actor.runtime.env.EnvFactory` (any robot env following
+    ``dual_actor/runtime/env.py``; its proprio is the first ``proprio_dim`` state entries); None: the
+    Metaworld bench (``MetaworldTaskEnv``).
 
     ``tasks``: bench task strings or Metaworld env names (reported under the task string); each
     must be one of ``policy.tasks``. ``online_steps`` and ``intervention_rate`` are the caller's
@@ -96,7 +104,7 @@ def evaluate(
         raise ValueError(f"trials must be >= 1, got {trials}")
     if max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-    resolved = [resolve_task(t)[0] for t in tasks]
+    resolved = [resolve_task(t)[0] for t in tasks] if make_env is None else list(tasks)
     if not resolved:
         raise ValueError("evaluate: no tasks given")
     if len(set(resolved)) != len(resolved):
@@ -105,7 +113,7 @@ def evaluate(
     if unknown:
         raise ValueError(f"evaluate: the policy was not trained on {unknown}; its tasks are {policy.tasks}")
     cfg = policy.config
-    if cfg["obs_dim"] != OBS_DIM:
+    if make_env is None and cfg["obs_dim"] != OBS_DIM:
         raise ValueError(
             f"evaluate runs the Metaworld bench ({OBS_DIM}-d state, plus the policy's cameras); this policy "
             f"has obs_dim {cfg['obs_dim']}"
@@ -122,7 +130,7 @@ def evaluate(
             for task in resolved:
                 bar.set_postfix_str(task)
                 per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar,
-                                                speaker)
+                                                speaker, make_env)
     finally:
         policy.train(was_training)
     return {
@@ -142,16 +150,19 @@ def _evaluate_task(
     command_fn: CommandFn | None,
     bar,
     speaker: Any = None,
+    make_env: Any = None,
 ) -> dict[str, Any]:
     device = next(policy.parameters()).device
+    proprio = PROPRIO_SLICE if make_env is None else slice(0, int(policy.config["proprio_dim"]))
+    make_env = make_env or MetaworldTaskEnv
     cameras = list(policy.config.get("cameras") or [])
     image_size = int(policy.config.get("image_size") or 128)
     env_seed, torch_seed = eval_seeds(seed, task)
     successes, lengths = 0, []
     rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices), MetaworldTaskEnv(
-        task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras, image_size=image_size
-    ) as env:
+    env = make_env(task=task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
+                   image_size=image_size)
+    with torch.random.fork_rng(devices=rng_devices), contextlib.closing(env):
         torch.manual_seed(torch_seed)
         for _ in range(trials):
             obs = env.reset()
@@ -161,15 +172,15 @@ def _evaluate_task(
             step = 0
             while not (terminated or truncated):
                 state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
-                observation = (observation_batch(obs, PROPRIO_SLICE, env.images(), device, as_mapping=True)
+                observation = (observation_batch(obs, proprio, env.images(), device, as_mapping=True)
                                if policy.wants_mapping else state)
                 h = policy.embed(observation, [task])
                 cmd = command_fn(task, obs, step) if command_fn is not None else None
-                action = policy.act(h, observation, state[:, PROPRIO_SLICE], commands=[cmd] if cmd else None)
+                action = policy.act(h, observation, state[:, proprio], commands=[cmd] if cmd else None)
                 if speaker is not None:
                     said = speaker.observe(obs, action[0].detach().cpu().numpy(), {}).command
                     if said and said != NULL_COMMAND:
-                        action = policy.act(h, observation, state[:, PROPRIO_SLICE], commands=[said])
+                        action = policy.act(h, observation, state[:, proprio], commands=[said])
                 obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
                 step += 1
             successes += int(terminated)
@@ -306,9 +317,8 @@ class LearningCurve:
             if title:
                 fig.suptitle(title, fontsize=10)
             fig.tight_layout()
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            fig.savefig(tmp)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".png") as tmp:  # the writer infers the format from the suffix
+                fig.savefig(tmp)
         finally:
             plt.close(fig)
         return path

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from data_tools.atomic import atomic_write_text
+from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.hdf5_format import DatasetFormatError
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.data.hdf5 import DataSpec
@@ -44,9 +45,8 @@ class UpdateCheckpoint(L.Callback):
         self.every = max(1, int(every))
 
     def save(self, trainer: L.Trainer) -> None:
-        tmp = self.dirpath / ".last.ckpt.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        os.replace(tmp, self.dirpath / "last.ckpt")
+        with atomic_path(self.dirpath / "last.ckpt", suffix=".ckpt") as tmp:
+            trainer.save_checkpoint(tmp, weights_only=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if pl_module.num_updates % self.every == 0:
@@ -108,33 +108,40 @@ def check_encoder_groups(cfg: DictConfig) -> None:
                               + " (see docs/encoders.md)")
 
 
+FIT_KEYS = {"batch_size", "refine_batch_size", "warmup_updates"}  # algo keys the fit loop reads itself
+
+
+def _constructor_keys(cls) -> set[str]:
+    import inspect
+
+    return {k for k, p in inspect.signature(cls.__init__).parameters.items()
+            if k != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def module_kwargs(cfg: DictConfig) -> dict:
-    """DualActorModule arguments from the config (explicit values, no config objects)."""
-    a, env = cfg.algo, cfg.env
-    policy = dict(
+    """DualActorModule arguments from the config: every ``algo`` key goes to the constructor that names it
+    (``DualActorPolicy`` or ``DualActorModule``), the env / encoder groups give the policy's shapes and encoders.
+    Keys the config leaves out take the constructor's default (tests/test_wiring.py checks that the yaml and
+    the constructors agree); an ``algo`` key that no constructor takes is a ConfigError naming it."""
+    from dual_actor.policy import DualActorPolicy
+
+    algo = OmegaConf.to_container(cfg.algo, resolve=True)
+    env = cfg.env
+    pol_keys, mod_keys = _constructor_keys(DualActorPolicy), _constructor_keys(DualActorModule)
+    unknown = sorted(set(algo) - pol_keys - mod_keys - FIT_KEYS)
+    if unknown:
+        raise ConfigError(f"algo: unknown key(s) {unknown} (not a DualActorPolicy / DualActorModule argument)")
+    policy = {k: v for k, v in algo.items() if k in pol_keys}
+    policy.update(
         tasks=list(env.tasks), obs_dim=int(env.obs_dim), proprio_dim=int(env.proprio_dim),
-        action_dim=int(env.action_dim), backbone=OmegaConf.to_container(cfg.backbone, resolve=True),
-        actor_hidden=list(a.actor_hidden), refine_hidden=list(a.refine_hidden),
-        scalings=OmegaConf.to_container(a.scalings, resolve=True), refine_mean_bound=float(a.refine_mean_bound),
-        primary_head=str(a.primary_head), temperature=float(a.temperature), ode_steps=int(a.ode_steps),
-        text_encoder=_group(cfg, "text_encoder"),
+        action_dim=int(env.action_dim), backbone=_group(cfg, "backbone"), text_encoder=_group(cfg, "text_encoder"),
         image_encoder=_group(cfg, "image_encoder"), cameras=env_cameras(cfg),
         image_size=None if env.get("image_size") is None else int(env.image_size),
     )
-    return dict(
-        policy=policy, critic_hidden=list(a.critic_hidden), critic_ensemble=int(a.critic_ensemble),
-        gamma=float(a.gamma), tau=float(a.tau), actor_lr=float(a.actor_lr), critic_lr=float(a.critic_lr),
-        refine_lr=float(a.refine_lr), lambdas={k: list(v) for k, v in a.lambdas.items()}, eta=list(a.eta),
-        bc_form=str(a.bc_form), calql_alpha=float(a.calql_alpha), calql_temperature=float(a.calql_temperature),
-        calql_num_actions=int(a.calql_num_actions), task_weighting=bool(a.task_weighting), eps_c=float(a.eps_c),
-        eps_min=float(a.eps_min), eps_max=float(a.eps_max), actor_q_reduce=str(a.actor_q_reduce),
-        grad_clip=None if a.grad_clip is None else float(a.grad_clip), phase="warmup",
-        max_updates=int(a.warmup_updates), log_every=int(cfg.trainer.log_every),
-        refine_enabled=bool(a.refine_enabled),
-        q_bounds=None if a.get("q_bounds") is None else [float(v) for v in a.q_bounds],
-        actor_ema=None if a.get("actor_ema") is None else float(a.actor_ema),
-        distill_weight=float(a.distill_weight), refine_phases=list(a.refine_phases),
-    )
+    module = {k: v for k, v in algo.items() if k in mod_keys and k != "policy"}
+    module.update(policy=policy, phase="warmup", max_updates=int(algo["warmup_updates"]),
+                  log_every=int(cfg.trainer.log_every))
+    return module
 
 
 def build_module(kwargs: dict) -> DualActorModule:
@@ -154,27 +161,34 @@ def build_module(kwargs: dict) -> DualActorModule:
 
 
 def ensure_dataset(cfg: DictConfig) -> Path:
-    """The warm-up dataset path; generates scripted-expert demos for the sim bench if absent."""
+    """The warm-up dataset path; an env with a demo generator (the sim bench) writes it if absent."""
     path = Path(cfg.data.path)
     if path.exists():
         return path
-    if not cfg.data.generate_if_missing or cfg.env.get("demos") is None:
+    if not cfg.data.generate_if_missing or cfg.env.get("demo_generator") is None:
         raise DatasetFormatError(f"{path}: no such file (data.path)")
-    if cfg.env.name != "metaworld_bench":
-        raise ConfigError(f"data.generate_if_missing: no demo generator for env {cfg.env.name!r}")
-    from dual_actor.runtime.sim import generate_demos
+    from hydra.utils import instantiate
 
     d = cfg.env.demos
     print(f"Generating {d.episodes_per_task} scripted-expert demos per task into {path} ...", flush=True)
     t0 = time.perf_counter()
-    generate_demos(
+    instantiate(cfg.env.demo_generator)(
         path, tasks=list(cfg.env.tasks), episodes_per_task=int(d.episodes_per_task), seed=int(cfg.seed),
         noise=float(d.noise), max_episode_steps=int(d.max_episode_steps), progress=bool(cfg.trainer.progress_bar),
         cameras=env_cameras(cfg), image_size=int(cfg.env.get("image_size") or 128),
-        render_effects=bool(cfg.env.get("render_effects", False)),
     )
     print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
     return path
+
+
+def env_factory(cfg: DictConfig):
+    """``make_env(task, seed, max_episode_steps, cameras, image_size) -> RobotEnv`` from ``env.robot``
+    (None for a dataset-only env)."""
+    if cfg.env.get("robot") is None:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.env.robot)
 
 
 def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
@@ -208,12 +222,12 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     from data_tools.teleop_log import SessionWriter
     from dual_actor.data.interaction import Interaction
     from dual_actor.runtime.loop import ControlLoop
-    from dual_actor.runtime.sim import MetaworldTaskEnv
     from dual_actor.runtime.transport import InProcessTransport
 
-    if cfg.env.name != "metaworld_bench":
-        raise ConfigError(f"online phase: no simulated robot for env {cfg.env.name!r}; drive a real robot "
-                          f"through dual_actor.runtime.loop.ControlLoop")
+    make_env = env_factory(cfg)
+    if make_env is None:
+        raise ConfigError(f"online phase: env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, "
+                          f"dual_actor/runtime/env.py); set online.env_steps=0 for a warm-up only run")
     on = cfg.online
     transport = InProcessTransport()
     actor_policy = module.policy.acting_copy()  # the acting side's own copy (sharing the frozen backbone)
@@ -236,9 +250,8 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
         if not per_task_operator:
             shared_operator = instantiate(cfg.operator)
     for i, task in enumerate(cfg.env.tasks):
-        env = MetaworldTaskEnv(task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps),
-                               cameras=cameras, image_size=int(cfg.env.get("image_size") or 128),
-                               render_effects=bool(cfg.env.get("render_effects", False)))
+        env = make_env(task=task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps),
+                       cameras=cameras, image_size=int(cfg.env.get("image_size") or 128))
         operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
         loops.append(ControlLoop(
             env, task, actor_policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
@@ -286,7 +299,8 @@ def _evaluate(cfg: DictConfig, policy, interaction, trials: int) -> dict:
 
     return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
                     seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
-                    intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar))
+                    intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar),
+                    make_env=env_factory(cfg))
 
 
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
@@ -332,26 +346,48 @@ def _print_authority(when: str, res: dict) -> None:
           f"single-axis commands move the commanded way on >= {pos:.0%} of held states", flush=True)
 
 
-def run(cfg: DictConfig) -> Path:
-    """Warm-up -> online (simulated operator) -> evaluation; returns the run directory."""
-    L.seed_everything(int(cfg.seed), verbose=False)
-    torch.set_float32_matmul_precision("high")
-    run_dir = Path(cfg.run_root) / str(cfg.run_name)
-    ckpt = run_dir / "last.ckpt"
-    if cfg.resume:
-        if not ckpt.exists():
-            raise ConfigError(f"resume=true but {ckpt} does not exist (set run_name to an existing run)")
-    elif run_dir.exists():
-        raise ConfigError(f"{run_dir} exists: pick another run_name, or resume=true to continue it")
-    if int(cfg.algo.batch_size) % len(cfg.env.tasks):
-        raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} must be divisible by {len(cfg.env.tasks)} tasks")
-    online_steps = int(cfg.online.env_steps)
-    if online_steps > 0 and int(cfg.algo.batch_size) % (2 * len(cfg.env.tasks)):
-        raise ConfigError(f"algo.batch_size={cfg.algo.batch_size} must be divisible by 2 x tasks for the online phase")
+@dataclass
+class Run:
+    """What the phases share: the config, the learner, the data, the run folder and its records."""
 
+    cfg: DictConfig
+    module: DualActorModule
+    dm: OfflineDataModule
+    run_dir: Path
+    resume_phase: str | None
+    logger: Any = None
+    curve: Any = None
+    authority: Any = None
+    interaction: Any = None
+    t0: float = field(default_factory=time.perf_counter)
+    warmup_s: float = 0.0
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run_dir / "last.ckpt"
+
+
+def check_run_config(cfg: DictConfig) -> Path:
+    """Config errors that need no file read: run folder vs resume, Alg. 1's batch split. Returns the run folder."""
+    run_dir = Path(cfg.run_root) / str(cfg.run_name)
+    if cfg.resume and not (run_dir / "last.ckpt").exists():
+        raise ConfigError(f"resume=true but {run_dir / 'last.ckpt'} does not exist (set run_name to an existing run)")
+    if not cfg.resume and run_dir.exists():
+        raise ConfigError(f"{run_dir} exists: pick another run_name, or resume=true to continue it")
+    b, n = int(cfg.algo.batch_size), len(cfg.env.tasks)
+    if b % n:
+        raise ConfigError(f"algo.batch_size={b} must be divisible by {n} tasks")
+    if int(cfg.online.env_steps) > 0 and b % (2 * n):
+        raise ConfigError(f"algo.batch_size={b} must be divisible by 2 x tasks for the online phase")
     check_encoder_groups(cfg)
+    return run_dir
+
+
+def prepare(cfg: DictConfig) -> Run:
+    """Build the learner and load + validate the whole dataset; only then create the run folder."""
+    run_dir = check_run_config(cfg)
     kwargs = module_kwargs(cfg)
-    resume_phase = _checkpoint_phase(ckpt, kwargs["policy"]) if cfg.resume else None
+    resume_phase = _checkpoint_phase(run_dir / "last.ckpt", kwargs["policy"]) if cfg.resume else None
     module = build_module(kwargs)  # before any file is written: a bad backbone path writes nothing
     data_path = ensure_dataset(cfg)
     env = cfg.env
@@ -359,110 +395,133 @@ def run(cfg: DictConfig) -> Path:
                     int(env.action_dim), cameras=env_cameras(cfg),
                     image_size=None if env.get("image_size") is None else int(env.image_size),
                     store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping)
-    dm = OfflineDataModule(
-        data_path, spec, module.policy.embed, module.policy.command_ids, batch_size=int(cfg.algo.batch_size),
-        gamma=float(cfg.algo.gamma), refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed),
-        split=cfg.data.split,
-    )
+    dm = OfflineDataModule(data_path, spec, module.policy.embed, module.policy.command_ids,
+                           batch_size=int(cfg.algo.batch_size), gamma=float(cfg.algo.gamma),
+                           refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed), split=cfg.data.split)
     dm.setup("fit")  # validates the whole dataset before anything is written
     sizes = {t: len(dm.buffers[t]["demos"]) for t in env.tasks}
     print(f"Warm-up data {data_path}: episodes {dm.episode_counts}, demo transitions {sizes}, "
           f"talk-and-tweak {len(dm.buffers.talk_tweak)}", flush=True)
-
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
-    every = int(cfg.trainer.checkpoint_every)
-    t0 = time.perf_counter()
-
-    # ---- phase I: offline warm-up (Alg. 1 lines 3-10)
-    if resume_phase != "online":
-        print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
-        trainer = _trainer(cfg, logger, [UpdateCheckpoint(run_dir, every), RNGCheckpoint(),
-                                         RunProgressBar("warm-up", int(cfg.algo.warmup_updates))])
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume else None)
-        with module.deployed_weights():
-            module.policy.save_pretrained(run_dir / "policy_warmup")
-    warmup_s = time.perf_counter() - t0
-
-    # ---- phase II: online interaction (Alg. 1 lines 11-35)
-    from dual_actor.eval import LearningCurve, format_table, write_eval
+    r = Run(cfg, module, dm, run_dir, resume_phase)
+    r.logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
+    from dual_actor.eval import LearningCurve
     from dual_actor.probe import AuthorityLog
 
-    curve = LearningCurve(run_dir, fps=float(cfg.env.fps))
-    authority = AuthorityLog(run_dir, seed=int(cfg.seed))
-    if resume_phase != "online":
+    r.curve = LearningCurve(run_dir, fps=float(cfg.env.fps))
+    r.authority = AuthorityLog(run_dir, seed=int(cfg.seed))
+    return r
+
+
+def warmup(r: Run) -> None:
+    """Phase I, Alg. 1 lines 3-10: Cal-QL critics, BC + weighted Q actor on the demos; ``policy_warmup/``."""
+    cfg, module = r.cfg, r.module
+    if r.resume_phase != "online":
+        print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
+        trainer = _trainer(cfg, r.logger, [UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)),
+                                           RNGCheckpoint(), RunProgressBar("warm-up", int(cfg.algo.warmup_updates))])
+        trainer.fit(module, datamodule=r.dm, ckpt_path=str(r.ckpt) if cfg.resume else None)
         with module.deployed_weights():
-            _print_authority("warm-up", authority.add(module.policy, dm.buffers, 0, logger.experiment,
-                                                      step=module.num_updates))
-    interaction = None
-    if online_steps > 0:
-        from torch.utils.data import DataLoader
-
-        from dual_actor.data.datamodule import BufferSampler
-        from dual_actor.data.interaction import InteractionCallback
-
-        if resume_phase != "online" and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
-            with module.deployed_weights():
+            module.policy.save_pretrained(r.run_dir / "policy_warmup")
+            _print_authority("warm-up", r.authority.add(module.policy, r.dm.buffers, 0, r.logger.experiment,
+                                                        step=module.num_updates))
+            if int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
                 res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
-            curve.add(0, res)
-            curve.log_tensorboard(logger.experiment, 0, res, step=module.num_updates)
-        module.set_phase("online")
-        module.hparams.max_updates = None  # the online phase stops at its interaction budget
-        interaction = build_interaction(cfg, module, dm.buffers, run_dir)
-        sampler = BufferSampler(dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
-                                min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
-                                before_batch=interaction.before_batch)
-        callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
-                                         sampler=sampler),
-                     UpdateCheckpoint(run_dir, every), RNGCheckpoint(),
-                     RunProgressBar("online", interaction=interaction),
-                     EvalCallback(cfg, interaction, curve, int(cfg.eval.curve_every_env_steps), authority, dm.buffers)]
-        print(f"[online] {online_steps} interaction steps with operator "
-              f"{cfg.operator.get('_target_', 'none')}", flush=True)
-        trainer = _trainer(cfg, logger, callbacks)
-        try:
-            # the loader's own generator: creating its iterator must not draw from the process RNG
-            trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
-                        ckpt_path=str(ckpt) if resume_phase == "online" else None)
-        finally:
-            interaction.close()
-    elapsed = time.perf_counter() - t0
+                r.curve.add(0, res)
+                r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
+    r.warmup_s = time.perf_counter() - r.t0
 
-    # ---- evaluation (the simulated bench; a real robot is evaluated through its own loop)
+
+def online(r: Run) -> None:
+    """Phase II, Alg. 1 lines 11-35: robots act (operator, talk-and-tweak labels), episodes stream into the
+    buffers, the learner samples B/(2N) demos + B/(2N) rollouts per task and the talk-and-tweak batch."""
+    from torch.utils.data import DataLoader
+
+    from dual_actor.data.datamodule import BufferSampler
+    from dual_actor.data.interaction import InteractionCallback
+
+    cfg, module = r.cfg, r.module
+    if int(cfg.online.env_steps) <= 0:
+        return
+    module.set_phase("online")
+    module.hparams.max_updates = None  # the online phase stops at its interaction budget
+    r.interaction = interaction = build_interaction(cfg, module, r.dm.buffers, r.run_dir)
+    sampler = BufferSampler(r.dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
+                            min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
+                            before_batch=interaction.before_batch)
+    callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
+                                     sampler=sampler),
+                 UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)), RNGCheckpoint(),
+                 RunProgressBar("online", interaction=interaction),
+                 EvalCallback(cfg, interaction, r.curve, int(cfg.eval.curve_every_env_steps), r.authority, r.dm.buffers)]
+    print(f"[online] {cfg.online.env_steps} interaction steps with operator {cfg.operator.get('_target_', 'none')}",
+          flush=True)
+    trainer = _trainer(cfg, r.logger, callbacks)
+    try:  # the loader's own generator: creating its iterator must not draw from the process RNG
+        trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
+                    ckpt_path=str(r.ckpt) if r.resume_phase == "online" else None)
+    finally:
+        interaction.close()
+
+
+def evaluate_and_save(r: Run) -> dict | None:
+    """Save ``policy/`` (the deployed, EMA weights), the final probes and evaluation (eval.json, curve)."""
+    cfg, module, inter = r.cfg, r.module, r.interaction
     result = None
-    with module.deployed_weights():  # the EMA primary actor (when on) is what is saved and evaluated
-        module.policy.save_pretrained(run_dir / "policy")
-        if interaction is not None:
-            _print_authority("final", authority.add(module.policy, dm.buffers, interaction.env_steps, logger.experiment,
-                                                    step=module.num_updates))
-        if int(cfg.eval.trials) > 0 and cfg.env.name == "metaworld_bench":
-            result = _evaluate(cfg, module.policy, interaction, int(cfg.eval.trials))
-            write_eval(result, run_dir)
+    with module.deployed_weights():
+        module.policy.save_pretrained(r.run_dir / "policy")
+        if inter is not None:
+            _print_authority("final", r.authority.add(module.policy, r.dm.buffers, inter.env_steps,
+                                                      r.logger.experiment, step=module.num_updates))
+        if int(cfg.eval.trials) > 0 and env_factory(cfg) is not None:
+            from dual_actor.eval import write_eval
+
+            result = _evaluate(cfg, module.policy, inter, int(cfg.eval.trials))
+            write_eval(result, r.run_dir)
             if cfg.eval.get("with_commands"):
-                _evaluate_with_commands(cfg, module.policy, interaction, run_dir)
-            if interaction is not None:
-                curve.add(interaction.env_steps, result)
-                curve.log_tensorboard(logger.experiment, interaction.env_steps, result, step=module.num_updates)
-                curve.plot()
+                _evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
+            if inter is not None:
+                r.curve.add(inter.env_steps, result)
+                r.curve.log_tensorboard(r.logger.experiment, inter.env_steps, result, step=module.num_updates)
+                r.curve.plot()
+    return result
+
+
+def summarize(r: Run, result: dict | None) -> None:
+    """``summary.json``, TensorBoard hparams + figure, the results table and where everything is."""
+    from dual_actor.eval import format_table
+
+    module, inter = r.module, r.interaction
+    elapsed = time.perf_counter() - r.t0
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
-        "warmup_seconds": round(warmup_s, 2), "online_env_steps": interaction.env_steps if interaction else 0,
-        "dataset": str(data_path), "episodes": dm.episode_counts, "last_metrics": module.last_logs,
-        "authority": authority.points[-1] if authority.points else None,
+        "warmup_seconds": round(r.warmup_s, 2), "online_env_steps": inter.env_steps if inter else 0,
+        "dataset": str(r.dm.path), "episodes": r.dm.episode_counts, "last_metrics": module.last_logs,
+        "authority": r.authority.points[-1] if r.authority.points else None,
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    png = run_dir / "learning_curve.png"
-    log_run_summary(logger, _flat_hparams(cfg), None if result is None else result["average_success_rate"],
+    atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))
+    png = r.run_dir / "learning_curve.png"
+    log_run_summary(r.logger, _flat_hparams(r.cfg), None if result is None else result["average_success_rate"],
                     png if png.exists() else None, module.num_updates)
-    logger.finalize("success")
+    r.logger.finalize("success")
     if result is not None:
-        print(format_table(result, fps=float(cfg.env.fps)), flush=True)
+        print(format_table(result, fps=float(r.cfg.env.fps)), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
-          f"Run: {run_dir} (eval.json, learning_curve.png, TensorBoard: tensorboard --logdir {run_dir / 'tb'})",
+          f"Run: {r.run_dir} (eval.json, learning_curve.png, TensorBoard: tensorboard --logdir {r.run_dir / 'tb'})",
           flush=True)
-    return run_dir
+
+
+def run(cfg: DictConfig) -> Path:
+    """Algorithm 1: prepare -> warm-up (phase I) -> online (phase II) -> evaluation; returns the run folder."""
+    L.seed_everything(int(cfg.seed), verbose=False)
+    torch.set_float32_matmul_precision("high")
+    r = prepare(cfg)
+    warmup(r)
+    online(r)
+    summarize(r, evaluate_and_save(r))
+    return r.run_dir
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

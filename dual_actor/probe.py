@@ -264,13 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from data_tools.atomic import atomic_write_text
+    from data_tools.errors import DataToolsError
     from data_tools.hdf5_format import DatasetFormatError
+    from data_tools.outputs import check_output
     from dual_actor.policy import DualActorPolicy
 
     out = Path(args.json) if args.json else None
     try:
-        if out is not None and out.exists() and not args.force:
-            raise ValueError(f"{out} exists (use --force to overwrite)")
+        if out is not None:
+            check_output(out, [args.data, args.policy], force=args.force)
         if not Path(args.data).exists():
             raise FileNotFoundError(f"{args.data}: no such dataset")
         policy = DualActorPolicy.from_pretrained(args.policy)
@@ -279,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               labels=rows["labels"], corrections=rows["corrections"], n_z=args.noise_draws,
                               seed=args.seed)
         result.update(policy=str(args.policy), data=str(args.data), talk_tweak_states=rows["talk_tweak_states"])
-    except (OSError, ValueError, KeyError, DatasetFormatError) as e:
+    except (OSError, ValueError, KeyError, DatasetFormatError, DataToolsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)

@@ -560,3 +560,65 @@ def test_corrupt_episode_midway_leaves_no_output(ds, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert run_cli(["relabel", str(bad), "-o", str(tmp_path / "o.hdf5")]) == 2
+
+
+# ---------------------------------------------------------------------------------- shared helpers
+
+
+def test_atomic_path_renames_on_success_and_cleans_up_on_error(tmp_path):
+    from data_tools.atomic import atomic_path
+
+    target = tmp_path / "sub" / "model.ckpt"
+    with atomic_path(target, suffix=".ckpt") as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".model.ckpt.") and tmp.suffix == ".ckpt"
+        tmp.write_bytes(b"new")
+        assert not target.exists()
+    assert target.read_bytes() == b"new"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"new" and sorted(p.name for p in target.parent.iterdir()) == ["model.ckpt"]
+
+
+def test_check_output_refusals(ds, tmp_path):
+    from data_tools.errors import OutputExistsError
+    from data_tools.outputs import check_output
+
+    with pytest.raises(DataToolsError, match="is the input file"):
+        check_output(tmp_path / "." / "a.hdf5", [ds], force=True)
+    with pytest.raises(DataToolsError, match="would replace the input"):
+        check_output(tmp_path, [ds], force=True, folder=True)
+    with pytest.raises(DataToolsError, match="inside the input session"):
+        check_output(tmp_path / "x.hdf5", [tmp_path], noun="session")
+    with pytest.raises(DataToolsError, match="is a directory"):
+        check_output(tmp_path, force=True)
+    with pytest.raises(OutputExistsError, match="--force") as e:
+        check_output(ds)
+    assert isinstance(e.value, FileExistsError)
+    assert check_output(ds, force=True) == ds
+
+
+def test_one_words_syntax_for_every_command():
+    from data_tools.cli import build_parser, parse_words
+
+    assert parse_words(["y=right,left", "x=a,b"]) == {"y": ("right", "left"), "x": ("a", "b")}
+    assert parse_words(['{"y": ["right", "left"]}']) == {"y": ("right", "left")}
+    assert parse_words(None) is None
+    for bad in (["q=a,b"], ["y=a"], ['{"w": ["a", "b"]}'], ["{"]):
+        with pytest.raises(DataToolsError, match="^--words"):
+            parse_words(bad)
+    parser = build_parser()
+    for argv in (["convert", "s", "-o", "o.hdf5"], ["relabel", "s", "-o", "o.hdf5"]):
+        args = parser.parse_args([*argv, "--words", "y=r,l", "--words", "z=u,d"])
+        assert parse_words(args.words) == {"y": ("r", "l"), "z": ("u", "d")}
+
+
+def test_info_and_dataset_card_count_the_same(ds):
+    from data_tools.stats import format_markdown, summarize
+
+    s, table = summarize(ds), curate.info(ds)
+    assert (s.episodes, s.steps, s.intervened) == (5, 26, 6)
+    assert table["total"]["intervened_steps"] == s.intervened and table["total"]["steps"] == s.steps
+    assert "| place | online | 1 | 8 | 1 | 4 | 0.5000 |" in format_markdown(s)
+    assert s.command_order == [NULL, "move left", "move right"]

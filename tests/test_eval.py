@@ -249,11 +249,12 @@ def test_learning_curve_json_png_tensorboard(tmp_path):
         LearningCurve(tmp_path / "empty").plot()
 
     w = FakeWriter()
-    LearningCurve.log_tensorboard(w, 3000, r1)
+    LearningCurve.log_tensorboard(w, 3000, r1, step=4200)  # x-axis: the learner update; online steps beside it
     assert w.calls == [
-        ("eval/success_place_the_bolt", 1.0, 3000),
-        ("eval/success_pick_up_the_bolt", 0.75, 3000),
-        ("eval/average_success", 0.875, 3000),
+        ("eval/success_place_the_bolt", 1.0, 4200),
+        ("eval/success_pick_up_the_bolt", 0.75, 4200),
+        ("eval/average_success", 0.875, 4200),
+        ("eval/online_steps", 3000.0, 4200),
     ]
 
 
@@ -271,3 +272,53 @@ def test_cli_evaluates_a_saved_policy_and_rejects_a_missing_one(tmp_path, capsys
     assert "place the bolt" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_evaluate_takes_any_robot_env(tmp_path):
+    """A non-Metaworld env following dual_actor/runtime/env.py: succeeds when the action's first dim is positive
+    on 3 consecutive steps; the evaluator builds it through ``make_env`` and reads proprio as the first dims."""
+    from dual_actor.policy import DualActorPolicy
+    from dual_actor.runtime.env import RobotEnv
+    from factories import tiny_policy_kwargs
+
+    made = []
+
+    class LineEnv:
+        cameras = ()
+
+        def __init__(self, task, seed, max_episode_steps, cameras=(), image_size=128):
+            self.task, self.seed, self.limit, self.t, self.streak = task, seed, max_episode_steps, 0, 0
+            made.append(self)
+
+        def reset(self):
+            self.t = self.streak = 0
+            return np.full(6, 0.5, np.float32)
+
+        def step(self, a):
+            self.t += 1
+            self.streak = self.streak + 1 if a[0] > 0 else 0
+            done = self.streak >= 3
+            return np.full(6, 0.5, np.float32), float(done), done, (not done) and self.t >= self.limit, {}
+
+        def images(self):
+            return {}
+
+        @property
+        def elapsed_steps(self):
+            return self.t
+
+        def close(self):
+            self.closed = True
+
+    assert isinstance(LineEnv("a", 0, 5), RobotEnv)
+    torch.manual_seed(0)
+    pol = DualActorPolicy(**{**tiny_policy_kwargs(tasks=["reach", "push"])})
+    with torch.no_grad():
+        bias = pol.primary.mean_net[-1].bias
+        bias.zero_()
+        bias[0] = 5.0  # action dim 0 clipped to +1 everywhere: succeeds in 3 steps
+    made.clear()
+    res = evaluate(pol, ["reach", "push"], trials=2, max_episode_steps=10, make_env=LineEnv)
+    assert res["per_task"]["reach"] == {"success_rate": 1.0, "mean_episode_length": 3.0, "trials": 2}
+    assert [e.task for e in made] == ["reach", "push"] and all(e.closed for e in made)
+    assert made[0].seed == eval_seeds(10_000, "reach")[0]  # seeds keyed by the task string off the bench
