@@ -53,6 +53,7 @@ EVAL_FILE = "eval.json"
 CURVE_FILE = "learning_curve.json"
 CURVE_PLOT = "learning_curve.png"
 DEFAULT_EVAL_SEED = 10_000
+FRAME_EVERY = 20  # rollout frames for TensorBoard: every this many steps of each task's first trial
 
 CommandFn = Callable[[str, np.ndarray, int], "str | None"]
 """``command_fn(task, obs (39,), step) -> refinement command or None``; ``step`` counts from 0
@@ -81,8 +82,12 @@ def evaluate(
     intervention_rate: float = 0.0,
     speaker: Any = None,
     make_env: Any = None,
+    frames: dict | None = None,
 ) -> dict[str, Any]:
     """Success rate and mean episode length per task, ``trials`` episodes each, no interventions.
+
+    ``frames``: a dict to fill with a few rollout frames per task (the first trial, every
+    ``FRAME_EVERY`` steps, the policy's first camera; uint8 (H, W, 3)) when the policy reads cameras.
 
     ``make_env``: a :class:`~dual_actor.runtime.env.EnvFactory` (any robot env following
     ``dual_actor/runtime/env.py``; its proprio is the first ``proprio_dim`` state entries); None: the
@@ -130,7 +135,7 @@ def evaluate(
             for task in resolved:
                 bar.set_postfix_str(task)
                 per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar,
-                                                speaker, make_env)
+                                                speaker, make_env, frames)
     finally:
         policy.train(was_training)
     return {
@@ -151,6 +156,7 @@ def _evaluate_task(
     bar,
     speaker: Any = None,
     make_env: Any = None,
+    frames: dict | None = None,
 ) -> dict[str, Any]:
     device = next(policy.parameters()).device
     proprio = PROPRIO_SLICE if make_env is None else slice(0, int(policy.config["proprio_dim"]))
@@ -164,7 +170,7 @@ def _evaluate_task(
                    image_size=image_size)
     with torch.random.fork_rng(devices=rng_devices), contextlib.closing(env):
         torch.manual_seed(torch_seed)
-        for _ in range(trials):
+        for trial in range(trials):
             obs = env.reset()
             if speaker is not None:
                 speaker.reset(task)
@@ -172,7 +178,10 @@ def _evaluate_task(
             step = 0
             while not (terminated or truncated):
                 state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
-                observation = (observation_batch(obs, proprio, env.images(), device, as_mapping=True)
+                images = env.images() if cameras else {}
+                if frames is not None and cameras and trial == 0 and step % FRAME_EVERY == 0:
+                    frames.setdefault(task, []).append(images[cameras[0]].copy())
+                observation = (observation_batch(obs, proprio, images, device, as_mapping=True)
                                if policy.wants_mapping else state)
                 h = policy.embed(observation, [task])
                 cmd = command_fn(task, obs, step) if command_fn is not None else None

@@ -27,7 +27,7 @@ from data_tools.hdf5_format import DatasetFormatError
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.data.hdf5 import DataSpec
 from dual_actor.module import DualActorModule
-from dual_actor.watch import RunProgressBar, log_run_summary, quiet_libraries
+from dual_actor.watch import RunProgressBar, log_frames, log_run_summary, quiet_libraries
 
 log = logging.getLogger("dual_actor.fit")
 
@@ -222,14 +222,13 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     from data_tools.teleop_log import SessionWriter
     from dual_actor.data.interaction import Interaction
     from dual_actor.runtime.loop import ControlLoop
-    from dual_actor.runtime.transport import InProcessTransport
 
     make_env = env_factory(cfg)
     if make_env is None:
         raise ConfigError(f"online phase: env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, "
                           f"dual_actor/runtime/env.py); set online.env_steps=0 for a warm-up only run")
     on = cfg.online
-    transport = InProcessTransport()
+    transport = instantiate(cfg.runtime.transport)
     actor_policy = module.policy.acting_copy()  # the acting side's own copy (sharing the frozen backbone)
     cameras = env_cameras(cfg)
     session = None
@@ -294,13 +293,13 @@ def _intervention_rate(interaction) -> float:
         sum(l.stats.env_steps for l in interaction.loops), 1)
 
 
-def _evaluate(cfg: DictConfig, policy, interaction, trials: int) -> dict:
+def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None) -> dict:
     from dual_actor.eval import evaluate
 
     return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
                     seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
                     intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar),
-                    make_env=env_factory(cfg))
+                    make_env=env_factory(cfg), frames=frames)
 
 
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
@@ -478,8 +477,10 @@ def evaluate_and_save(r: Run) -> dict | None:
         if int(cfg.eval.trials) > 0 and env_factory(cfg) is not None:
             from dual_actor.eval import write_eval
 
-            result = _evaluate(cfg, module.policy, inter, int(cfg.eval.trials))
+            frames: dict = {}
+            result = _evaluate(cfg, module.policy, inter, int(cfg.eval.trials), frames)
             write_eval(result, r.run_dir)
+            log_frames(r.logger, frames, module.num_updates)
             if cfg.eval.get("with_commands"):
                 _evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
             if inter is not None:

@@ -5,7 +5,7 @@
 * :func:`quiet_libraries`: Lightning's "GPU available" / litlogger tips, PyOpenGL's accelerate note and known
   deprecation / eval-mode warnings do not reach the console; our own lines do.
 * :func:`log_run_summary`: the hyper-parameters with the final ``eval/average_success`` (TensorBoard's
-  HPARAMS tab) and the learning-curve figure as an image.
+  HPARAMS tab) and the learning-curve figure as an image; :func:`log_frames`: evaluation rollout frames.
 
 TensorBoard's x-axis is the learner update for every scalar of a run (``loss/*``, ``eval/*``,
 ``authority/*``); ``rollout/env_steps`` and ``eval/online_steps`` give the interaction steps at each.
@@ -117,3 +117,16 @@ def log_run_summary(logger, hparams: Mapping[str, Any], average_success: float |
 
         img = np.asarray(Image.open(curve_png).convert("RGB"))
         logger.experiment.add_image("eval/learning_curve", img, int(step), dataformats="HWC")
+
+
+def log_frames(logger, frames: Mapping[str, list], step: int) -> None:
+    """A few evaluation rollout frames per task (``eval/frames_<task>``), when the policy reads cameras."""
+    if logger is None or not frames:
+        return
+    import numpy as np
+
+    from dual_actor.utils import slug
+
+    for task, imgs in frames.items():
+        if imgs:
+            logger.experiment.add_images(f"eval/frames_{slug(task)}", np.stack(imgs), int(step), dataformats="NHWC")

@@ -284,7 +284,7 @@ def test_evaluate_takes_any_robot_env(tmp_path):
     made = []
 
     class LineEnv:
-        cameras = ()
+        cameras = ("cam",)
 
         def __init__(self, task, seed, max_episode_steps, cameras=(), image_size=128):
             self.task, self.seed, self.limit, self.t, self.streak = task, seed, max_episode_steps, 0, 0
@@ -301,7 +301,7 @@ def test_evaluate_takes_any_robot_env(tmp_path):
             return np.full(6, 0.5, np.float32), float(done), done, (not done) and self.t >= self.limit, {}
 
         def images(self):
-            return {}
+            return {"cam": np.full((8, 8, 3), self.t, np.uint8)}
 
         @property
         def elapsed_steps(self):
@@ -312,13 +312,16 @@ def test_evaluate_takes_any_robot_env(tmp_path):
 
     assert isinstance(LineEnv("a", 0, 5), RobotEnv)
     torch.manual_seed(0)
-    pol = DualActorPolicy(**{**tiny_policy_kwargs(tasks=["reach", "push"])})
+    pol = DualActorPolicy(**{**tiny_policy_kwargs(tasks=["reach", "push"]), "cameras": ["cam"], "image_size": 8})
     with torch.no_grad():
         bias = pol.primary.mean_net[-1].bias
         bias.zero_()
         bias[0] = 5.0  # action dim 0 clipped to +1 everywhere: succeeds in 3 steps
     made.clear()
-    res = evaluate(pol, ["reach", "push"], trials=2, max_episode_steps=10, make_env=LineEnv)
+    frames = {}
+    res = evaluate(pol, ["reach", "push"], trials=2, max_episode_steps=10, make_env=LineEnv, frames=frames)
     assert res["per_task"]["reach"] == {"success_rate": 1.0, "mean_episode_length": 3.0, "trials": 2}
     assert [e.task for e in made] == ["reach", "push"] and all(e.closed for e in made)
     assert made[0].seed == eval_seeds(10_000, "reach")[0]  # seeds keyed by the task string off the bench
+    # rollout frames for TensorBoard: the first trial of each task, every FRAME_EVERY steps (3-step episodes: one)
+    assert sorted(frames) == ["push", "reach"] and [f.shape for f in frames["reach"]] == [(8, 8, 3)]

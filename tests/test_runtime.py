@@ -20,10 +20,23 @@ class FakeEnv:
     """6-d state; the action's first 2 dims move state[0:2]; success after `horizon` steps if
     `succeed`, else truncated."""
 
+    cameras = ()
+
     def __init__(self, horizon=12, succeed=True, seed=0):
         self.horizon, self.succeed = horizon, succeed
         self.rng = np.random.default_rng(seed)
         self.actions = []
+        self.t = 0
+
+    def images(self):
+        return {}
+
+    @property
+    def elapsed_steps(self):
+        return self.t
+
+    def close(self):
+        pass
 
     def reset(self):
         self.t = 0

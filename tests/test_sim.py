@@ -147,3 +147,15 @@ def test_generate_demos_refuses_overwrite_and_reports_failure(demo_file, tmp_pat
     with pytest.raises(RuntimeError, match="only 0 of 5"):
         generate_demos(out, tasks=["place the bolt"], episodes_per_task=1, max_episode_steps=3)
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_metaworld_env_follows_the_robot_env_protocol():
+    from dual_actor.runtime.env import RandomStateful, RobotEnv
+
+    with MetaworldTaskEnv("place the bolt", seed=3, max_episode_steps=5) as env:
+        assert isinstance(env, RobotEnv) and isinstance(env, RandomStateful)
+        first = env.reset()
+        state = env.rng_state()
+        second = env.reset()
+        env.load_rng_state(state)  # the random sequence continues from the saved point
+        assert np.array_equal(env.reset(), second) and not np.array_equal(first, second)

@@ -92,9 +92,7 @@ class Interaction:
     def close(self) -> None:
         """Close every loop's env that can be closed (simulators free their renderers)."""
         for loop in self.loops:
-            close = getattr(loop.env, "close", None)
-            if close is not None:
-                close()
+            loop.env.close()
 
     def state_dict(self) -> dict:
         return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
@@ -126,8 +124,7 @@ class InteractionCallback(L.Callback):
         self._version += 1
         # the frozen backbone never changes: only the rest of the policy travels to the acting side
         # (with actor_ema on, the averaged primary actor is what acts)
-        sd = pl_module.deploy_state_dict() if hasattr(pl_module, "deploy_state_dict") else \
-            pl_module.policy.state_dict_to_save()
+        sd = pl_module.deploy_state_dict()
         self.interaction.transport.publish_weights(sd, self._version)
 
     def on_train_start(self, trainer, pl_module) -> None:

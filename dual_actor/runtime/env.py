@@ -40,6 +40,15 @@ class RobotEnv(Protocol):
         """Free the simulator / the hardware connection."""
 
 
+@runtime_checkable
+class RandomStateful(Protocol):
+    """A part of a robot (its env, its operator) with a random state that a resumed run must continue."""
+
+    def rng_state(self) -> dict: ...
+
+    def load_rng_state(self, state: dict) -> None: ...
+
+
 class EnvFactory(Protocol):
     def __call__(self, task: str, seed: int, max_episode_steps: int, cameras: Sequence[str] = (),
                  image_size: int = 128) -> RobotEnv: ...

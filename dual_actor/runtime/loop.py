@@ -33,17 +33,9 @@ from data_tools.talk_tweak import NULL_COMMAND, StreamingLabeler
 from dual_actor import constants as K
 from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
+from dual_actor.runtime.env import RandomStateful, RobotEnv
 from dual_actor.runtime.operators import NO_INPUT, apply_intervention
 from dual_actor.runtime.transport import EpisodeRecord, Transport
-
-
-class RobotEnv(Protocol):
-    """What the loop needs of a robot or simulator (gymnasium-style). Optional: ``cameras: list[str]``
-    and ``images() -> {camera: uint8 (H, W, 3)}``, the frames of the current observation."""
-
-    def reset(self) -> np.ndarray: ...
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]: ...
 
 
 def observation_batch(
@@ -145,7 +137,7 @@ class ControlLoop:
         self.stats = LoopStats()
         self.weights_version = -1
         self.task_id = policy.tasks.index(task)
-        self.cameras = list(getattr(env, "cameras", None) or [])
+        self.cameras = list(env.cameras or [])
         wanted = list(policy.config.get("cameras", []))
         missing = [c for c in wanted if c not in self.cameras]
         if missing:
@@ -157,12 +149,8 @@ class ControlLoop:
     def rng_state(self) -> dict:
         """The random state of this robot's env and operator (those that keep one): saved in a run's
         checkpoint, so that a resumed run continues their sequences instead of replaying them."""
-        out = {}
-        for name, part in (("env", self.env), ("operator", self.operator)):
-            get = getattr(part, "rng_state", None)
-            if get is not None:
-                out[name] = get()
-        return out
+        return {name: part.rng_state() for name, part in (("env", self.env), ("operator", self.operator))
+                if isinstance(part, RandomStateful)}
 
     def load_rng_state(self, state: dict) -> None:
         for name, part in (("env", self.env), ("operator", self.operator)):
