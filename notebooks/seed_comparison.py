@@ -59,9 +59,11 @@ def success_table(arms: dict[str, list[dict]], key: str = "eval") -> str:
 
 
 def steps_to(curve: list[dict], threshold: float = 0.8) -> int | None:
-    """Online steps of the first learning-curve point whose average success is >= ``threshold`` (None: never)."""
+    """Online steps of the first learning-curve point after the warm-up one (``online_steps`` > 0) whose average
+    success is >= ``threshold`` (None: never). The warm-up point is left out: a warm-up already at the threshold
+    would otherwise read as "0 steps" although the online phase first dips below it."""
     for p in curve:
-        if p["average_success_rate"] >= threshold:
+        if p["online_steps"] > 0 and p["average_success_rate"] >= threshold:
             return int(p["online_steps"])
     return None
 
@@ -142,8 +144,9 @@ if __name__ == "__main__":
         print("\nWith spoken commands:\n")
         print(success_table(with_cmd, "eval_commands"))
     online = {k: v for k, v in arms.items() if k != "warm-up only"}
-    print()
-    print(steps_table(online))
+    for threshold in (0.8, 0.9):
+        print()
+        print(steps_table(online, threshold))
     print()
     print(authority_table(online))
     print(plot(online, a.out))

@@ -30,8 +30,10 @@ def test_spread_steps_and_tables(tmp_path):
     assert sc.spread([0.6, 0.8, 1.0]) == "0.80 +- 0.16 [0.60, 1.00]"  # pstdev = sqrt(0.08 / 3) = 0.163
     assert sc.steps_to([{"online_steps": 0, "average_success_rate": 0.5},
                         {"online_steps": 1500, "average_success_rate": 0.8}]) == 1500
+    assert sc.steps_to([{"online_steps": 0, "average_success_rate": 0.9},  # the warm-up point does not count
+                        {"online_steps": 1500, "average_success_rate": 0.5}]) is None
     assert sc.steps_to([{"online_steps": 0, "average_success_rate": 0.79}]) is None
-    runs = [_run(tmp_path, "s0", [1.0, 0.6], [0.5, 0.9, 0.9]), _run(tmp_path, "s1", [0.8, 0.4], [0.5, 0.6, 0.85]),
+    runs = [_run(tmp_path, "s0", [1.0, 0.6], [0.85, 0.9, 0.9]), _run(tmp_path, "s1", [0.8, 0.4], [0.5, 0.6, 0.85]),
             _run(tmp_path, "s2", [0.6, 0.2], [0.5, 0.6, 0.7], lat=0.3, pos=(0.2, 0.9))]
     arms = {"dual": runs}
     table = sc.success_table(arms)
