@@ -417,7 +417,7 @@ def test_simulated_operator_rate_falls_as_the_policy_improves(task):
         ("noisy expert", noisy.act, 1),
         ("expert", expert.act, 2),
     ):
-        op = SimulatedOperator(task, seed=0)
+        op = SimulatedOperator(task, talk_then_tweak=False, seed=0)
         rates[name] = _rate(_rollout(task, policy_fn, op, episodes=episodes))
     assert rates["random"] > 0.5, rates  # at most 10 of every 15 steps (patience 3 + delay 2)
     assert rates["random"] > rates["noisy expert"] > rates["expert"], rates
@@ -450,7 +450,7 @@ def test_simulated_operator_takeover_timing_and_correction_actions():
     from dual_actor.runtime.sim import ScriptedExpert
 
     task = "assemble the bolt"
-    op = SimulatedOperator(task, expert_noise=0.1, seed=7)
+    op = SimulatedOperator(task, expert_noise=0.1, talk_then_tweak=False, seed=7)
     steps = _rollout(task, _offset_policy(task, start=4), op, max_steps=32)
     assert len(steps) == 32
     expected = [8 <= k < 18 or 22 <= k < 32 for k in range(32)]
@@ -470,7 +470,8 @@ def test_simulated_operator_no_progress_rule():
     largest possible distance 2*sqrt(3)): the hand stays still from step 0, so the no-progress
     count reaches 5 at step 5; the takeover starts at step 5 + 2 = 7 and lasts 4 steps."""
     task = "place the bolt"
-    op = SimulatedOperator(task, disagree_threshold=10.0, no_progress_steps=5, correction_steps=4, seed=0)
+    op = SimulatedOperator(task, disagree_threshold=10.0, no_progress_steps=5, correction_steps=4,
+                           talk_then_tweak=False, seed=0)
     steps = _rollout(task, lambda o: np.zeros(4, np.float32), op, max_steps=11)
     assert [s[0] for s in steps] == [k >= 7 for k in range(11)]
     assert op.last_trigger == "no_progress" and op.trigger_counts["disagree"] == 0

@@ -219,3 +219,14 @@ def test_task_count_or_order_mismatch_fails_on_the_first_batch():
         bufs[t]["demos"].add({k: v for k, v in rows.items()})
     with pytest.raises(ValueError, match="built for 3"):
         fit(DualActorModule(**tiny_module_kwargs(max_updates=1)), BufferSampler(bufs, batch_size=4))
+
+
+def test_operator_yaml_and_class_agree_on_every_default():
+    from dual_actor.runtime.operators import SimulatedOperator
+
+    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "operator" / "simulated.yaml").read_text())
+    defaults = _defaults(SimulatedOperator.__init__)
+    checked = [k for k, v in conf.items() if k in defaults and not (isinstance(v, str) and v.startswith("${"))]
+    for k in checked:
+        assert defaults[k] == conf[k], (k, defaults[k], conf[k])
+    assert "talk_then_tweak" in checked and len(checked) >= 8

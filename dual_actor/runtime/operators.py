@@ -600,7 +600,7 @@ class SimulatedOperator(Operator):
     ``refinement_command(sum of the last command_window (a*[:3] - policy[:3]) * translation_scale_m)``
     (recomputed every step; "[null]" is silence). Used at evaluation time.
 
-    With ``talk_then_tweak`` (the paper's online phase: language interventions first, physical
+    With ``talk_then_tweak`` (the default; the paper's online phase: language interventions first, physical
     ones when they do not help) a segment speaks as above, unless the previous segment spoke and
     ended at most ``escalate_window`` steps before this trigger: then it takes over (and the
     segment after a take-over speaks again). ``segment_counts`` counts both kinds.
@@ -627,7 +627,7 @@ class SimulatedOperator(Operator):
         no_progress_steps: int = 30,
         progress_eps: float = 0.01,
         speak_commands: bool = False,
-        talk_then_tweak: bool = False,
+        talk_then_tweak: bool = True,
         escalate_window: int = 20,
         command_window: int = 5,
         translation_scale_m: float = 0.01,
