@@ -53,6 +53,41 @@ class LearnedCommandEncoder(nn.Module):
         return self.embedding(command_ids)
 
 
+class WordsCommandEncoder(nn.Module):
+    """Compositional command encoder: a command's embedding is the sum of its words' embeddings
+    ("move left, forward and up" -> e(left) + e(forward) + e(up); "move" / "and" are dropped; "[null]" is
+    a word of its own). Every correction that moves along an axis trains that axis's word, so a
+    one-word command ("move left") is learned from the multi-axis corrections operators mostly give
+    (with one embedding per sentence, ``LearnedCommandEncoder``, it is barely trained). ids (B,) -> (B, out_dim).
+    """
+
+    STOP = ("move", "and")
+
+    def __init__(self, vocabulary: Sequence[str], out_dim: int = 64):
+        super().__init__()
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("command vocabulary has duplicates")
+        self.vocabulary = list(vocabulary)
+        self._index = {c: i for i, c in enumerate(self.vocabulary)}
+        self.out_dim = out_dim
+        tokens = [[w for w in c.replace(",", " ").split() if w not in self.STOP] or [c] for c in self.vocabulary]
+        self.words = sorted({w for t in tokens for w in t})
+        widx = {w: i for i, w in enumerate(self.words)}
+        width = max(len(t) for t in tokens)
+        table = torch.full((len(tokens), width), len(self.words), dtype=torch.long)  # padding row = zeros
+        for i, t in enumerate(tokens):
+            table[i, : len(t)] = torch.tensor([widx[w] for w in t])
+        self.register_buffer("word_ids", table, persistent=False)
+        self.embedding = nn.Embedding(len(self.words) + 1, out_dim, padding_idx=len(self.words))
+
+    def ids(self, commands: Sequence[str], device=None) -> torch.Tensor:
+        """Command strings -> ids; an unknown command is a clear error."""
+        return vocabulary_ids(self._index, self.vocabulary, commands, device)
+
+    def forward(self, command_ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.word_ids[command_ids]).sum(1)
+
+
 class RefinementActor(nn.Module):
     """mu = pi_phi(s, l_rf): ``obs (B, Do), command_ids (B,) -> mu (B, A)``."""
 
