@@ -589,15 +589,37 @@ def _check_push(folder: Path, repo_id: str, kind: str) -> bool:
         raise DataToolsError(
             f"{folder}: neither a LeRobotDataset (meta/info.json) nor a datasets export (README.md)"
         )
+    check_online()
+    return lerobot
+
+
+def check_online() -> None:
+    """Raise :class:`HubUnreachableError` when ``HF_HUB_OFFLINE`` is on (before any Hub call)."""
     if _hub_offline():
         raise HubUnreachableError(
             "Hugging Face Hub is unreachable / offline mode is on: HF_HUB_OFFLINE is set; "
             "unset it (or set HF_HUB_OFFLINE=0) to push"
         )
-    return lerobot
 
 
-def _hub_api(token: str | None):
+@contextlib.contextmanager
+def hub_errors(repo_id: str, token: str | None) -> Iterator[None]:
+    """Hub calls inside the block: an unreachable Hub -> :class:`HubUnreachableError`, a refusal ->
+    :class:`DataToolsError`, both with every token redacted from the message (datasets and models alike)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    secrets = (token, os.environ.get("HF_TOKEN"))
+    try:
+        yield
+    except _unreachable_types() as e:
+        raise HubUnreachableError(
+            f"Hugging Face Hub is unreachable / offline mode is on: {_redact(str(e), *secrets)}"
+        ) from None
+    except HfHubHTTPError as e:
+        raise DataToolsError(f"the Hub refused the push to {repo_id}: {_redact(str(e), *secrets)}") from None
+
+
+def hub_api(token: str | None):
     """An ``HfApi``; refuse early when ``huggingface_hub`` cannot find any token."""
     import huggingface_hub
 
@@ -663,20 +685,11 @@ def push(
     lerobot = _check_push(folder, repo_id, kind)
     card_text, card_changed = _card_text(folder, lerobot, repo_id)
 
-    from huggingface_hub.errors import HfHubHTTPError
-
     if api is None:
-        api = _hub_api(token)
-    secrets = (token, os.environ.get("HF_TOKEN"))
+        api = hub_api(token)
     log.info("pushing %s to dataset repo %s (private=%s)", folder, repo_id, private)
-    try:
+    with hub_errors(repo_id, token):
         url = _upload(api, folder, repo_id, private, token, lerobot, card_text, card_changed)
-    except _unreachable_types() as e:
-        raise HubUnreachableError(
-            f"Hugging Face Hub is unreachable / offline mode is on: {_redact(str(e), *secrets)}"
-        ) from None
-    except HfHubHTTPError as e:
-        raise DataToolsError(f"the Hub refused the push to {repo_id}: {_redact(str(e), *secrets)}") from None
     url = str(url) if url else f"https://huggingface.co/datasets/{repo_id}"
     log.info("pushed %s to %s", folder, url)
     return url

@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from data_tools.errors import DataToolsError as HubError  # one error family with data_tools' dataset push
+
 log = logging.getLogger("dual_actor.hub")
 
 POLICY_FILES = ("config.json", "model.safetensors", "README.md")
@@ -35,8 +37,6 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*
 TAGS = ["dual-actor", "talk-and-tweak", "robotics", "reinforcement-learning", "vision-language-action"]
 
 
-class HubError(ValueError):
-    """A push or download that cannot be done (bad repo id, offline, unreachable, refused); the message says why."""
 
 
 def is_repo_id(text: str) -> bool:
@@ -131,7 +131,7 @@ def push_policy(policy_dir, repo_id: str, private: bool = False, token: str | No
     repo ``repo_id``; returns its URL. The folder itself is never modified (the card goes with a copy).
 
     Raises HubError: bad repo id or folder, offline, unreachable, no token, refused by the Hub."""
-    from data_tools.publish import _hub_offline, _redact, _unreachable_types
+    from data_tools.publish import check_online, hub_api, hub_errors
 
     folder = Path(policy_dir)
     if not is_repo_id(repo_id):
@@ -140,16 +140,8 @@ def push_policy(policy_dir, repo_id: str, private: bool = False, token: str | No
     if missing:
         raise HubError(f"{folder}: not a policy folder (missing {', '.join(missing)})")
     config = json.loads((folder / "config.json").read_text())
-    if _hub_offline():
-        raise HubError("Hugging Face Hub is unreachable / offline mode is on: HF_HUB_OFFLINE is set; unset it "
-                       "(or set HF_HUB_OFFLINE=0) to push")
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if api is None:
-        if token is None and huggingface_hub.get_token() is None:
-            raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login` before pushing")
-        api = huggingface_hub.HfApi(token=token)
+    check_online()
+    api = api if api is not None else hub_api(token)
     card = model_card(config, repo_id, eval_result, train_config, datasets, license)
     with tempfile.TemporaryDirectory(prefix="dual-actor-push-") as tmp:
         stage = Path(tmp)
@@ -157,12 +149,8 @@ def push_policy(policy_dir, repo_id: str, private: bool = False, token: str | No
             shutil.copy2(folder / name, stage / name)
         (stage / "README.md").write_text(card, encoding="utf-8")
         log.info("pushing %s to model repo %s (private=%s)", folder, repo_id, private)
-        try:
+        with hub_errors(repo_id, token):
             url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type="model", token=token,
                               commit_message=commit_message)
-        except _unreachable_types() as e:
-            raise HubError(f"Hugging Face Hub is unreachable / offline mode is on: {_redact(str(e), token)}") from None
-        except HfHubHTTPError as e:
-            raise HubError(f"the Hub refused the push to {repo_id}: {_redact(str(e), token)}") from None
     return str(url) if url else f"https://huggingface.co/{repo_id}"

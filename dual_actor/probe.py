@@ -42,6 +42,11 @@ def single_axis_commands(words=DEFAULT_WORDS) -> list[tuple[str, int, int]]:
     return [(sentence([words[a][k]]), i, 1 if k == 0 else -1) for i, a in enumerate(AXES) for k in (0, 1)]
 
 
+def _tile(h: torch.Tensor, proprio, n: int):
+    """``n`` stacked copies of the held rows (one per noise draw): h (n B, Dh), proprio (n B, Dp) or None."""
+    return h.repeat(n, 1), None if proprio is None else proprio.repeat(n, 1)
+
+
 @torch.no_grad()
 def latent_authority(primary, h: torch.Tensor, proprio, n_z: int = 32, dims: Sequence[int] = (0, 1, 2),
                      generator: torch.Generator | None = None) -> dict[str, list[float]]:
@@ -49,8 +54,7 @@ def latent_authority(primary, h: torch.Tensor, proprio, n_z: int = 32, dims: Seq
     b, a_dim = h.shape[0], primary.action_dim
     k = primary.K
     z = torch.randn(n_z, b, a_dim, generator=generator).to(h)
-    hh = h.repeat(n_z, 1)
-    pp = None if proprio is None else proprio.repeat(n_z, 1)
+    hh, pp = _tile(h, proprio, n_z)
     out_abs, out_signed = [], []
     for d in dims:
         e = torch.zeros(a_dim, dtype=h.dtype, device=h.device)
@@ -70,8 +74,7 @@ def spread_ratio(primary, h: torch.Tensor, proprio, action_std: torch.Tensor, n_
     """Per action dimension: mean over rows of std_z a(K z | s), divided by ``action_std`` (A,)."""
     b, a_dim = h.shape[0], primary.action_dim
     z = torch.randn(n_z, b, a_dim, generator=generator).to(h)
-    a = primary.action_at((primary.K * z).reshape(n_z * b, a_dim), h.repeat(n_z, 1),
-                          None if proprio is None else proprio.repeat(n_z, 1)).reshape(n_z, b, a_dim)
+    a = primary.action_at((primary.K * z).reshape(n_z * b, a_dim), *_tile(h, proprio, n_z)).reshape(n_z, b, a_dim)
     spread = a.std(0).mean(0)
     return (spread / action_std.to(spread).clamp_min(1e-8)).tolist()
 
@@ -93,8 +96,7 @@ def command_authority(policy, h: torch.Tensor, obs, proprio, commands=None, n_z:
     null_ids = torch.full((b,), policy.null_command_id, dtype=torch.long, device=h.device)
     mu_null = policy.refinement.from_features(feat, null_ids)
     noise = torch.randn(n_z, b, a_dim, generator=generator).to(h) * (primary.temperature * primary.K)
-    hh = h.repeat(n_z, 1)
-    pp = None if proprio is None else proprio.repeat(n_z, 1)
+    hh, pp = _tile(h, proprio, n_z)
     noise = noise.reshape(n_z * b, a_dim)
     a_null = primary.action_at(mu_null.repeat(n_z, 1) + noise, hh, pp).reshape(n_z, b, a_dim)
     out = {}

@@ -220,26 +220,30 @@ class ConsistencyPolicy(nn.Module):
 
     @torch.no_grad()
     def ode_action(
-        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, center: torch.Tensor | None = None
+        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None, center: torch.Tensor
     ) -> torch.Tensor:
         """The probability-flow ODE of the denoiser from x_K = w down to sigma_min (Euler on
         :meth:`ode_levels`; Karras et al. 2022, Alg. 1 without the Heun correction). No gradient.
 
         At sigma = K the optimal denoiser is E[a | h] up to O(Var(a | h) / K^2), so the first step uses
-        ``center`` (M(h) for the anchored head; f(w, K) when None): x_1 = center + (s_1 / K) (w - center).
+        ``center`` (M(h)): x_1 = center + (s_1 / K) (w - center).
         The later steps use the network's own denoiser f(., s < K), trained by denoising regression.
         Returns (B, A), unclipped.
         """
         levels = self.ode_levels(w.device, w.dtype)
-        k = levels[0]
-        if center is None:
-            center = self.denoise(w, k.expand(w.shape[0]), h, proprio)
-        x = center + (levels[1] / k) * (w - center)
+        x = center + (levels[1] / levels[0]) * (w - center)
         for i in range(1, len(levels) - 1):
             s, s_next = levels[i], levels[i + 1]
             d = self.denoise(x, s.expand(x.shape[0]), h, proprio)
             x = d + (s_next / s) * (x - d)
         return x  # at sigma_min, f(x, sigma_min) = x
+
+    def _noised(self, action: torch.Tensor, lowest: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a* + sigma z, sigma) with one Karras level per row drawn from indices [lowest, L - 2]: sigma_min is
+        never drawn (CPQL), and ``lowest`` = 1 also leaves out K (the anchored head distils that level)."""
+        sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
+        sigma = sigmas[torch.randint(lowest, len(sigmas) - 1, (action.shape[0],), device=action.device)]
+        return action + sigma[:, None] * torch.randn_like(action), sigma
 
     def noised_prediction(
         self,
@@ -254,9 +258,7 @@ class ConsistencyPolicy(nn.Module):
         same network call (both halves of one batched forward). (The plain head's training inputs.)"""
         w_h, w_p = h, proprio
         b = action.shape[0]
-        sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
-        sigma = sigmas[torch.randint(0, len(sigmas) - 1, (b,), device=action.device)]
-        x = action + sigma[:, None] * torch.randn_like(action)
+        x, sigma = self._noised(action, lowest=0)
         if not with_action:
             return self.denoise(x, sigma, h, proprio), sigma
         w = self.K * torch.randn(w_h.shape[0], action.shape[1], device=action.device, dtype=action.dtype)
@@ -285,9 +287,7 @@ class ConsistencyPolicy(nn.Module):
         mean = self.mean_action(h, proprio)
         dh, dp, target = h, proprio, action
         b, bw = target.shape[0], h.shape[0]
-        sigmas = self.scalings.karras_sigmas(device=action.device, dtype=action.dtype)
-        sigma = sigmas[torch.randint(1, len(sigmas) - 1, (b,), device=action.device)]
-        x = target + sigma[:, None] * torch.randn_like(target)
+        x, sigma = self._noised(target, lowest=1)
         z = torch.randn(bw, self.action_dim, device=h.device, dtype=h.dtype)
         u = (torch.rand_like(z) * 2 - 1) * latent_range
         w = self.K * (z + u)
