@@ -293,28 +293,24 @@ def _intervention_rate(interaction) -> float:
         sum(l.stats.env_steps for l in interaction.loops), 1)
 
 
-def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None) -> dict:
+def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None, speaker=None) -> dict:
     from dual_actor.eval import evaluate
 
     return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
                     seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
                     intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar),
-                    make_env=env_factory(cfg), frames=frames)
+                    make_env=env_factory(cfg), frames=frames, speaker=speaker)
 
 
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
     """The same trials with a simulated operator speaking refinement commands (never taking over):
     the paper's evaluation with talk-and-tweak at test time. Written as ``eval_commands.json``."""
-    from dual_actor.eval import evaluate, format_table
+    from dual_actor.eval import format_table
     from dual_actor.runtime.operators import SimulatedOperator
 
     speaker = SimulatedOperator(list(cfg.env.tasks)[0], speak_commands=True,
                                 translation_scale_m=float(cfg.online.translation_scale_m), seed=int(cfg.eval.seed))
-    res = evaluate(policy, list(cfg.env.tasks), trials=int(cfg.eval.trials),
-                   max_episode_steps=int(cfg.eval.max_episode_steps), seed=int(cfg.eval.seed),
-                   online_steps=interaction.env_steps if interaction else 0,
-                   intervention_rate=_intervention_rate(interaction), speaker=speaker,
-                   progress=bool(cfg.trainer.progress_bar))
+    res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), speaker=speaker)
     atomic_write_text(run_dir / "eval_commands.json", json.dumps(res, indent=2))
     print("[eval] with spoken refinement commands (simulated operator):", flush=True)
     print(format_table(res, fps=float(cfg.env.fps)), flush=True)

@@ -36,7 +36,7 @@ def test_help_lists_groups():
 def test_smoke_default_bench(tmp_path):
     """experiment=smoke on the built-in bench: demos -> warm-up -> online with the simulated
     operator -> evaluation (eval.json, learning curve), checkpoint + policy."""
-    r = fit("experiment=smoke", f"run_root={tmp_path}", "run_name=smoke")
+    r = fit("experiment=smoke", f"run_root={tmp_path}", "run_name=smoke", "eval.with_commands=true")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "smoke"
     for name in ("last.ckpt", "config.yaml", "eval.json", "learning_curve.json", "learning_curve.png"):
@@ -44,6 +44,8 @@ def test_smoke_default_bench(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["phase"] == "online" and summary["online_env_steps"] >= 400 and summary["updates"] > 30
     ev = json.loads((run / "eval.json").read_text())
+    spoken = json.loads((run / "eval_commands.json").read_text())  # the same trials with a speaking operator
+    assert set(spoken) == set(ev) and list(spoken["per_task"]) == TASKS and "with spoken refinement commands" in r.stdout
     assert set(ev) == {"per_task", "average_success_rate", "online_steps", "intervention_rate"}
     assert list(ev["per_task"]) == TASKS and ev["online_steps"] == summary["online_env_steps"]
     for res in ev["per_task"].values():
