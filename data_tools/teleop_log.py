@@ -41,6 +41,7 @@ VERSION = 1
 SESSION_FILE = "session.json"
 EPISODES_DIR = "episodes"
 STEPS_FILE = "steps.jsonl"
+STAGING_DIR = ".staging"  # episodes being written (SessionWriter(staging=True)); never read
 PROPRIO_KEY = "proprio"
 STEP_KEYS = ("step", "t", "task", "obs", "action", "policy_action", "intervention", "command", "reward", "done")
 SESSION_KEYS = ("format", "version", "fps", "robot", "action_dim", "translation_scale_m", "cameras")
@@ -303,6 +304,27 @@ def _as_scalar(x: Any) -> Any:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def discard_staging(session_root: str | os.PathLike) -> int:
+    """Remove the episodes left unfinished in a session's ``.staging/`` (a robot process that died mid-episode);
+    returns how many. Recorded (``episodes/``) data is never touched."""
+    import shutil
+
+    sdir = Path(session_root) / STAGING_DIR
+    if not sdir.is_dir():
+        return 0
+    n = sum(1 for p in sdir.iterdir() if p.is_dir())
+    shutil.rmtree(sdir)
+    return n
+
+
 class SessionWriter:
     """Creates a session folder and its ``session.json``; hands out :class:`EpisodeWriter` s.
 
@@ -311,6 +333,9 @@ class SessionWriter:
     overwritten. ``fsync=True`` makes every step durable (os.fsync) at some cost per step.
     ``png_compress_level`` (0-9) trades PNG size for write time (1: fast, fine for a 10 Hz loop).
     Extra JSON-serialisable ``metadata`` goes into ``session.json`` next to the required keys.
+    ``staging=True``: an episode is written under ``.staging/<id>/`` and moved to ``episodes/<id>/`` (one
+    rename) when it is closed, so ``episodes/`` only ever holds whole episodes; an episode whose process died
+    stays in ``.staging/``, which readers ignore and :func:`discard_staging` removes.
     """
 
     def __init__(
@@ -326,8 +351,10 @@ class SessionWriter:
         fsync: bool = False,
         png_compress_level: int = 1,
         metadata: Mapping[str, Any] | None = None,
+        staging: bool = False,
     ):
         self.root = Path(root)
+        self.staging = bool(staging)
         meta_path = self.root / SESSION_FILE
         clash = set(metadata or {}) & set(SESSION_KEYS)
         if clash:
@@ -349,13 +376,20 @@ class SessionWriter:
     def episode(self, episode_id: str | None = None) -> "EpisodeWriter":
         """Start a new episode folder; ``episode_id`` defaults to the next free ``000000``-style id."""
         edir = self.root / EPISODES_DIR
+        sdir = self.root / STAGING_DIR
         if episode_id is None:
             k = sum(1 for p in edir.iterdir() if p.is_dir())
-            while (edir / f"{k:06d}").exists():
+            while (edir / f"{k:06d}").exists() or (sdir / f"{k:06d}").exists():
                 k += 1
             episode_id = f"{k:06d}"
         _check_name(episode_id, "episode id", edir)
-        ew = EpisodeWriter(self, edir / episode_id)
+        if self.staging:
+            if (edir / episode_id).exists():
+                raise FileExistsError(f"{edir / episode_id}: episode exists (recorded data is never overwritten)")
+            sdir.mkdir(exist_ok=True)
+            ew = EpisodeWriter(self, sdir / episode_id, final=edir / episode_id)
+        else:
+            ew = EpisodeWriter(self, edir / episode_id)
         self._open.append(ew)
         return ew
 
@@ -379,12 +413,13 @@ class EpisodeWriter:
     disk has its images. Closing an episode that received no step removes its empty folder.
     """
 
-    def __init__(self, session: SessionWriter, path: Path):
+    def __init__(self, session: SessionWriter, path: Path, final: Path | None = None):
         if path.exists():
             raise FileExistsError(f"{path}: episode exists (recorded data is never overwritten)")
         self.session = session
         self.meta = session.meta
         self.path = path
+        self.final = final
         self.episode_id = path.name
         path.mkdir(parents=True)
         for cam in self.meta.cameras:
@@ -491,6 +526,15 @@ class EpisodeWriter:
             return
         self._file.close()
         self._file = None
+        if self.final is not None and self.num_steps > 0:  # staged: the whole episode appears at once
+            if self.session.fsync:
+                _fsync_dir(self.path)
+            os.rename(self.path, self.final)
+            self.path = self.final
+            self.steps_path = self.final / STEPS_FILE
+            if self.session.fsync:
+                _fsync_dir(self.final.parent)
+            return
         if self.num_steps == 0:
             self.steps_path.unlink(missing_ok=True)
             for cam in self.meta.cameras:

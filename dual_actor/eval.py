@@ -269,6 +269,8 @@ class LearningCurve:
             "average_success_rate": float(result["average_success_rate"]),
             "intervention_rate": float(result["intervention_rate"]),
         }
+        if "wall_seconds" in result:  # seconds since the online phase began (multi-robot runs: the paper's RQ5 axis)
+            point["wall_seconds"] = float(result["wall_seconds"])
         self.points = sorted(
             [p for p in self.points if p["online_steps"] != online_steps] + [point], key=lambda p: p["online_steps"]
         )

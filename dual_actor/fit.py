@@ -181,14 +181,12 @@ def ensure_dataset(cfg: DictConfig) -> Path:
     return path
 
 
-def env_factory(cfg: DictConfig):
-    """``make_env(task, seed, max_episode_steps, cameras, image_size) -> RobotEnv`` from ``env.robot``
-    (None for a dataset-only env)."""
-    if cfg.env.get("robot") is None:
-        return None
-    from hydra.utils import instantiate
+def env_factory(cfg: DictConfig, robot: int = 0):
+    """``make_env(task, seed, max_episode_steps, cameras, image_size) -> RobotEnv`` of robot ``robot`` (0: A;
+    1: B, seen through ``env.robot_shift``) from ``env.robot`` (None for a dataset-only env)."""
+    from dual_actor.runtime.robot import make_env_factory, robot_shift
 
-    return instantiate(cfg.env.robot)
+    return make_env_factory(cfg, robot_shift(robot, cfg))
 
 
 def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
@@ -216,49 +214,30 @@ def _trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
 
 
 def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir: Path):
-    """One control loop per task on the simulated bench, each with its own operator."""
-    from hydra.utils import instantiate
-
-    from data_tools.teleop_log import SessionWriter
+    """The online phase's robots: ``runtime=inprocess`` runs one robot's loops (one per task) in this process;
+    ``runtime=ray`` runs ``runtime.robots`` Ray actors (dual_actor/data/ray_interaction.py)."""
     from dual_actor.data.interaction import Interaction
-    from dual_actor.runtime.loop import ControlLoop
+    from dual_actor.runtime.robot import build_loops, robot_name, teleop_session
 
-    make_env = env_factory(cfg)
-    if make_env is None:
+    if env_factory(cfg) is None:
         raise ConfigError(f"online phase: env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, "
                           f"dual_actor/runtime/env.py); set online.env_steps=0 for a warm-up only run")
     on = cfg.online
+    with module.deployed_weights():  # the acting side's own copy (sharing the frozen backbone), deployed weights
+        actor_policy = module.policy.acting_copy()
+    if cfg.runtime.name == "ray":
+        from dual_actor.data.ray_interaction import RayInteraction
+
+        return RayInteraction(cfg, actor_policy, buffers, run_dir, version=module.num_updates)
+    from hydra.utils import instantiate
+
     transport = instantiate(cfg.runtime.transport)
-    actor_policy = module.policy.acting_copy()  # the acting side's own copy (sharing the frozen backbone)
-    cameras = env_cameras(cfg)
-    session = None
-    if on.log_teleop:
-        session = SessionWriter(run_dir / "teleop" / f"online-{int(time.time())}", fps=cfg.env.fps,
-                                robot="metaworld-sawyer", action_dim=int(cfg.env.action_dim),
-                                translation_scale_m=float(on.translation_scale_m), cameras=cameras)
-    loops = []
-    shared_operator = None
-    per_task_operator = False
-    if cfg.operator.get("_target_"):
-        import inspect
-
-        from hydra.utils import get_class
-
-        # a simulated human is one per task; a physical device (SpaceMouse, keyboard) is one, shared
-        per_task_operator = "task" in inspect.signature(get_class(cfg.operator._target_)).parameters
-        if not per_task_operator:
-            shared_operator = instantiate(cfg.operator)
-    for i, task in enumerate(cfg.env.tasks):
-        env = make_env(task=task, seed=int(on.seed) + i, max_episode_steps=int(on.max_episode_steps),
-                       cameras=cameras, image_size=int(cfg.env.get("image_size") or 128))
-        operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
-        loops.append(ControlLoop(
-            env, task, actor_policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
-            period_s=None if on.period_s is None else float(on.period_s),
-            window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
-            gamma=float(cfg.algo.gamma), log_episode=session.episode if session is not None else None,
-            actor_id=f"sim-{i}",
-        ))
+    session = teleop_session(cfg, run_dir / "teleop" / f"online-{int(time.time())}") if on.log_teleop else None
+    log = session.episode if session is not None else None
+    robots = int(cfg.runtime.get("robots", 1))
+    loops = [loop for i in range(robots)  # every robot's loops, round-robin in this one process
+             for loop in build_loops(cfg, actor_policy, transport, index=i, log_episode=log,
+                                     name=None if robots == 1 else robot_name(i, cfg))]
     return Interaction(loops, transport, buffers, env_steps_per_update=1.0 / float(on.updates_per_env_step),
                        min_rollout=int(on.min_rollout), max_env_steps=int(on.env_steps))
 
@@ -270,12 +249,17 @@ class EvalCallback(L.Callback):
         self.cfg, self.interaction, self.curve, self.every = cfg, interaction, curve, max(1, int(every))
         self.authority, self.buffers = authority, buffers
         self.next_at = self.every
+        self.t0 = time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.interaction.env_steps >= self.next_at:
             self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
             with pl_module.deployed_weights():
                 res = _evaluate(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
+                res["wall_seconds"] = time.perf_counter() - self.t0
                 if self.authority is not None:
                     self.authority.add(pl_module.policy, self.buffers, self.interaction.env_steps,
                                        pl_module.logger.experiment if pl_module.logger is not None else None,
@@ -287,19 +271,18 @@ class EvalCallback(L.Callback):
 
 
 def _intervention_rate(interaction) -> float:
-    if interaction is None or interaction.env_steps == 0:
-        return 0.0
-    return sum(l.stats.interventions for l in interaction.loops) / max(
-        sum(l.stats.env_steps for l in interaction.loops), 1)
+    return 0.0 if interaction is None else interaction.intervention_rate()
 
 
-def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None, speaker=None) -> dict:
+def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None, speaker=None,
+              robot: int = 0) -> dict:
+    """Evaluation on robot A (``robot=1``: robot B, through ``env.robot_shift``)."""
     from dual_actor.eval import evaluate
 
     return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
                     seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
                     intervention_rate=_intervention_rate(interaction), progress=bool(cfg.trainer.progress_bar),
-                    make_env=env_factory(cfg), frames=frames, speaker=speaker)
+                    make_env=env_factory(cfg, robot), frames=frames, speaker=speaker)
 
 
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
@@ -313,6 +296,19 @@ def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path)
     res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), speaker=speaker)
     atomic_write_text(run_dir / "eval_commands.json", json.dumps(res, indent=2))
     print("[eval] with spoken refinement commands (simulated operator):", flush=True)
+    print(format_table(res, fps=float(cfg.env.fps)), flush=True)
+    return res
+
+
+def _evaluate_robot_b(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
+    """The same trials on robot B (``env.robot_shift``): ``eval_B.json`` (paper RQ5's transfer table)."""
+    from dual_actor.eval import format_table
+
+    if cfg.env.get("robot_shift") is None:
+        raise ConfigError("eval.robot_b=true needs env.robot_shift (robot B's frame error)")
+    res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), robot=1)
+    atomic_write_text(run_dir / "eval_B.json", json.dumps(res, indent=2))
+    print("[eval] on robot B (env.robot_shift):", flush=True)
     print(format_table(res, fps=float(cfg.env.fps)), flush=True)
     return res
 
@@ -356,6 +352,7 @@ class Run:
     interaction: Any = None
     t0: float = field(default_factory=time.perf_counter)
     warmup_s: float = 0.0
+    online_s: float = 0.0
 
     @property
     def ckpt(self) -> Path:
@@ -446,7 +443,8 @@ def online(r: Run) -> None:
     sampler = BufferSampler(r.dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
                             min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
                             before_batch=interaction.before_batch)
-    callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
+    sync = int(cfg.runtime.sync_every) if cfg.runtime.name == "ray" else int(cfg.online.weight_sync_every)
+    callbacks = [InteractionCallback(interaction, sync, int(cfg.trainer.log_every),
                                      sampler=sampler),
                  UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)), RNGCheckpoint(),
                  RunProgressBar("online", interaction=interaction),
@@ -454,11 +452,13 @@ def online(r: Run) -> None:
     print(f"[online] {cfg.online.env_steps} interaction steps with operator {cfg.operator.get('_target_', 'none')}",
           flush=True)
     trainer = _trainer(cfg, r.logger, callbacks)
+    t0 = time.perf_counter()
     try:  # the loader's own generator: creating its iterator must not draw from the process RNG
         trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
                     ckpt_path=str(r.ckpt) if r.resume_phase == "online" else None)
     finally:
         interaction.close()
+        r.online_s = time.perf_counter() - t0
 
 
 def evaluate_and_save(r: Run) -> dict | None:
@@ -479,6 +479,8 @@ def evaluate_and_save(r: Run) -> dict | None:
             log_frames(r.logger, frames, module.num_updates)
             if cfg.eval.get("with_commands"):
                 _evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
+            if cfg.eval.get("robot_b"):
+                _evaluate_robot_b(cfg, module.policy, inter, r.run_dir)
             if inter is not None:
                 r.curve.add(inter.env_steps, result)
                 r.curve.log_tensorboard(r.logger.experiment, inter.env_steps, result, step=module.num_updates)
@@ -494,10 +496,14 @@ def summarize(r: Run, result: dict | None) -> None:
     elapsed = time.perf_counter() - r.t0
     summary = {
         "phase": module.phase, "updates": module.num_updates, "seconds": round(elapsed, 2),
-        "warmup_seconds": round(r.warmup_s, 2), "online_env_steps": inter.env_steps if inter else 0,
+        "warmup_seconds": round(r.warmup_s, 2), "online_seconds": round(r.online_s, 2),
+        "online_updates": max(0, module.num_updates - int(r.cfg.algo.warmup_updates)) if inter else 0,
+        "online_env_steps": inter.env_steps if inter else 0, "runtime": str(r.cfg.runtime.name),
         "dataset": str(r.dm.path), "episodes": r.dm.episode_counts, "last_metrics": module.last_logs,
         "authority": r.authority.points[-1] if r.authority.points else None,
     }
+    if inter is not None and hasattr(inter, "robot_summary"):
+        summary["robots"] = inter.robot_summary()
     atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))
     png = r.run_dir / "learning_curve.png"
     log_run_summary(r.logger, _flat_hparams(r.cfg), None if result is None else result["average_success_rate"],

@@ -89,6 +89,11 @@ class Interaction:
         self.recent = []
         return out
 
+    def intervention_rate(self) -> float:
+        """Operator take-over steps / interaction steps over the online phase so far."""
+        steps = sum(l.stats.env_steps for l in self.loops)
+        return sum(l.stats.interventions for l in self.loops) / steps if steps else 0.0
+
     def close(self) -> None:
         """Close every loop's env that can be closed (simulators free their renderers)."""
         for loop in self.loops:
@@ -101,6 +106,8 @@ class Interaction:
                 "loops_rng": [l.rng_state() for l in self.loops]}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("runtime", "inprocess") != "inprocess":
+            raise ValueError(f"this checkpoint's online phase ran with runtime={state['runtime']}; resume it with that runtime")
         self.buffers.load_state_dict(state["buffers"])
         self.env_steps, self.episodes = int(state["env_steps"]), int(state["episodes"])
         self.credit, self.next_loop = float(state["credit"]), int(state["next_loop"])
@@ -113,19 +120,18 @@ class InteractionCallback(L.Callback):
     checkpoint: buffers, counters, each robot's env / operator random state and the batch sampler's
     generator (``sampler``), so that a resumed run continues every random sequence."""
 
-    def __init__(self, interaction: Interaction, weight_sync_every: int = 1, log_every: int = 50, sampler=None):
+    def __init__(self, interaction, weight_sync_every: int = 1, log_every: int = 50, sampler=None):
         self.interaction = interaction
         self.sampler = sampler
         self.weight_sync_every = max(1, weight_sync_every)
         self.log_every = log_every
-        self._version = 0
 
     def _publish(self, pl_module) -> None:
-        self._version += 1
         # the frozen backbone never changes: only the rest of the policy travels to the acting side
         # (with actor_ema on, the averaged primary actor is what acts)
         sd = pl_module.deploy_state_dict()
-        self.interaction.transport.publish_weights(sd, self._version)
+        # the version is the learner's update count: a Ray robot's weight age is measured in updates
+        self.interaction.transport.publish_weights(sd, pl_module.num_updates)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._publish(pl_module)

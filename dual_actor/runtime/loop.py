@@ -84,6 +84,7 @@ class LoopStats:
     interventions: int = 0
     overruns: int = 0
     successes: int = 0
+    held: int = 0
 
 
 class ControlLoop:
@@ -99,6 +100,9 @@ class ControlLoop:
         window, sigma, translation_scale_m, words: the talk-and-tweak rule.
         gamma: discount for the Monte-Carlo return-to-go stored with each transition.
         log_episode: optional ``callable(episode_id) -> EpisodeWriter`` (data_tools.teleop_log).
+        gate: optional ``callable(step) -> bool`` asked before every step; False: the robot holds (zero
+            motion, gripper kept) instead of acting, e.g. a Ray robot whose weights are older than
+            ``runtime.max_weight_age`` updates or that cannot reach the learner. Held steps are counted.
         clock / sleep: injectable for tests.
     """
 
@@ -121,6 +125,7 @@ class ControlLoop:
         gripper_index: int | None = -1,
         log_episode: Callable[[str], Any] | None = None,
         actor_id: str = "actor-0",
+        gate: Callable[[int], bool] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -133,6 +138,7 @@ class ControlLoop:
         self.gripper_index = gripper_index
         self.log_episode = log_episode
         self.actor_id = actor_id
+        self.gate = gate
         self.clock, self.sleep = clock, sleep
         self.stats = LoopStats()
         self.weights_version = -1
@@ -200,7 +206,7 @@ class ControlLoop:
         command: str | None = None
         previous: np.ndarray | None = None
         info: dict = {}
-        overruns = 0
+        overruns = held = 0
         terminated = truncated = False
         t = 0
         while True:
@@ -210,6 +216,9 @@ class ControlLoop:
             late = self.period_s is not None and self.clock() - start > self.period_s
             if late:
                 a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # never a stale action
+            elif self.gate is not None and not self.gate(t):
+                a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # weights too old / learner unreachable
+                held += 1
             human = self.operator.observe(obs, a_pi, info) if self.operator is not None else NO_INPUT
             executed, intv = apply_intervention(a_pi, human, self.low, self.high)
             executed = np.asarray(executed, dtype=np.float32)
@@ -251,7 +260,8 @@ class ControlLoop:
         record = EpisodeRecord(
             task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
             interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
-            weights_version=self.weights_version, extra={"commands": commands, "policy_actions": policy_actions},
+            weights_version=self.weights_version,
+            extra={"commands": commands, "policy_actions": policy_actions, "held": held},
         )
         self.transport.send_episode(record)
         st = self.stats
@@ -260,6 +270,7 @@ class ControlLoop:
         st.interventions += record.interventions
         st.overruns += overruns
         st.successes += int(record.success)
+        st.held += held
         return record
 
     def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands, images=()) -> dict:

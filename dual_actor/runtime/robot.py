@@ -1,0 +1,96 @@
+"""One robot's control loops from the run config: shared by the in-process runtime and each Ray robot.
+
+A robot runs every task of the bench (one :class:`ControlLoop` and one env per task, episodes round-robin), with
+a simulated operator per task or one physical device shared by all. Robot ``index`` 0 is robot A (the bench as
+configured); odd indices are robot B when ``env.robot_shift`` is set (:class:`~dual_actor.runtime.sim.RobotShift`:
+its state is read in a shifted frame and its commands act in a turned one; its operator watches the world).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from dual_actor.runtime.loop import ControlLoop
+
+ROBOT_SEED_STRIDE = 100  # robot r, task i: env seed online.seed + 100 r + i (robot 0 keeps the one-robot seeds)
+
+
+def robot_name(index: int, cfg: DictConfig) -> str:
+    """``A``/``B`` by kind when robot B exists (``A``, ``B``, ``A2``, ``B2`` ...), else ``robot<index>``."""
+    if robot_shift(index, cfg) is None and cfg.env.get("robot_shift") is None:
+        return f"robot{index}"
+    kind = "B" if index % 2 else "A"
+    n = index // 2 + 1
+    return kind if n == 1 else f"{kind}{n}"
+
+
+def robot_shift(index: int, cfg: DictConfig):
+    """The :class:`RobotShift` of robot ``index`` (odd indices, when ``env.robot_shift`` is set), else None."""
+    node = cfg.env.get("robot_shift")
+    if node is None or index % 2 == 0:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(node)
+
+
+def make_env_factory(cfg: DictConfig, shift=None):
+    """``make_env(task, seed, max_episode_steps, cameras, image_size)`` from ``env.robot``, through ``shift``."""
+    if cfg.env.get("robot") is None:
+        return None
+    from hydra.utils import instantiate
+
+    from dual_actor.runtime.sim import shifted_factory
+
+    return shifted_factory(instantiate(cfg.env.robot), shift)
+
+
+def teleop_session(cfg: DictConfig, root, staging: bool = False):
+    """A teleop-log session at ``root`` for the online phase's episodes (``staging``: an episode appears under
+    ``episodes/`` only once it is complete; a robot killed mid-episode leaves it in ``.staging/``)."""
+    from data_tools.teleop_log import SessionWriter
+
+    return SessionWriter(root, fps=cfg.env.fps, robot="metaworld-sawyer", action_dim=int(cfg.env.action_dim),
+                         translation_scale_m=float(cfg.online.translation_scale_m),
+                         cameras=[str(c) for c in (cfg.env.get("cameras") or [])], staging=staging)
+
+
+def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str | None = None,
+                log_episode: Callable[[str], Any] | None = None, gate: Callable[[int], bool] | None = None,
+                make_env=None) -> list[ControlLoop]:
+    """Robot ``index``'s control loops, one per task of ``env.tasks``."""
+    from hydra.utils import get_class, instantiate
+
+    from dual_actor.runtime.sim import ShiftedEnv, ShiftedOperator
+
+    on = cfg.online
+    shift = robot_shift(index, cfg)
+    make_env = make_env or make_env_factory(cfg, shift)
+    if make_env is None:
+        raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
+    cameras = [str(c) for c in (cfg.env.get("cameras") or [])]
+    shared_operator, per_task_operator = None, False
+    if cfg.operator.get("_target_"):
+        # a simulated human is one per task; a physical device (SpaceMouse, keyboard) is one, shared
+        per_task_operator = "task" in inspect.signature(get_class(cfg.operator._target_)).parameters
+        if not per_task_operator:
+            shared_operator = instantiate(cfg.operator)
+    loops = []
+    for i, task in enumerate(cfg.env.tasks):
+        env = make_env(task=task, seed=int(on.seed) + ROBOT_SEED_STRIDE * index + i,
+                       max_episode_steps=int(on.max_episode_steps), cameras=cameras,
+                       image_size=int(cfg.env.get("image_size") or 128))
+        operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
+        if operator is not None and isinstance(env, ShiftedEnv):
+            operator = ShiftedOperator(operator, env)
+        loops.append(ControlLoop(
+            env, task, policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
+            period_s=None if on.period_s is None else float(on.period_s),
+            window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
+            gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
+            gate=gate,
+        ))
+    return loops
