@@ -6,7 +6,8 @@ robot's loops round-robin in the learner's process) or ``runtime=ray runtime.rob
 robot). Reported per cell, from the run's ``summary.json``: online environment steps per second and learner
 updates per second over the whole online phase (its wall clock includes Ray's start, ~5 s, and the initial
 fill of ``online.min_rollout`` rows per task). Two control modes: ``free`` (``online.period_s=null``: as fast
-as possible) and ``10hz`` (``online.period_s=0.1`` per robot). The cells run interleaved (in-process, Ray,
+as possible; Ray's robots then wait between episodes once ``--max-steps-ahead`` steps ahead of the learner, so
+both runtimes keep one update per step) and ``10hz`` (``online.period_s=0.1`` per robot; robots never wait). The cells run interleaved (in-process, Ray,
 in-process, Ray ...), ``--repeats`` times; the table gives medians and the Ray / in-process ratios.
 
     python benchmarks/multi_robot.py --json docs/figures/multi_robot.json
@@ -30,15 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cell(root: Path, warmup_ckpt: Path, runtime: str, robots: int, mode: str, steps: int, min_rollout: int,
-             name: str) -> dict:
+             name: str, warmup_updates: int, max_steps_ahead: int) -> dict:
     run = root / name
     run.mkdir(parents=True)
     shutil.copy(warmup_ckpt, run / "last.ckpt")
     args = [f"runtime={runtime}", f"runtime.robots={robots}", f"run_root={root}", f"run_name={name}", "resume=true",
-            f"online.env_steps={steps}", f"online.min_rollout={min_rollout}", "online.log_teleop=false",
+            f"algo.warmup_updates={warmup_updates}", f"online.env_steps={steps}", f"online.min_rollout={min_rollout}", "online.log_teleop=false",
             "eval.trials=0", "eval.warmup_point=false", "eval.curve_every_env_steps=100000000",
             "trainer.progress_bar=false", "trainer.checkpoint_every=100000000",
             f"online.period_s={'0.1' if mode == '10hz' else 'null'}"]
+    if runtime == "ray" and mode == "free":  # free-running robots wait for the learner: the same 1 update per step
+        args.append(f"runtime.max_steps_ahead={max_steps_ahead}")
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "dual_actor.fit", *args], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"})
@@ -58,6 +61,8 @@ def main() -> None:
     ap.add_argument("--free-steps", type=int, default=2400, help="online budget of a free-running cell")
     ap.add_argument("--hz-seconds", type=float, default=40.0, help="10 Hz cells: budget = robots x 10 Hz x this")
     ap.add_argument("--min-rollout", type=int, default=20)
+    ap.add_argument("--max-steps-ahead", type=int, default=200,
+                    help="free-running Ray robots wait once this many env steps ahead of the learner (UTD kept at 1)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--warmup-updates", type=int, default=20, help="the shared warm-up checkpoint's updates")
     ap.add_argument("--json", type=Path, default=None)
@@ -80,7 +85,8 @@ def main() -> None:
                 steps = args.free_steps if mode == "free" else int(n * 10 * args.hz_seconds)
                 for runtime in ("inprocess", "ray"):  # interleaved: A B, per robot count
                     k += 1
-                    c = run_cell(root, ckpt, runtime, n, mode, steps, args.min_rollout, f"c{k}")
+                    c = run_cell(root, ckpt, runtime, n, mode, steps, args.min_rollout, f"c{k}", args.warmup_updates,
+                                 args.max_steps_ahead)
                     c["repeat"] = rep
                     cells.append(c)
                     print(f"{mode:5s} robots={n} {runtime:9s} {c['env_steps_per_s']:8.1f} env steps/s "

@@ -34,6 +34,7 @@ def load_run(run: Path) -> dict:
     """One run folder's results (missing files are None)."""
     curve = _load(run / "learning_curve.json")
     return {"name": run.name, "eval": _load(run / "eval.json"), "eval_commands": _load(run / "eval_commands.json"),
+            "eval_B": _load(run / "eval_B.json"), "summary": _load(run / "summary.json"),
             "curve": curve["points"] if curve else [], "fps": (curve or {}).get("fps", 10.0),
             "authority": _load(run / "authority.json") or []}
 
@@ -84,6 +85,26 @@ def steps_table(arms: dict[str, list[dict]], threshold: float = 0.8, fps: float 
     return "\n".join(lines)
 
 
+def wall_minutes_to(curve: list[dict], threshold: float = 0.8) -> float | None:
+    """Wall-clock minutes since the online phase began (``wall_seconds``; multi-robot runs) of the first curve
+    point after the warm-up one whose average success is >= ``threshold`` (None: never)."""
+    for p in curve:
+        if p["online_steps"] > 0 and "wall_seconds" in p and p["average_success_rate"] >= threshold:
+            return p["wall_seconds"] / 60.0
+    return None
+
+
+def wall_table(arms: dict[str, list[dict]], threshold: float = 0.8) -> str:
+    lines = [f"| arm | wall-clock minutes to {threshold:.0%} average (robot A), per seed | online steps / updates, per seed |",
+             "|---|---|---|"]
+    for arm, runs in arms.items():
+        per = [wall_minutes_to(r["curve"], threshold) for r in runs]
+        work = [f"{r['summary']['online_env_steps']} / {r['summary'].get('online_updates', '?')}" for r in runs if r["summary"]]
+        lines.append(f"| {arm} | " + ", ".join("never" if m is None else f"{m:.1f}" for m in per) + " | "
+                     + ", ".join(work) + " |")
+    return "\n".join(lines)
+
+
 def authority_table(arms: dict[str, list[dict]]) -> str:
     """Final probes per arm: latent authority x/y/z and the smallest fraction of states with D_c > 0."""
     lines = ["| arm | latent authority x / y / z | min over commands of P(D_c > 0) | mean D_c |", "|---|---|---|---|"]
@@ -98,7 +119,9 @@ def authority_table(arms: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def plot(arms: dict[str, list[dict]], out: Path) -> Path:
+def plot(arms: dict[str, list[dict]], out: Path, x: str = "steps") -> Path:
+    """Each arm's mean curve with its min-max band, against online steps (``x="steps"``) or against wall-clock
+    minutes since the online phase began (``x="wall"``, multi-robot runs: the warm-up point at 0)."""
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     fps = 10.0
     for arm, runs in arms.items():
@@ -107,16 +130,22 @@ def plot(arms: dict[str, list[dict]], out: Path) -> Path:
             continue
         fps = runs[0]["fps"]
         n = min(len(c) for c in curves)
-        steps = [mean(c[i]["online_steps"] for c in curves) for i in range(n)]
+        if x == "wall":
+            steps = [mean(c[i].get("wall_seconds", 0.0) / 60.0 for c in curves) for i in range(n)]
+        else:
+            steps = [mean(c[i]["online_steps"] for c in curves) for i in range(n)]
         vals = [[c[i]["average_success_rate"] for c in curves] for i in range(n)]
         line, = ax.plot(steps, [mean(v) for v in vals], marker="o", ms=3, label=f"{arm} ({len(curves)} seeds)")
         ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("online interaction steps")
     ax.set_ylabel("average success (10 trials per task)")
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    top = ax.secondary_xaxis("top", functions=(lambda s: s / fps / 60, lambda m: m * 60 * fps))
-    top.set_xlabel(f"minutes at {fps:g} Hz")
+    if x == "wall":
+        ax.set_xlabel("wall-clock minutes of the online phase (robots at their own rate)")
+    else:
+        ax.set_xlabel("online interaction steps")
+        top = ax.secondary_xaxis("top", functions=(lambda s: s / fps / 60, lambda m: m * 60 * fps))
+        top.set_xlabel(f"minutes at {fps:g} Hz")
     ax.legend(loc="lower right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,6 +161,7 @@ if __name__ == "__main__":
                    help="an arm's name followed by its run folders (repeat per arm)")
     p.add_argument("--warmup", nargs="*", type=Path, default=[], help="warm-up-only run folders (their eval.json)")
     p.add_argument("--out", type=Path, default=Path("seed_comparison.png"))
+    p.add_argument("--x", choices=["steps", "wall"], default="steps", help="curves against online steps or wall-clock minutes")
     a = p.parse_args()
     arms = {}
     if a.warmup:
@@ -143,10 +173,17 @@ if __name__ == "__main__":
     if with_cmd:
         print("\nWith spoken commands:\n")
         print(success_table(with_cmd, "eval_commands"))
+    with_b = {k: v for k, v in arms.items() if any(r["eval_B"] for r in v)}
+    if with_b:
+        print("\nOn robot B (env.robot_shift):\n")
+        print(success_table(with_b, "eval_B"))
     online = {k: v for k, v in arms.items() if k != "warm-up only"}
+    if a.x == "wall":
+        print()
+        print(wall_table(online))
     for threshold in (0.8, 0.9):
         print()
         print(steps_table(online, threshold))
     print()
     print(authority_table(online))
-    print(plot(online, a.out))
+    print(plot(online, a.out, a.x))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ROBOT_SIDE = ["dual_actor.policy", "dual_actor.runtime", "dual_actor.runtime.loop", "dual_actor.runtime.operators",
-              "dual_actor.runtime.transport", "dual_actor.runtime.sim", "dual_actor.hub", "dual_actor.probe"]
+              "dual_actor.runtime.transport", "dual_actor.runtime.sim",
+              "dual_actor.runtime.robot", "dual_actor.runtime.ray_robot", "dual_actor.hub", "dual_actor.probe"]
 LEARNER = ["dual_actor.module", "dual_actor.losses", "dual_actor.fit", "lightning", "pytorch_lightning"]
 
 

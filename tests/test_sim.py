@@ -159,3 +159,25 @@ def test_metaworld_env_follows_the_robot_env_protocol():
         second = env.reset()
         env.load_rng_state(state)  # the random sequence continues from the saved point
         assert np.array_equal(env.reset(), second) and not np.array_equal(first, second)
+
+
+def test_robot_shift_frames_hand_computed():
+    """Robot B: positions rotated about the vertical through the pivot, then offset; commanded xyz motion turned;
+    the operator's world action turned back so that B executes it as meant."""
+    import numpy as np
+
+    from dual_actor.runtime.sim import POSITION_SLICES, RobotShift
+
+    sh = RobotShift(obs_rotate_deg=90.0, obs_offset=[0.01, 0.02, 0.03], action_rotate_deg=90.0, pivot=[0.0, 0.6, 0.0])
+    obs = np.zeros(39, dtype=np.float32)
+    obs[0:3] = [0.1, 0.6, 0.2]   # hand: 0.1 east of the pivot -> 0.1 north of it after +90 degrees
+    obs[3] = 0.5                 # gripper opening: not a position
+    obs[36:39] = [0.0, 0.8, 0.1]  # goal: 0.2 north -> 0.2 west
+    out = sh.observation(obs)
+    np.testing.assert_allclose(out[0:3], [0.0 + 0.01, 0.7 + 0.02, 0.2 + 0.03], atol=1e-6)
+    np.testing.assert_allclose(out[36:39], [-0.2 + 0.01, 0.6 + 0.02, 0.1 + 0.03], atol=1e-6)
+    assert out[3] == 0.5
+    assert len(POSITION_SLICES) == 7
+    np.testing.assert_allclose(sh.action(np.array([1.0, 0.0, 0.5, -1.0])), [0.0, 1.0, 0.5, -1.0], atol=1e-6)
+    world = np.array([0.3, -0.2, 0.1, 1.0])
+    np.testing.assert_allclose(sh.action(sh.command_for(world)), world, atol=1e-6)

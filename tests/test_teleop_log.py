@@ -235,3 +235,25 @@ def test_episode_order_is_natural(tmp_path):
     (tmp_path / "s/episodes/.hidden").mkdir()
     (tmp_path / "s/episodes/notes.txt").write_text("x")
     assert read_session(tmp_path / "s").episode_ids == ("ep1", "ep2", "ep10")
+
+
+def test_staged_episodes_appear_whole_and_a_dead_ones_is_discarded(tmp_path):
+    """staging=True: an episode is invisible to readers until it is closed, then appears whole; one never
+    closed (its process died) stays in .staging/ and discard_staging deletes it."""
+    from data_tools.teleop_log import SessionWriter, discard_staging, read_session
+
+    sw = SessionWriter(tmp_path / "s", action_dim=2, staging=True)
+    ep = sw.episode()
+    for i in range(3):
+        ep.step(task="t", obs={"proprio": [0.0, float(i)]}, action=[0.1, 0.2])
+    assert read_session(tmp_path / "s").episode_ids == ()  # being written: not an episode yet
+    ep.close()
+    s = read_session(tmp_path / "s")
+    assert s.episode_ids == ("000000",) and len(next(iter(s.episodes())).steps) == 3
+    dead = sw.episode()  # the next id, written and never closed
+    dead.step(task="t", obs={"proprio": [0.0, 0.0]}, action=[0.0, 0.0])
+    assert dead.episode_id == "000001"
+    assert read_session(tmp_path / "s").episode_ids == ("000000",)
+    assert discard_staging(tmp_path / "s") == 1
+    assert not (tmp_path / "s" / ".staging").exists()
+    assert read_session(tmp_path / "s").episode_ids == ("000000",)

@@ -55,6 +55,8 @@ class RayInteraction:
         self.min_rollout = int(on.min_rollout)
         self.max_env_steps = int(on.env_steps)
         self.max_ahead = int(self.rt.max_updates_ahead)
+        self.max_steps_ahead = None if self.rt.get("max_steps_ahead") is None else int(self.rt.max_steps_ahead)
+        self._paused = False
         self.n_robots = int(self.rt.robots)
         if self.n_robots < 1:
             raise ValueError(f"runtime.robots must be >= 1, got {self.n_robots}")
@@ -227,6 +229,11 @@ class RayInteraction:
         self.batches += 1
         while not self.done and self.batches > (self.env_steps - self.ready_at) * self.updates_per_env_step + self.max_ahead:
             self._wait()
+        if self.max_steps_ahead is not None:  # robots that outpace the learner wait between episodes
+            pause = self.env_steps - self.ready_at > self.batches * self.env_steps_per_update + self.max_steps_ahead
+            if pause != self._paused:
+                self.board.set_pause.remote(pause)
+                self._paused = pause
 
     def intervention_rate(self) -> float:
         steps = sum(s["env_steps"] for s in self.robot.values())

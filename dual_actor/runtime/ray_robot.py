@@ -34,6 +34,10 @@ class WeightBoard:
         self.updates = 0
         self.ref = None
         self.stopped = False
+        self.pause = False  # the learner is behind (runtime.max_steps_ahead): no new episode
+
+    def set_pause(self, pause: bool) -> None:
+        self.pause = bool(pause)
 
     def publish(self, version: int, refs: list) -> None:
         self.version, self.ref = int(version), refs[0]
@@ -42,9 +46,9 @@ class WeightBoard:
     def tick(self, updates: int) -> None:
         self.updates = max(self.updates, int(updates))
 
-    def latest(self) -> tuple[int, int, bool, list]:
-        """(version, learner updates, stopped, [weights ref] or [])."""
-        return self.version, self.updates, self.stopped, ([self.ref] if self.ref is not None else [])
+    def latest(self) -> tuple[int, int, bool, list, bool]:
+        """(version, learner updates, stopped, [weights ref] or [], pause new episodes)."""
+        return self.version, self.updates, self.stopped, ([self.ref] if self.ref is not None else []), self.pause
 
     def stop(self) -> None:
         self.stopped = True
@@ -143,7 +147,7 @@ class RobotWorker:
         import ray
 
         try:
-            version, updates, stopped, refs = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
+            version, updates, stopped, refs, _ = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
         except Exception:  # noqa: BLE001 - unreachable / dead learner: the robot holds
             return False, False
         self.learner_updates = int(updates)
@@ -160,11 +164,12 @@ class RobotWorker:
         return self._reachable and self._fresh()
 
     def _sync(self) -> tuple[bool, bool]:
-        """Between episodes: (may act, stopped)."""
+        """Between episodes: (may start one, stopped). Not while the weights are stale, the learner unreachable,
+        or the learner asks the robots to wait for it (``runtime.max_steps_ahead``)."""
         import ray
 
         try:
-            version, updates, stopped, refs = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
+            version, updates, stopped, refs, pause = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
             self.learner_updates = int(updates)
             if stopped:
                 return False, True
@@ -177,7 +182,7 @@ class RobotWorker:
             self._reachable = False
             return False, False
         self._reachable = True
-        return self._fresh(), False
+        return self._fresh() and not pause, False
 
     # ------------------------------------------------------------------------------ main loop
     def run(self, max_episodes: int | None = None) -> dict[str, Any]:
