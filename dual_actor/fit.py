@@ -482,7 +482,7 @@ def evaluate_and_save(r: Run) -> dict | None:
             if cfg.eval.get("robot_b"):
                 _evaluate_robot_b(cfg, module.policy, inter, r.run_dir)
             if inter is not None:
-                r.curve.add(inter.env_steps, result)
+                r.curve.add(inter.env_steps, {**result, "wall_seconds": r.online_s})
                 r.curve.log_tensorboard(r.logger.experiment, inter.env_steps, result, step=module.num_updates)
                 r.curve.plot()
     return result
