@@ -255,3 +255,37 @@ def test_spacemouse_reporting_without_pause_does_not_starve_the_loop():
     assert inp.intervening and inp.action[1] != 0.0  # with the latest of them (x -> action y in the robot frame)
     op.observe(np.zeros(39), np.zeros(4, np.float32), {})
     assert dev.reads == 14
+
+
+def test_build_loops_robot_b_is_shifted_and_seeded_apart():
+    """Robot 0 is the bench as configured (the one-robot seeds); robot 1 is robot B: its envs are seen through
+    env.robot_shift, its operator watches the world, its env seeds are 100 apart."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from dual_actor.runtime.robot import build_loops, robot_name
+    from dual_actor.runtime.sim import MetaworldTaskEnv, ShiftedEnv, ShiftedOperator
+    from dual_actor.runtime.transport import InProcessTransport
+    from factories import tiny_policy_kwargs
+    from dual_actor.policy import DualActorPolicy
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=smoke"])
+    policy = DualActorPolicy(**tiny_policy_kwargs(tasks=list(cfg.env.tasks), obs_dim=39, proprio_dim=4, action_dim=4))
+    a = build_loops(cfg, policy, InProcessTransport(), index=0)
+    b = build_loops(cfg, policy, InProcessTransport(), index=1, name=robot_name(1, cfg))
+    try:
+        assert [robot_name(i, cfg) for i in range(4)] == ["A", "B", "A2", "B2"]
+        assert all(isinstance(l.env, MetaworldTaskEnv) for l in a) and all(isinstance(l.env, ShiftedEnv) for l in b)
+        assert all(isinstance(l.operator, ShiftedOperator) for l in b)
+        assert [l.env.seed for l in a] == [int(cfg.online.seed) + i for i in range(3)]
+        assert [l.env.env.seed for l in b] == [int(cfg.online.seed) + 100 + i for i in range(3)]
+        assert [l.actor_id for l in a] == ["sim-0", "sim-1", "sim-2"] and b[0].actor_id == "B-0"
+        world = b[0].env.env.reset()
+        seen = b[0].env.shift.observation(world)
+        assert not np.allclose(seen[:3], world[:3])  # B reads its hand elsewhere
+    finally:
+        for l in a + b:
+            l.env.close()

@@ -26,6 +26,20 @@ from dual_actor.runtime.transport import EpisodeRecord, Transport
 from dual_actor.utils import slug
 
 
+def rollout_stats(recent: Sequence[dict]) -> dict[str, float]:
+    """TensorBoard ``rollout/*`` of the episodes since the last log (dicts with task, success, length,
+    interventions, overruns)."""
+    out: dict[str, float] = {}
+    steps = sum(r["length"] for r in recent)
+    out["rollout/intervention_rate"] = sum(r["interventions"] for r in recent) / max(steps, 1)
+    out["rollout/overruns"] = float(sum(r["overruns"] for r in recent))
+    for task in {r["task"] for r in recent}:
+        rs = [r for r in recent if r["task"] == task]
+        out[f"rollout/success_{slug(task)}"] = float(np.mean([r["success"] for r in rs]))
+        out[f"rollout/length_{slug(task)}"] = float(np.mean([r["length"] for r in rs]))
+    return out
+
+
 def ingest(buffers: TaskBuffers, episodes: Sequence[EpisodeRecord]) -> None:
     """Learner side: each finished episode into the task's buffers (Algorithm 1 lines 27-34)."""
     for ep in episodes:
@@ -77,14 +91,7 @@ class Interaction:
     def pop_stats(self) -> dict[str, float]:
         if not self.recent:
             return {}
-        out: dict[str, float] = {}
-        steps = sum(r["length"] for r in self.recent)
-        out["rollout/intervention_rate"] = sum(r["interventions"] for r in self.recent) / max(steps, 1)
-        out["rollout/overruns"] = float(sum(r["overruns"] for r in self.recent))
-        for task in {r["task"] for r in self.recent}:
-            rs = [r for r in self.recent if r["task"] == task]
-            out[f"rollout/success_{slug(task)}"] = float(np.mean([r["success"] for r in rs]))
-            out[f"rollout/length_{slug(task)}"] = float(np.mean([r["length"] for r in rs]))
+        out = rollout_stats(self.recent)
         out["rollout/env_steps"] = float(self.env_steps)
         self.recent = []
         return out

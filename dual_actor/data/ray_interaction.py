@@ -29,14 +29,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dual_actor.data.buffers import TaskBuffers
+from dual_actor.data.interaction import rollout_stats
 from dual_actor.data.journal import EpisodeJournal
 from dual_actor.runtime.transport import EpisodeRecord
-from dual_actor.utils import slug
 
 
 def online_transitions(buffers: TaskBuffers) -> int:
     """Online transitions held: autonomous (rollouts) + operator (interventions) rows over all tasks."""
     return sum(len(buffers[t]["rollouts"]) + len(buffers[t]["interventions"]) for t in buffers.tasks)
+
+
+def _robot_stats() -> dict:
+    return {"env_steps": 0, "episodes": 0, "interventions": 0, "successes": 0, "weight_age": 0, "restarts": 0,
+            "recent_success": deque(maxlen=20)}
 
 
 class RayInteraction:
@@ -70,8 +75,7 @@ class RayInteraction:
         self.journal = EpisodeJournal(self.run_dir / "journal") if self.rt.get("journal", True) else None
         self._prune_upto = 0
         self.recent: list[dict] = []
-        self.robot = {n: {"env_steps": 0, "episodes": 0, "interventions": 0, "successes": 0, "weight_age": 0,
-                          "restarts": 0, "recent_success": deque(maxlen=20)} for n in self.names}
+        self.robot = {n: _robot_stats() for n in self.names}
         self._started = False
         self._owns_ray = False
         self.workers: dict = {}
@@ -183,8 +187,7 @@ class RayInteraction:
         self.buffers.add_episode(rec.task, "online", rec.rows)
         self.env_steps += rec.length
         self.episodes += 1
-        st = self.robot.setdefault(robot, {"env_steps": 0, "episodes": 0, "interventions": 0, "successes": 0,
-                                           "weight_age": 0, "restarts": 0, "recent_success": deque(maxlen=20)})
+        st = self.robot.setdefault(robot, _robot_stats())
         st["env_steps"] += rec.length
         st["episodes"] += 1
         st["interventions"] += rec.interventions
@@ -246,16 +249,8 @@ class RayInteraction:
                     "weight_age": s["weight_age"], "restarts": s["restarts"]} for n, s in self.robot.items()}
 
     def pop_stats(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if self.recent:
-            steps = sum(r["length"] for r in self.recent)
-            out["rollout/intervention_rate"] = sum(r["interventions"] for r in self.recent) / max(steps, 1)
-            out["rollout/overruns"] = float(sum(r["overruns"] for r in self.recent))
-            for task in {r["task"] for r in self.recent}:
-                rs = [r for r in self.recent if r["task"] == task]
-                out[f"rollout/success_{slug(task)}"] = float(np.mean([r["success"] for r in rs]))
-                out[f"rollout/length_{slug(task)}"] = float(np.mean([r["length"] for r in rs]))
-            self.recent = []
+        out = rollout_stats(self.recent) if self.recent else {}
+        self.recent = []
         out["rollout/env_steps"] = float(self.env_steps)
         for n, s in self.robot.items():
             out[f"robot/{n}/env_steps"] = float(s["env_steps"])
