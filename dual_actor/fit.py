@@ -249,10 +249,7 @@ class EvalCallback(L.Callback):
         self.cfg, self.interaction, self.curve, self.every = cfg, interaction, curve, max(1, int(every))
         self.authority, self.buffers = authority, buffers
         self.next_at = self.every
-        self.t0 = time.perf_counter()
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter()  # reset by online() when the robots start (before the first batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.interaction.env_steps >= self.next_at:
@@ -353,6 +350,7 @@ class Run:
     t0: float = field(default_factory=time.perf_counter)
     warmup_s: float = 0.0
     online_s: float = 0.0
+    after_fill: dict | None = None
 
     @property
     def ckpt(self) -> Path:
@@ -452,10 +450,13 @@ def online(r: Run) -> None:
     print(f"[online] {cfg.online.env_steps} interaction steps with operator {cfg.operator.get('_target_', 'none')}",
           flush=True)
     trainer = _trainer(cfg, r.logger, callbacks)
-    t0 = time.perf_counter()
+    t0 = callbacks[-1].t0 = time.perf_counter()  # wall clock of the online phase, the initial fill included
     try:  # the loader's own generator: creating its iterator must not draw from the process RNG
         trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
                     ckpt_path=str(r.ckpt) if r.resume_phase == "online" else None)
+        window = interaction.after_fill()  # the steady state: from the first learner batch to the budget
+        if window is not None:
+            r.after_fill = {**window, "updates": module.num_updates - int(cfg.algo.warmup_updates)}
     finally:
         interaction.close()
         r.online_s = time.perf_counter() - t0
@@ -502,6 +503,8 @@ def summarize(r: Run, result: dict | None) -> None:
         "dataset": str(r.dm.path), "episodes": r.dm.episode_counts, "last_metrics": module.last_logs,
         "authority": r.authority.points[-1] if r.authority.points else None,
     }
+    if r.after_fill is not None:
+        summary["online_after_fill"] = r.after_fill
     if inter is not None and hasattr(inter, "robot_summary"):
         summary["robots"] = inter.robot_summary()
     atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))

@@ -85,20 +85,19 @@ def steps_table(arms: dict[str, list[dict]], threshold: float = 0.8, fps: float 
     return "\n".join(lines)
 
 
-def wall_minutes_to(curve: list[dict], threshold: float = 0.8) -> float | None:
-    """Wall-clock minutes since the online phase began (``wall_seconds``; multi-robot runs) of the first curve
-    point after the warm-up one whose average success is >= ``threshold`` (None: never)."""
-    for p in curve:
-        if p["online_steps"] > 0 and "wall_seconds" in p and p["average_success_rate"] >= threshold:
-            return p["wall_seconds"] / 60.0
-    return None
+def wall_minutes_to(run: dict, threshold: float = 0.8) -> float | None:
+    """Online minutes with every robot at the curve's fps (steps / (fps x robots)) of the first curve point after
+    the warm-up one whose average success is >= ``threshold`` (None: never)."""
+    robots = len((run["summary"] or {}).get("robots") or {}) or 1
+    s = steps_to(run["curve"], threshold)
+    return None if s is None else s / (run["fps"] * robots) / 60.0
 
 
 def wall_table(arms: dict[str, list[dict]], threshold: float = 0.8) -> str:
-    lines = [f"| arm | wall-clock minutes to {threshold:.0%} average (robot A), per seed | online steps / updates, per seed |",
+    lines = [f"| arm | online minutes to {threshold:.0%} average (robot A; robots at 10 Hz each), per seed | online steps / learner updates, per seed |",
              "|---|---|---|"]
     for arm, runs in arms.items():
-        per = [wall_minutes_to(r["curve"], threshold) for r in runs]
+        per = [wall_minutes_to(r, threshold) for r in runs]
         work = [f"{r['summary']['online_env_steps']} / {r['summary'].get('online_updates', '?')}" for r in runs if r["summary"]]
         lines.append(f"| {arm} | " + ", ".join("never" if m is None else f"{m:.1f}" for m in per) + " | "
                      + ", ".join(work) + " |")
@@ -120,8 +119,8 @@ def authority_table(arms: dict[str, list[dict]]) -> str:
 
 
 def plot(arms: dict[str, list[dict]], out: Path, x: str = "steps") -> Path:
-    """Each arm's mean curve with its min-max band, against online steps (``x="steps"``) or against wall-clock
-    minutes since the online phase began (``x="wall"``, multi-robot runs: the warm-up point at 0)."""
+    """Each arm's mean curve with its min-max band, against online steps (``x="steps"``) or against the online
+    phase's minutes with every robot at ``fps`` (``x="wall"``, multi-robot runs: steps / (fps x robots))."""
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     fps = 10.0
     for arm, runs in arms.items():
@@ -130,8 +129,9 @@ def plot(arms: dict[str, list[dict]], out: Path, x: str = "steps") -> Path:
             continue
         fps = runs[0]["fps"]
         n = min(len(c) for c in curves)
-        if x == "wall":
-            steps = [mean(c[i].get("wall_seconds", 0.0) / 60.0 for c in curves) for i in range(n)]
+        if x == "wall":  # robots act at fps each: minutes of robot time = steps / (fps x robots)
+            robots = [len((r["summary"] or {}).get("robots") or {}) or 1 for r in runs if r["curve"]]
+            steps = [mean(c[i]["online_steps"] / (fps * k) / 60.0 for c, k in zip(curves, robots)) for i in range(n)]
         else:
             steps = [mean(c[i]["online_steps"] for c in curves) for i in range(n)]
         vals = [[c[i]["average_success_rate"] for c in curves] for i in range(n)]
@@ -141,7 +141,7 @@ def plot(arms: dict[str, list[dict]], out: Path, x: str = "steps") -> Path:
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
     if x == "wall":
-        ax.set_xlabel("wall-clock minutes of the online phase (robots at their own rate)")
+        ax.set_xlabel(f"online minutes (robots at {fps:g} Hz each: steps / ({fps:g} x robots) / 60)")
     else:
         ax.set_xlabel("online interaction steps")
         top = ax.secondary_xaxis("top", functions=(lambda s: s / fps / 60, lambda m: m * 60 * fps))

@@ -15,6 +15,7 @@ rollout statistics and keeps the buffers in the checkpoint (a resumed run keeps 
 from __future__ import annotations
 
 import json
+import time
 from typing import Sequence
 
 import lightning as L
@@ -40,6 +41,12 @@ def rollout_stats(recent: Sequence[dict]) -> dict[str, float]:
     return out
 
 
+def after_fill(filled: tuple[float, int] | None, env_steps: int) -> dict[str, float] | None:
+    if filled is None:
+        return None
+    return {"seconds": time.perf_counter() - filled[0], "env_steps": env_steps - filled[1]}
+
+
 def ingest(buffers: TaskBuffers, episodes: Sequence[EpisodeRecord]) -> None:
     """Learner side: each finished episode into the task's buffers (Algorithm 1 lines 27-34)."""
     for ep in episodes:
@@ -60,6 +67,7 @@ class Interaction:
         self.episodes = 0
         self.next_loop = 0
         self.recent: list[dict] = []  # per-episode stats since the last log
+        self.filled: tuple[float, int] | None = None  # (clock, env steps) when learning began (this process)
 
     @property
     def done(self) -> bool:
@@ -84,6 +92,8 @@ class Interaction:
             while not self.ready():  # Alg. 1 line 13: wait for 100 rollouts per task
                 self.run_episode()
             self.credit = 0.0  # the initial fill is not charged to the update budget
+        if self.filled is None:
+            self.filled = (time.perf_counter(), self.env_steps)
         self.credit += self.env_steps_per_update
         while self.credit > 0 and not self.done:
             self.run_episode()
@@ -95,6 +105,11 @@ class Interaction:
         out["rollout/env_steps"] = float(self.env_steps)
         self.recent = []
         return out
+
+    def after_fill(self) -> dict[str, float] | None:
+        """Seconds and env steps since the first learner batch of this process (the steady state, without the
+        initial fill or a runtime's start-up): the throughput benchmark's window."""
+        return after_fill(self.filled, self.env_steps)
 
     def intervention_rate(self) -> float:
         """Operator take-over steps / interaction steps over the online phase so far."""

@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dual_actor.data.buffers import TaskBuffers
-from dual_actor.data.interaction import rollout_stats
+from dual_actor.data.interaction import after_fill, rollout_stats
 from dual_actor.data.journal import EpisodeJournal
 from dual_actor.runtime.transport import EpisodeRecord
 
@@ -70,6 +70,7 @@ class RayInteraction:
         self.episodes = 0
         self.seq = 0                    # last journalled / ingested episode
         self.ready_at: int | None = None  # env steps when learning could start
+        self.filled: tuple[float, int] | None = None  # (clock, env steps) at this process's first batch
         self.batches = 0                # learner batches drawn since then
         self.learner_updates = self.version
         self.journal = EpisodeJournal(self.run_dir / "journal") if self.rt.get("journal", True) else None
@@ -229,6 +230,8 @@ class RayInteraction:
             self._wait()
         if self.ready_at is None:
             self.ready_at = self.env_steps  # the initial fill is not charged to the update budget
+        if self.filled is None:
+            self.filled = (time.perf_counter(), self.env_steps)
         self.batches += 1
         while not self.done and self.batches > (self.env_steps - self.ready_at) * self.updates_per_env_step + self.max_ahead:
             self._wait()
@@ -237,6 +240,10 @@ class RayInteraction:
             if pause != self._paused:
                 self.board.set_pause.remote(pause)
                 self._paused = pause
+
+    def after_fill(self) -> dict[str, float] | None:
+        """Seconds and env steps since this process's first learner batch (see Interaction.after_fill)."""
+        return after_fill(self.filled, self.env_steps)
 
     def intervention_rate(self) -> float:
         steps = sum(s["env_steps"] for s in self.robot.values())
