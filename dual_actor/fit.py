@@ -446,11 +446,12 @@ def online(r: Run) -> None:
                                      sampler=sampler),
                  UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)), RNGCheckpoint(),
                  RunProgressBar("online", interaction=interaction),
-                 EvalCallback(cfg, interaction, r.curve, int(cfg.eval.curve_every_env_steps), r.authority, r.dm.buffers)]
+                 curve_cb := EvalCallback(cfg, interaction, r.curve, int(cfg.eval.curve_every_env_steps), r.authority,
+                                          r.dm.buffers)]
     print(f"[online] {cfg.online.env_steps} interaction steps with operator {cfg.operator.get('_target_', 'none')}",
           flush=True)
     trainer = _trainer(cfg, r.logger, callbacks)
-    t0 = callbacks[-1].t0 = time.perf_counter()  # wall clock of the online phase, the initial fill included
+    t0 = curve_cb.t0 = time.perf_counter()  # wall clock of the online phase, the initial fill included
     try:  # the loader's own generator: creating its iterator must not draw from the process RNG
         trainer.fit(module, DataLoader(sampler, batch_size=None, generator=torch.Generator()),
                     ckpt_path=str(r.ckpt) if r.resume_phase == "online" else None)
