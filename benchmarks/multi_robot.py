@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--max-steps-ahead", type=int, default=200,
                     help="free-running Ray robots wait once this many env steps ahead of the learner (UTD kept at 1)")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--runtimes", nargs="+", default=["inprocess", "ray"], choices=["inprocess", "ray"])
     ap.add_argument("--warmup-updates", type=int, default=20, help="the shared warm-up checkpoint's updates")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -84,7 +85,7 @@ def main() -> None:
         for mode in args.modes:
             for n in args.robots:
                 steps = args.free_steps if mode == "free" else int(n * 10 * args.hz_seconds)
-                for runtime in ("inprocess", "ray"):  # interleaved: A B, per robot count
+                for runtime in args.runtimes:  # interleaved: A B, per robot count
                     k += 1
                     c = run_cell(root, ckpt, runtime, n, mode, steps, args.min_rollout, f"c{k}", args.warmup_updates,
                                  args.max_steps_ahead)
@@ -97,6 +98,8 @@ def main() -> None:
     for mode in args.modes:
         for n in args.robots:
             row = {"mode": mode, "robots": n}
+            if len(args.runtimes) < 2:
+                continue
             for runtime in ("inprocess", "ray"):
                 cs = [c for c in cells if c["mode"] == mode and c["robots"] == n and c["runtime"] == runtime]
                 row[f"{runtime}_env_steps_per_s"] = statistics.median(c["env_steps_per_s"] for c in cs)
