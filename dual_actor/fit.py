@@ -234,7 +234,7 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     transport = instantiate(cfg.runtime.transport)
     session = teleop_session(cfg, run_dir / "teleop" / f"online-{int(time.time())}") if on.log_teleop else None
     log = session.episode if session is not None else None
-    robots = int(cfg.runtime.get("robots", 1))
+    robots = int(cfg.runtime.robots)
     loops = [loop for i in range(robots)  # every robot's loops, round-robin in this one process
              for loop in build_loops(cfg, actor_policy, transport, index=i, log_episode=log,
                                      name=None if robots == 1 else robot_name(i, cfg))]
@@ -282,32 +282,31 @@ def _evaluate(cfg: DictConfig, policy, interaction, trials: int, frames: dict | 
                     make_env=env_factory(cfg, robot), frames=frames, speaker=speaker)
 
 
+def _record_eval(cfg: DictConfig, res: dict, path: Path, title: str) -> dict:
+    """An extra evaluation: its JSON file and its table under ``title``."""
+    from dual_actor.eval import format_table
+
+    atomic_write_text(path, json.dumps(res, indent=2))
+    print(f"[eval] {title}:", flush=True)
+    print(format_table(res, fps=float(cfg.env.fps)), flush=True)
+    return res
+
+
 def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
     """The same trials with a simulated operator speaking refinement commands (never taking over):
     the paper's evaluation with talk-and-tweak at test time. Written as ``eval_commands.json``."""
-    from dual_actor.eval import format_table
     from dual_actor.runtime.operators import SimulatedOperator
 
     speaker = SimulatedOperator(list(cfg.env.tasks)[0], speak_commands=True,
                                 translation_scale_m=float(cfg.online.translation_scale_m), seed=int(cfg.eval.seed))
     res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), speaker=speaker)
-    atomic_write_text(run_dir / "eval_commands.json", json.dumps(res, indent=2))
-    print("[eval] with spoken refinement commands (simulated operator):", flush=True)
-    print(format_table(res, fps=float(cfg.env.fps)), flush=True)
-    return res
+    return _record_eval(cfg, res, run_dir / "eval_commands.json", "with spoken refinement commands (simulated operator)")
 
 
 def _evaluate_robot_b(cfg: DictConfig, policy, interaction, run_dir: Path) -> dict:
     """The same trials on robot B (``env.robot_shift``): ``eval_B.json`` (paper RQ5's transfer table)."""
-    from dual_actor.eval import format_table
-
-    if cfg.env.get("robot_shift") is None:
-        raise ConfigError("eval.robot_b=true needs env.robot_shift (robot B's frame error)")
     res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), robot=1)
-    atomic_write_text(run_dir / "eval_B.json", json.dumps(res, indent=2))
-    print("[eval] on robot B (env.robot_shift):", flush=True)
-    print(format_table(res, fps=float(cfg.env.fps)), flush=True)
-    return res
+    return _record_eval(cfg, res, run_dir / "eval_B.json", "on robot B (env.robot_shift)")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:
@@ -369,6 +368,8 @@ def check_run_config(cfg: DictConfig) -> Path:
         raise ConfigError(f"algo.batch_size={b} must be divisible by {n} tasks")
     if int(cfg.online.env_steps) > 0 and b % (2 * n):
         raise ConfigError(f"algo.batch_size={b} must be divisible by 2 x tasks for the online phase")
+    if cfg.eval.robot_b and cfg.env.get("robot_shift") is None:
+        raise ConfigError("eval.robot_b=true needs env.robot_shift (robot B's frame error)")
     check_encoder_groups(cfg)
     return run_dir
 
@@ -441,8 +442,7 @@ def online(r: Run) -> None:
     sampler = BufferSampler(r.dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
                             min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
                             before_batch=interaction.before_batch)
-    sync = int(cfg.runtime.sync_every) if cfg.runtime.name == "ray" else int(cfg.online.weight_sync_every)
-    callbacks = [InteractionCallback(interaction, sync, int(cfg.trainer.log_every),
+    callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
                                      sampler=sampler),
                  UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)), RNGCheckpoint(),
                  RunProgressBar("online", interaction=interaction),
@@ -481,7 +481,7 @@ def evaluate_and_save(r: Run) -> dict | None:
             log_frames(r.logger, frames, module.num_updates)
             if cfg.eval.get("with_commands"):
                 _evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
-            if cfg.eval.get("robot_b"):
+            if cfg.eval.robot_b:
                 _evaluate_robot_b(cfg, module.policy, inter, r.run_dir)
             if inter is not None:
                 r.curve.add(inter.env_steps, {**result, "wall_seconds": r.online_s})

@@ -111,6 +111,10 @@ class Interaction:
         initial fill or a runtime's start-up): the throughput benchmark's window."""
         return after_fill(self.filled, self.env_steps)
 
+    def publish_weights(self, state_dict, version: int) -> None:
+        """Learner -> the acting side (through the transport)."""
+        self.transport.publish_weights(state_dict, version)
+
     def intervention_rate(self) -> float:
         """Operator take-over steps / interaction steps over the online phase so far."""
         steps = sum(l.stats.env_steps for l in self.loops)
@@ -153,7 +157,7 @@ class InteractionCallback(L.Callback):
         # (with actor_ema on, the averaged primary actor is what acts)
         sd = pl_module.deploy_state_dict()
         # the version is the learner's update count: a Ray robot's weight age is measured in updates
-        self.interaction.transport.publish_weights(sd, pl_module.num_updates)
+        self.interaction.publish_weights(sd, pl_module.num_updates)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._publish(pl_module)

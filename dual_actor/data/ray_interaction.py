@@ -10,7 +10,7 @@ streaming sampler and the callbacks are the same for both runtimes. What differs
 - ``before_batch`` drains the inbox into the buffers, waits (before the first batch) until every task's rollout
   buffer holds ``online.min_rollout`` transitions (Alg. 1 line 13), and keeps the learner within
   ``online.updates_per_env_step`` updates per collected step (plus ``runtime.max_updates_ahead``).
-- Weights go through the object store (:meth:`publish_weights`, every ``runtime.sync_every`` updates); robots
+- Weights go through the object store (:meth:`publish_weights`, every ``online.weight_sync_every`` updates); robots
   pick them up between episodes.
 - Every ingested episode is journalled before it counts (:class:`~dual_actor.data.journal.EpisodeJournal`): a
   ``kill -9`` of the run followed by ``resume=true`` holds every acknowledged transition; episodes that were
@@ -60,7 +60,7 @@ class RayInteraction:
         self.min_rollout = int(on.min_rollout)
         self.max_env_steps = int(on.env_steps)
         self.max_ahead = int(self.rt.max_updates_ahead)
-        self.max_steps_ahead = None if self.rt.get("max_steps_ahead") is None else int(self.rt.max_steps_ahead)
+        self.max_steps_ahead = None if self.rt.max_steps_ahead is None else int(self.rt.max_steps_ahead)
         self._paused = False
         self.n_robots = int(self.rt.robots)
         if self.n_robots < 1:
@@ -73,12 +73,13 @@ class RayInteraction:
         self.filled: tuple[float, int] | None = None  # (clock, env steps) at this process's first batch
         self.batches = 0                # learner batches drawn since then
         self.learner_updates = self.version
-        self.journal = EpisodeJournal(self.run_dir / "journal") if self.rt.get("journal", True) else None
+        self.journal = EpisodeJournal(self.run_dir / "journal") if self.rt.journal else None
         self._prune_upto = 0
         self.recent: list[dict] = []
         self.robot = {n: _robot_stats() for n in self.names}
         self._started = False
         self._owns_ray = False
+        self._pending_weights = None  # published before the robots started
         self.workers: dict = {}
         self.runs: dict = {}        # robot -> its running episode loop
         self.restarting: dict = {}  # robot -> a pid() call on its restarting actor
@@ -95,11 +96,11 @@ class RayInteraction:
 
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
-            if self.rt.get("address"):
+            if self.rt.address:
                 ray.init(address=str(self.rt.address), **kw)
             else:
                 # "local": always a new cluster of this run's own (never a stale one left by a killed run)
-                ray.init(address="local", num_cpus=self.rt.get("num_cpus"),
+                ray.init(address="local", num_cpus=self.rt.num_cpus,
                          object_store_memory=int(self.rt.object_store_mb) * 2**20, **kw)
             self._owns_ray = True
         self.board = ray.remote(WeightBoard).options(num_cpus=0).remote()
@@ -119,10 +120,8 @@ class RayInteraction:
             self.runs[name] = w.run.remote()
         self.pids = dict(zip(self.names, ray.get([self.workers[n].pid.remote() for n in self.names])))
         self._started = True
-        print(f"[online] ray: {self.n_robots} robot(s) {self.names}, weights every {self.rt.sync_every} updates",
+        print(f"[online] ray: {self.n_robots} robot(s) {self.names}, weights every {self.cfg.online.weight_sync_every} updates",
               flush=True)
-
-    _pending_weights = None
 
     def publish_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None:
         """Learner -> robots: the weights into the object store, their reference on the board."""
@@ -134,10 +133,6 @@ class RayInteraction:
 
         ref = ray.put({k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()})
         self.board.publish.remote(int(version), [ref])
-
-    @property
-    def transport(self):
-        return self  # InteractionCallback publishes through ``interaction.transport``
 
     def _check_robots(self) -> None:
         """A robot whose episode loop ended with an error (its process died) is waited for without blocking: once
@@ -178,13 +173,16 @@ class RayInteraction:
             self.runs[name] = self.workers[name].run.remote()
 
     # ------------------------------------------------------------------------------ ingestion
-    def _ingest(self, rec: EpisodeRecord) -> None:
-        self.seq += 1
+    def _ingest(self, rec: EpisodeRecord, replayed_seq: int | None = None) -> None:
+        """One finished episode into the buffers: journalled first (durable before it counts), then acknowledged.
+        ``replayed_seq``: an episode read back from the journal on resume (on disk already: not written again)."""
+        journal = self.journal if replayed_seq is None else None
+        self.seq = self.seq + 1 if replayed_seq is None else int(replayed_seq)
         robot = rec.extra.get("robot", rec.actor_id)
         meta = {"robot": robot, "success": bool(rec.success), "length": int(rec.length),
                 "interventions": int(rec.interventions), "weights_version": int(rec.weights_version)}
-        if self.journal is not None:
-            self.journal.append(self.seq, rec.task, rec.rows, meta)  # durable before it counts
+        if journal is not None:
+            journal.append(self.seq, rec.task, rec.rows, meta)
         self.buffers.add_episode(rec.task, "online", rec.rows)
         self.env_steps += rec.length
         self.episodes += 1
@@ -197,9 +195,9 @@ class RayInteraction:
         st["weight_age"] = max(0, self.learner_updates - int(rec.weights_version))
         self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
                             "interventions": rec.interventions, "overruns": rec.overruns})
-        if self.journal is not None:
-            self.journal.ack({"seq": self.seq, "robot": robot, "task": rec.task, "rows": int(rec.length),
-                              "online_transitions": online_transitions(self.buffers)})
+        if journal is not None:
+            journal.ack({"seq": self.seq, "robot": robot, "task": rec.task, "rows": int(rec.length),
+                         "online_transitions": online_transitions(self.buffers)})
 
     def drain(self) -> int:
         import ray
@@ -310,17 +308,8 @@ class RayInteraction:
                                     length=entry["meta"]["length"], interventions=entry["meta"]["interventions"],
                                     weights_version=entry["meta"]["weights_version"],
                                     extra={"robot": entry["meta"]["robot"]})
-                self.seq = int(entry["seq"]) - 1
-                self._ingest_replayed(rec)
+                self._ingest(rec, replayed_seq=entry["seq"])
                 replayed += 1
             self._prune_upto = 0
         print(f"[online] journal: {replayed} episode(s) after the checkpoint replayed; "
               f"{online_transitions(self.buffers)} online transitions held", flush=True)
-
-    def _ingest_replayed(self, rec: EpisodeRecord) -> None:
-        """A journalled episode back into the buffers (it is on disk already: not written again)."""
-        journal, self.journal = self.journal, None
-        try:
-            self._ingest(rec)
-        finally:
-            self.journal = journal

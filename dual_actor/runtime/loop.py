@@ -35,7 +35,7 @@ from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.env import RandomStateful, RobotEnv
 from dual_actor.runtime.operators import NO_INPUT, apply_intervention
-from dual_actor.runtime.transport import EpisodeRecord, Transport
+from dual_actor.runtime.transport import EpisodeRecord, RobotTransport
 
 
 def observation_batch(
@@ -84,7 +84,6 @@ class LoopStats:
     interventions: int = 0
     overruns: int = 0
     successes: int = 0
-    held: int = 0
 
 
 class ControlLoop:
@@ -112,7 +111,7 @@ class ControlLoop:
         task: str,
         policy: DualActorPolicy,
         operator: Any | None,
-        transport: Transport,
+        transport: RobotTransport,
         proprio_slice: slice = slice(0, 4),
         period_s: float | None = None,
         low: float | np.ndarray = -1.0,
@@ -270,7 +269,6 @@ class ControlLoop:
         st.interventions += record.interventions
         st.overruns += overruns
         st.successes += int(record.success)
-        st.held += held
         return record
 
     def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands, images=()) -> dict:

@@ -4,7 +4,7 @@ Each :class:`RobotWorker` (its own process) builds its robot's control loops (:f
 build_loops`: envs, operators, the talk-and-tweak labeller, its own teleop-log session) and runs episodes
 round-robin over the tasks until the learner says stop. Between episodes (never mid-episode) it picks up the
 newest policy weights from the :class:`WeightBoard` (the learner puts them in Ray's object store every
-``runtime.sync_every`` updates); a finished episode goes to the :class:`EpisodeInbox` as one object, so a
+``online.weight_sync_every`` updates); a finished episode goes to the :class:`EpisodeInbox` as one object, so a
 robot killed mid-episode sends nothing of it (its teleop episode stays in ``.staging/`` and is discarded on
 restart). The robot holds (zero motion) while the learner cannot be reached or its weights are older than
 ``runtime.max_weight_age`` learner updates.
@@ -18,7 +18,6 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -59,20 +58,18 @@ class EpisodeInbox:
 
     def __init__(self) -> None:
         self.queue: deque[EpisodeRecord] = deque()
-        self.received = 0
 
-    def put(self, record: EpisodeRecord) -> int:
+    def put(self, record: EpisodeRecord) -> None:
         self.queue.append(record)
-        self.received += 1
-        return self.received
 
-    def drain(self, max_items: int | None = None) -> list[EpisodeRecord]:
-        n = len(self.queue) if max_items is None else min(max_items, len(self.queue))
-        return [self.queue.popleft() for _ in range(n)]
+    def drain(self) -> list[EpisodeRecord]:
+        out = list(self.queue)
+        self.queue.clear()
+        return out
 
 
 class _RobotTransport:
-    """The :class:`~dual_actor.runtime.transport.Transport` inside a robot process: episodes to the inbox (the
+    """The :class:`~dual_actor.runtime.transport.RobotTransport` of a robot process: episodes to the inbox (the
     call returns once the inbox holds it), weights from what the worker fetched between episodes."""
 
     def __init__(self, inbox, robot: str, timeout_s: float):
@@ -87,12 +84,6 @@ class _RobotTransport:
 
     def latest_weights(self):
         return self.weights
-
-    def poll_episodes(self):  # pragma: no cover - learner side only
-        raise NotImplementedError("a robot does not receive episodes")
-
-    def publish_weights(self, state_dict, version):  # pragma: no cover - learner side only
-        raise NotImplementedError("a robot does not publish weights")
 
 
 class RobotWorker:
@@ -119,14 +110,13 @@ class RobotWorker:
         rt = self.cfg.runtime
         self.index, self.name, self.board = index, name, board
         self.policy = policy
-        self.max_weight_age = None if rt.get("max_weight_age") is None else int(rt.max_weight_age)
-        self.timeout_s = float(rt.get("timeout_s", 10.0))
-        self.check_every = max(1, int(rt.get("age_check_every", 10)))
+        self.max_weight_age = None if rt.max_weight_age is None else int(rt.max_weight_age)
+        self.timeout_s = float(rt.timeout_s)
+        self.check_every = max(1, int(rt.age_check_every))
         self.hold_s = float(self.cfg.online.period_s or 0.1)
         self.transport = _RobotTransport(inbox, name, self.timeout_s)
         self.version = int(version)
         self.learner_updates = int(version)
-        self.held_waits = 0
         self._reachable = True
         session = None
         if teleop_root is not None:
@@ -142,16 +132,21 @@ class RobotWorker:
         return os.getpid()
 
     # ------------------------------------------------------------------------------ learner contact
-    def _poll_board(self) -> tuple[bool, bool]:
-        """(reachable, stopped), and the learner's update count."""
+    def _board(self) -> tuple | None:
+        """The board's (version, learner updates, stopped, [weights ref], pause); None: the learner cannot be
+        reached within ``runtime.timeout_s`` (said once until it can again)."""
         import ray
 
         try:
-            version, updates, stopped, refs, _ = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
-        except Exception:  # noqa: BLE001 - unreachable / dead learner: the robot holds
-            return False, False
-        self.learner_updates = int(updates)
-        return True, bool(stopped)
+            state = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
+        except Exception as e:  # noqa: BLE001 - unreachable / dead learner: the robot holds
+            if self._reachable:
+                print(f"[robot {self.name}] cannot reach the learner ({type(e).__name__}: {e}); holding", flush=True)
+            self._reachable = False
+            return None
+        self._reachable = True
+        self.learner_updates = int(state[1])
+        return state
 
     def _fresh(self) -> bool:
         return self.version >= 0 and (self.max_weight_age is None
@@ -160,54 +155,38 @@ class RobotWorker:
     def _gate(self, step: int) -> bool:
         """Mid-episode: every ``age_check_every`` steps ask the board how old our weights are; hold if too old."""
         if step % self.check_every == 0:
-            self._reachable, _ = self._poll_board()
+            self._board()
         return self._reachable and self._fresh()
 
     def _sync(self) -> tuple[bool, bool]:
-        """Between episodes: (may start one, stopped). Not while the weights are stale, the learner unreachable,
-        or the learner asks the robots to wait for it (``runtime.max_steps_ahead``)."""
+        """Between episodes: (may start one, stopped); fetches newer weights. Not while the weights are stale,
+        the learner unreachable, or the learner asks the robots to wait for it (``runtime.max_steps_ahead``)."""
         import ray
 
-        try:
-            version, updates, stopped, refs, pause = ray.get(self.board.latest.remote(), timeout=self.timeout_s)
-            self.learner_updates = int(updates)
-            if stopped:
-                return False, True
-            if refs and version != self.version:
-                self.transport.weights = (int(version), ray.get(refs[0], timeout=self.timeout_s))
-                self.version = int(version)
-        except Exception as e:  # noqa: BLE001 - the learner cannot be reached: hold, retry
-            if self._reachable:
-                print(f"[robot {self.name}] cannot reach the learner ({type(e).__name__}: {e}); holding", flush=True)
-            self._reachable = False
+        state = self._board()
+        if state is None:
             return False, False
-        self._reachable = True
+        version, _, stopped, refs, pause = state
+        if stopped:
+            return False, True
+        if refs and version != self.version:
+            try:
+                self.transport.weights = (int(version), ray.get(refs[0], timeout=self.timeout_s))
+            except Exception:  # noqa: BLE001 - the weights are gone with the learner: hold, retry
+                return False, False
+            self.version = int(version)
         return self._fresh() and not pause, False
 
     # ------------------------------------------------------------------------------ main loop
-    def run(self, max_episodes: int | None = None) -> dict[str, Any]:
-        """Episodes until the learner stops the run (or ``max_episodes``); holds while it may not act."""
-        episodes = 0
-        while max_episodes is None or episodes < max_episodes:
+    def run(self) -> None:
+        """Episodes until the learner stops the run; holds while it may not act."""
+        while True:
             may_act, stopped = self._sync()
             if stopped:
-                break
+                return
             if not may_act:
-                self.held_waits += 1
                 time.sleep(self.hold_s)  # zero motion: a robot at rest between episodes
                 continue
             loop = self.loops[self.next_loop]
             self.next_loop = (self.next_loop + 1) % len(self.loops)
             loop.run_episode()
-            episodes += 1
-        return self.stats()
-
-    def stats(self) -> dict[str, Any]:
-        st = [l.stats for l in self.loops]
-        return {"robot": self.name, "env_steps": sum(s.env_steps for s in st), "episodes": sum(s.episodes for s in st),
-                "interventions": sum(s.interventions for s in st), "held_steps": sum(s.held for s in st),
-                "held_waits": self.held_waits, "weights_version": self.version}
-
-    def close(self) -> None:
-        for loop in self.loops:
-            loop.env.close()

@@ -20,7 +20,7 @@ ROBOT_SEED_STRIDE = 100  # robot r, task i: env seed online.seed + 100 r + i (ro
 
 def robot_name(index: int, cfg: DictConfig) -> str:
     """``A``/``B`` by kind when robot B exists (``A``, ``B``, ``A2``, ``B2`` ...), else ``robot<index>``."""
-    if robot_shift(index, cfg) is None and cfg.env.get("robot_shift") is None:
+    if cfg.env.get("robot_shift") is None:
         return f"robot{index}"
     kind = "B" if index % 2 else "A"
     n = index // 2 + 1
@@ -59,8 +59,8 @@ def teleop_session(cfg: DictConfig, root, staging: bool = False):
 
 
 def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str | None = None,
-                log_episode: Callable[[str], Any] | None = None, gate: Callable[[int], bool] | None = None,
-                make_env=None) -> list[ControlLoop]:
+                log_episode: Callable[[str], Any] | None = None,
+                gate: Callable[[int], bool] | None = None) -> list[ControlLoop]:
     """Robot ``index``'s control loops, one per task of ``env.tasks``."""
     from hydra.utils import get_class, instantiate
 
@@ -68,7 +68,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
 
     on = cfg.online
     shift = robot_shift(index, cfg)
-    make_env = make_env or make_env_factory(cfg, shift)
+    make_env = make_env_factory(cfg, shift)
     if make_env is None:
         raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
     cameras = [str(c) for c in (cfg.env.get("cameras") or [])]

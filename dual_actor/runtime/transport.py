@@ -1,8 +1,8 @@
 """The actor <-> learner boundary: send episodes of transitions, receive policy weights.
 
-One small interface; :class:`InProcessTransport` is the single-machine implementation. A Ray
-implementation (actors on robot nodes, the learner on the GPU node, weights through the object
-store) implements the same four methods; neither the module nor the DataModule changes.
+One small interface; :class:`InProcessTransport` is the single-machine implementation. A robot's control loop
+needs only the :class:`RobotTransport` half: ``runtime=ray``'s robot process implements that half
+(``dual_actor/runtime/ray_robot.py``), its learner side lives in ``dual_actor/data/ray_interaction.py``.
 """
 
 from __future__ import annotations
@@ -31,14 +31,20 @@ class EpisodeRecord:
     extra: dict = field(default_factory=dict)
 
 
-class Transport(Protocol):
-    def send_episode(self, episode: EpisodeRecord) -> None: ...  # actor side
+class RobotTransport(Protocol):
+    """What a robot's control loop needs: send a finished episode, read the newest weights."""
 
-    def poll_episodes(self) -> list[EpisodeRecord]: ...  # learner side
+    def send_episode(self, episode: EpisodeRecord) -> None: ...
 
-    def publish_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None: ...  # learner side
+    def latest_weights(self) -> tuple[int, dict[str, torch.Tensor]] | None: ...
 
-    def latest_weights(self) -> tuple[int, dict[str, torch.Tensor]] | None: ...  # actor side
+
+class Transport(RobotTransport, Protocol):
+    """Both ends in one object (the in-process runtime): the learner also polls episodes and publishes weights."""
+
+    def poll_episodes(self) -> list[EpisodeRecord]: ...
+
+    def publish_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> None: ...
 
 
 class InProcessTransport:
