@@ -127,7 +127,7 @@ def test_kill_9_of_the_run_and_resume_loses_no_acknowledged_transition(tmp_path)
     """kill -9 of the whole run mid-online, then resume=true: the resumed run holds exactly the transitions of
     last.ckpt plus the journalled episodes after it, which include every acknowledged one (acks.jsonl). Episodes
     in flight at the kill were never acknowledged and are collected again."""
-    args = ["runtime.robots=1", "run_name=d", "online.env_steps=2400", "eval.trials=0", "trainer.checkpoint_every=10",
+    args = ["runtime.robots=1", "run_name=d", "online.env_steps=2400", "eval.trials=0", "trainer.checkpoint_every=40",
             "online.log_teleop=false", f"run_root={tmp_path}"]
     cmd = [sys.executable, "-m", "dual_actor.fit", "runtime=ray", "experiment=smoke", *QUIET, *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -145,7 +145,9 @@ def test_kill_9_of_the_run_and_resume_loses_no_acknowledged_transition(tmp_path)
                     continue
                 seq = _online_transitions(state)[1] if state.get("dual_actor", {}).get("phase") == "online" else 0
                 newer = [p for p in (run / "journal").glob("[0-9]*.pt") if int(p.stem) > seq]
-                if seq >= 3 and newer:  # between two checkpoints, with acknowledged episodes after the last one
+                # between two checkpoints (40 updates apart: the kill lands well before the next one), with
+                # acknowledged episodes after the last one
+                if seq >= 3 and newer:
                     break
             time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
