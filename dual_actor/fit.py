@@ -199,6 +199,10 @@ def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
             where = "env.tasks" if key == "tasks" else f"env.{key}"
             raise ConfigError(f"{ckpt} was trained with {key}={saved[key]!r}, but {where}={policy_kwargs[key]!r}; "
                               f"resume with the run's own config, or start a new run_name")
+    if any(k.startswith("critics.0.") for k in state.get("state_dict", {})):
+        raise ConfigError(f"{ckpt} holds one critic module per task, the layout before the critics were stacked "
+                          f"(one ensemble for all tasks); this version cannot continue it: start a new run_name "
+                          f"(its policy folders still load)")
     return state.get("dual_actor", {}).get("phase", "warmup")
 
 

@@ -13,6 +13,7 @@ Conventions (documented choices, see ``docs/algorithm.md``):
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np  # noqa: F401
@@ -65,10 +66,14 @@ def task_weights(q_means: torch.Tensor, c: float = 0.1, eps_min: float = 0.8, ep
 def actor_q_loss(q_per_task: Sequence[torch.Tensor], eps: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 15 (Eq. 4 when ``eps`` is None): -(1/N) sum_i eps_i E_s[Q_i(s, pi(h))].
 
-    ``q_per_task``: N tensors (B_i,) of Q_i at the policy's actions; ``eps``: (N,) constants.
+    ``q_per_task``: N tensors (B_i,) of Q_i at the policy's actions, or one (N, B) tensor (equal rows per
+    task); ``eps``: (N,) constants.
     """
     n = len(q_per_task)
-    means = torch.stack([q.mean() for q in q_per_task])
+    if isinstance(q_per_task, torch.Tensor):
+        means = q_per_task.mean(-1)
+    else:
+        means = torch.stack([q.mean() for q in q_per_task])
     if eps is None:
         eps = torch.ones_like(means)
     return -(eps.detach() * means).sum() / n
@@ -89,30 +94,32 @@ def td_target(
 ) -> torch.Tensor:
     """Bellman target r + gamma (1 - d) min_e Q'_e(s', a'), a' ~ pi(h').
 
-    ``reward``, ``done``: (B,); ``next_q``: (E, B) from the target critic. Returns (B,), no grad.
+    ``reward``, ``done``: (..., B); ``next_q``: (..., E, B) from the target critic (leading dims: e.g. the
+    stacked tasks). Returns (..., B), no grad.
     ``bounds``: (lo, hi) the returns can reach (e.g. (0, 1) for a sparse success reward that ends
     the episode); the target is clipped to it so bootstrapping cannot inflate Q past what any
     policy can earn (``algo.q_bounds``, not in the paper; None: no clipping).
     """
     with torch.no_grad():
-        y = reward + gamma * (1.0 - done) * next_q.min(dim=0).values
+        y = reward + gamma * (1.0 - done) * next_q.min(dim=-2).values
         return y if bounds is None else y.clamp(float(bounds[0]), float(bounds[1]))
 
 
 def bellman_loss(q: torch.Tensor, q_target: torch.Tensor) -> torch.Tensor:
     """Online critic loss (plain Bellman TD): mean over members and batch of (Q_e(s,a) - y)^2.
 
-    ``q``: (E, B); ``q_target``: (B,).
+    ``q``: (..., E, B); ``q_target``: (..., B). Returns (...,): one loss per leading index (a scalar for
+    one critic; (N,) for N stacked task critics).
     """
-    return (q - q_target.detach().unsqueeze(0)).pow(2).mean()
+    return (q - q_target.detach().unsqueeze(-2)).pow(2).mean((-2, -1))
 
 
 def calql_clamp(q_policy: torch.Tensor, mc_return: torch.Tensor) -> torch.Tensor:
     """Cal-QL's calibration: Q of policy actions bounded below by the Monte-Carlo return-to-go.
 
-    ``q_policy``: (E, B, n); ``mc_return``: (B,). Returns max(Q, G) elementwise.
+    ``q_policy``: (..., E, B, n); ``mc_return``: (..., B). Returns max(Q, G) elementwise.
     """
-    return torch.maximum(q_policy, mc_return.view(1, -1, 1).to(q_policy.dtype))
+    return torch.maximum(q_policy, mc_return.unsqueeze(-2).unsqueeze(-1).to(q_policy.dtype))
 
 
 def calql_regularizer(
@@ -123,6 +130,7 @@ def calql_regularizer(
     mc_return: torch.Tensor,
     alpha: float = 5.0,
     temperature: float = 1.0,
+    copies: int = 1,
 ) -> torch.Tensor:
     """Cal-QL's conservative regulariser (Nakamoto et al. 2023, used by ConRFT for warm-up).
 
@@ -130,13 +138,19 @@ def calql_regularizer(
     {uniform random actions, max(Q(s, pi(s)), G), max(Q(s, pi(s')), G), the data action}
     (no importance weights: a consistency policy has no tractable log-density).
 
-    ``q_data``: (E, B); ``q_rand``, ``q_pi``, ``q_next_pi``: (E, B, n); ``mc_return``: (B,).
+    ``q_data``: (..., E, B); ``q_rand``: (..., E, B, n); ``q_pi``, ``q_next_pi``: (..., E, B, m);
+    ``mc_return``: (..., B). Returns (...,) (a scalar for one critic).
+    ``copies``: each policy candidate stands for that many identical draws (a deterministic policy's n
+    samples are one action n times, so it is evaluated once with ``copies = n``): its term enters the
+    sum ``copies`` times, i.e. T log(copies) is added inside the logsumexp.
     """
+    bonus = temperature * math.log(copies) if copies != 1 else 0.0
     cat = torch.cat(
-        [q_rand, calql_clamp(q_pi, mc_return), calql_clamp(q_next_pi, mc_return), q_data.unsqueeze(-1)], dim=-1
+        [q_rand, calql_clamp(q_pi, mc_return) + bonus, calql_clamp(q_next_pi, mc_return) + bonus,
+         q_data.unsqueeze(-1)], dim=-1
     )
     ood = temperature * torch.logsumexp(cat / temperature, dim=-1)
-    return alpha * (ood - q_data).mean()
+    return alpha * (ood - q_data).mean((-2, -1))
 
 
 def calql_loss(
@@ -148,10 +162,12 @@ def calql_loss(
     mc_return: torch.Tensor,
     alpha: float = 5.0,
     temperature: float = 1.0,
+    copies: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Warm-up critic loss: Bellman TD + Cal-QL regulariser. Returns (total, td, regulariser)."""
+    """Warm-up critic loss: Bellman TD + Cal-QL regulariser (shapes and ``copies``: :func:`calql_regularizer`).
+    Returns (total, td, regulariser), each (...,)."""
     td = bellman_loss(q_data, q_target)
-    reg = calql_regularizer(q_data, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature)
+    reg = calql_regularizer(q_data, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature, copies)
     return td + reg, td, reg
 
 

@@ -1,8 +1,9 @@
 """DualActorModule: the learner (primary actor, refinement actor, per-task critics).
 
-Manual optimisation, the Lightning way: one optimizer per task critic, one for the primary
-actor, one for the refinement actor; each update inside ``toggled_optimizer`` so a loss can
-only reach the parameters its optimizer owns. One ``training_step`` is one learner update,
+Manual optimisation, the Lightning way: one optimizer for the task critics (stacked as one
+ensemble; Adam is elementwise, so this equals one Adam per critic, and each critic's gradient is
+clipped on its own), one for the primary actor, one for the refinement actor; each update inside
+``toggled_optimizer`` so a loss can only reach the parameters its optimizer owns. One ``training_step`` is one learner update,
 written in CleanRL's order: targets under ``no_grad``, critic losses, actor loss, refinement
 loss, Polyak. Warm-up and online differ only in loss switches (Cal-QL vs Bellman; lambda) and
 in what the DataModule feeds (see ``dual_actor/data``).
@@ -20,7 +21,7 @@ from torch import nn
 
 from dual_actor import constants as K
 from dual_actor import losses
-from dual_actor.nets.critic import TaskCritic, make_target, polyak_update
+from dual_actor.nets.critic import TaskCritics, make_target, polyak_update
 from dual_actor.policy import DualActorPolicy, select_rows
 from dual_actor.utils import slug  # noqa: F401  (re-exported)
 
@@ -110,18 +111,14 @@ class DualActorModule(L.LightningModule):
         self.tasks = list(self.policy.tasks)
         self.task_slugs = [slug(t) for t in self.tasks]
         cfg = self.policy.config
-        self.critics = nn.ModuleList(
-            TaskCritic(
-                self.policy.make_obs_encoder(critic_obs_feature_dim),  # StateEncoder, or ResNet + state
-                cfg["proprio_dim"],
-                cfg["action_dim"],
-                feature_dim=critic_feature_dim,
-                hidden=critic_hidden,
-                ensemble=critic_ensemble,
-            )
-            for _ in self.tasks
+        obs_encoder = None if not self.policy.uses_images else (  # ResNet + state, one per task
+            lambda: self.policy.make_obs_encoder(critic_obs_feature_dim, share_frozen_trunk=True))
+        self.critics = TaskCritics(
+            len(self.tasks), cfg["obs_dim"], cfg["proprio_dim"], cfg["action_dim"],
+            obs_feature_dim=critic_obs_feature_dim, feature_dim=critic_feature_dim, hidden=critic_hidden,
+            ensemble=critic_ensemble, make_obs_encoder=obs_encoder,
         )
-        self.target_critics = nn.ModuleList(make_target(c) for c in self.critics)
+        self.target_critics = make_target(self.critics, shared=self._shared_trunks())
         self.primary_ema = None
         if actor_ema is not None:
             self.primary_ema = copy.deepcopy(self.policy.primary).requires_grad_(False)
@@ -140,6 +137,13 @@ class DualActorModule(L.LightningModule):
             raise ValueError(f"no lambdas for phase {phase!r}: {self.lambdas}")
         self.phase = phase
 
+    def _shared_trunks(self) -> list[nn.Module]:
+        """The frozen image trunk(s) the refinement actor, critics and targets share (none otherwise)."""
+        if not self.policy.frozen_image_trunk:
+            return []
+        enc = self.policy.refinement.obs_encoder
+        return [enc.trunk] if enc.shared else [enc.trunks]
+
     @property
     def critic_loss_kind(self) -> str:
         """Cal-QL in the warm-up, plain Bellman TD online (the paper)."""
@@ -148,16 +152,35 @@ class DualActorModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         # fused Adam: one kernel per optimizer instead of ~10 small ops per parameter tensor
-        critic_opts = [torch.optim.Adam(c.parameters(), lr=hp.critic_lr, fused=True) for c in self.critics]
-        actor_opt = torch.optim.Adam(self.policy.primary.parameters(), lr=hp.actor_lr, fused=True)
-        refine_opt = torch.optim.Adam(self.policy.refinement.parameters(), lr=hp.refine_lr, fused=True)
-        return [*critic_opts, actor_opt, refine_opt]
+        def trained(m):  # a frozen trunk has no optimizer state
+            return [p for p in m.parameters() if p.requires_grad]
+
+        critic_opt = torch.optim.Adam(trained(self.critics), lr=hp.critic_lr, fused=True)
+        actor_opt = torch.optim.Adam(trained(self.policy.primary), lr=hp.actor_lr, fused=True)
+        refine_opt = torch.optim.Adam(trained(self.policy.refinement), lr=hp.refine_lr, fused=True)
+        return [critic_opt, actor_opt, refine_opt]
 
     # -------------------------------------------------------------------------- helpers
     def _obs(self, b: dict, next_obs: bool = False):
         """The critics' / refinement actor's observation input: ``obs`` (state encoder) or
-        ``{"state": obs, "images": {camera: obs_images[:, c]}}`` (image encoder)."""
-        return self.policy.encoder_input_from_batch(b, next_obs)
+        ``{"state": obs, "images": {camera: obs_images[:, c]}}`` (image encoder; with the frozen shared trunk
+        also ``"features"``, computed once per batch row: :meth:`_trunk_features`)."""
+        obs = self.policy.encoder_input_from_batch(b, next_obs)
+        if self.policy.frozen_image_trunk:
+            obs["features"] = self._trunk_features(b, next_obs, obs["images"])
+        return obs
+
+    def _trunk_features(self, b: dict, next_obs: bool, images: dict) -> list[torch.Tensor]:
+        """The frozen trunk's features of ``images`` (per camera, rows in the batch's layout: (B, ...) or task-
+        stacked (N, b, ...)), computed on the first request and kept in the batch dict ``b`` for every later
+        consumer of the same update (critics, targets, actor's Q, refinement actor)."""
+        key = "next_obs_features" if next_obs else "obs_features"
+        if key not in b:
+            enc = self.policy.refinement.obs_encoder
+            lead = next(iter(images.values())).shape[:-3]  # (B,) or (N, b)
+            flat = {c: x.reshape(-1, *x.shape[-3:]) for c, x in images.items()}
+            b[key] = [f.view(*lead, *f.shape[1:]) for f in enc.image_features({"images": flat})]
+        return b[key]
 
     def _reduce(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(0).values if self.hparams.actor_q_reduce == "min" else q.mean(0)
@@ -167,102 +190,118 @@ class DualActorModule(L.LightningModule):
         grads = [p.grad for p in params if p.grad is not None]
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else None
 
-    def _clip_and_step(self, opt) -> None:
-        if self.hparams.grad_clip is not None:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        opt.step()
-
     def _step(self, opt, loss: torch.Tensor, params, want_norm: bool) -> torch.Tensor | None:
+        """Backward, clip (``torch.nn.utils.clip_grad_norm_``, here rather than through Lightning so that
+        fused Adam works under ``bf16-mixed``), step. Returns the gradient norm before clipping when asked."""
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        norm = self._grad_norm(params) if want_norm else None
-        self._clip_and_step(opt)
+        params = list(params)
+        if self.hparams.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.hparams.grad_clip)
+        else:
+            norm = self._grad_norm(params) if want_norm else None
+        opt.step()
         return norm
 
-    def _critic_updates(self, tasks: list[dict], opts: list, want_log: bool, logs: dict) -> None:
-        """Every task critic on its own task slice (Alg. 1 lines 5-8 / 15-18).
+    def _obs_stacked(self, s: dict, next_obs: bool = False):
+        """The critics' task-stacked observation input: ``obs`` (N, b, Do), or with an image encoder
+        ``{"state": (N, b, Do), "images": {camera: (N, b, 3, H, W)}}``."""
+        state = s[K.NEXT_OBS if next_obs else K.OBS]
+        if not self.policy.uses_images:
+            return state
+        images = s[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (N, b, C, 3, H, W)
+        obs = {"state": state, "images": {c: images[:, :, i] for i, c in enumerate(self.policy.cameras)}}
+        if self.policy.frozen_image_trunk:
+            obs["features"] = self._trunk_features(s, next_obs, obs["images"])
+        return obs
 
-        The task losses share no parameter (targets and policy actions are computed without
-        gradient), so one backward of their sum gives each critic exactly its own gradient;
-        each critic keeps its own optimizer, clipping and step.
+    def _critic_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
+        """Every task critic on its own task slice (Alg. 1 lines 5-8 / 15-18), all N at once.
+
+        ``s``: the task slices stacked, every entry (N, b, ...). The task losses share no parameter
+        (targets and policy actions are computed without gradient), so one backward of their sum gives each
+        critic exactly its own gradient; each critic's gradient is clipped on its own, then one Adam step
+        (elementwise: the same as one Adam per critic).
         """
         hp = self.hparams
         primary = self.policy.primary
-        sizes = [b[K.H].shape[0] for b in tasks]
+        t, b = s[K.H].shape[:2]
+        flat = lambda x: x.reshape(t * b, *x.shape[2:])  # noqa: E731  (N, b, .) -> (N b, .)
+        stacked = lambda x: x.view(t, b, *x.shape[1:])  # noqa: E731
         calql = self.critic_loss_kind == "calql"
         n = hp.calql_num_actions
+        copies = 1
         with torch.no_grad():
-            nh = torch.cat([b[K.NEXT_H] for b in tasks])
-            npr = torch.cat([b[K.NEXT_PROPRIO] for b in tasks])
-            if calql:  # one policy call: next actions, n actions at s, n actions at s'
-                h = torch.cat([b[K.H] for b in tasks])
-                pr = torch.cat([b[K.PROPRIO] for b in tasks])
+            nh, npr = flat(s[K.NEXT_H]), flat(s[K.NEXT_PROPRIO])
+            if calql and primary.deterministic:  # n samples of pi are one action n times: evaluate it once
+                tot = nh.shape[0]
+                all_a = primary(torch.cat([nh, flat(s[K.H])]), torch.cat([npr, flat(s[K.PROPRIO])]))
+                next_a = stacked(all_a[:tot])
+                pi_s, pi_ns, copies = stacked(all_a[tot:])[:, :, None], next_a[:, :, None], n
+            elif calql:  # one policy call: next actions, n actions at s, n actions at s'
+                h, pr = flat(s[K.H]), flat(s[K.PROPRIO])
                 tot = h.shape[0]
                 all_a = primary(
                     torch.cat([nh, h.repeat_interleave(n, 0), nh.repeat_interleave(n, 0)]),
                     torch.cat([npr, pr.repeat_interleave(n, 0), npr.repeat_interleave(n, 0)]),
                 )
-                next_a = all_a[:tot].split(sizes)
-                pi_s = all_a[tot : tot * (1 + n)].view(tot, n, -1).split(sizes)
-                pi_ns = all_a[tot * (1 + n) :].view(tot, n, -1).split(sizes)
+                next_a = stacked(all_a[:tot])
+                pi_s = all_a[tot : tot * (1 + n)].view(t, b, n, -1)
+                pi_ns = all_a[tot * (1 + n) :].view(t, b, n, -1)
             else:
-                next_a = primary(nh, npr).split(sizes)
-        total = 0.0
-        per_task = []
-        for i, b in enumerate(tasks):
-            critic = self.critics[i]
-            with torch.no_grad():
-                q_next = self.target_critics[i](self._obs(b, next_obs=True), b[K.NEXT_PROPRIO], next_a[i])
-                q_target = losses.td_target(b[K.REWARD], b[K.DONE], q_next, hp.gamma, hp.q_bounds)
-            feat = critic.encode(self._obs(b))
-            if calql:
-                act = b[K.ACTION]
-                rand = torch.rand(act.shape[0], n, act.shape[1], device=act.device, dtype=act.dtype) * 2 - 1
-                qs = critic.q(feat, b[K.PROPRIO], torch.cat([act[:, None], rand, pi_s[i], pi_ns[i]], 1))
-                q_data = qs[..., 0]
-                loss, td, reg = losses.calql_loss(
-                    q_data, q_target, qs[..., 1 : 1 + n], qs[..., 1 + n : 1 + 2 * n], qs[..., 1 + 2 * n :],
-                    b[K.MC_RETURN], hp.calql_alpha, hp.calql_temperature,
-                )
-            else:
-                q_data = critic.q(feat, b[K.PROPRIO], b[K.ACTION])
-                loss = losses.bellman_loss(q_data, q_target)
-                td = reg = None
-            total = total + loss
-            per_task.append((loss, q_data, q_target, td, reg))
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        self.manual_backward(total)
-        for i, opt in enumerate(opts):
-            norm = self._grad_norm(self.critics[i].parameters()) if want_log else None
-            self._clip_and_step(opt)
-            if want_log:
-                s = self.task_slugs[i]
-                loss, q_data, q_target, td, reg = per_task[i]
-                logs[f"loss/critic_{s}"] = loss.detach()
-                logs[f"q/{s}"] = q_data.detach().mean()
-                logs[f"q_target/{s}"] = q_target.mean()
-                logs[f"grad_norm/critic_{s}"] = norm
+                next_a = stacked(primary(nh, npr))
+            q_next = self.target_critics(self._obs_stacked(s, next_obs=True), s[K.NEXT_PROPRIO], next_a)  # (N, E, b)
+            q_target = losses.td_target(s[K.REWARD], s[K.DONE], q_next, hp.gamma, hp.q_bounds)  # (N, b)
+        critics = self.critics
+        feat = critics.encode(self._obs_stacked(s))
+        if calql:
+            act = s[K.ACTION]
+            rand = torch.rand(t, b, n, act.shape[-1], device=act.device, dtype=act.dtype) * 2 - 1
+            m = pi_s.shape[2]
+            qs = critics.q(feat, s[K.PROPRIO], torch.cat([act[:, :, None], rand, pi_s, pi_ns], 2))  # (N, E, b, .)
+            q_data = qs[..., 0]
+            loss, td, reg = losses.calql_loss(
+                q_data, q_target, qs[..., 1 : 1 + n], qs[..., 1 + n : 1 + n + m], qs[..., 1 + n + m :],
+                s[K.MC_RETURN], hp.calql_alpha, hp.calql_temperature, copies,
+            )  # each (N,)
+        else:
+            q_data = critics.q(feat, s[K.PROPRIO], s[K.ACTION])
+            loss = losses.bellman_loss(q_data, q_target)
+            td = reg = None
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss.sum())
+        if hp.grad_clip is not None:
+            norms = critics.clip_task_grads(hp.grad_clip)
+        else:
+            norms = critics.task_grad_norms() if want_log else None
+        opt.step()
+        if want_log:
+            q_mean, qt_mean = q_data.detach().mean((1, 2)), q_target.mean(1)
+            for i, sl in enumerate(self.task_slugs):
+                logs[f"loss/critic_{sl}"] = loss[i].detach()
+                logs[f"q/{sl}"] = q_mean[i]
+                logs[f"q_target/{sl}"] = qt_mean[i]
+                logs[f"grad_norm/critic_{sl}"] = norms[i]
                 if reg is not None:
-                    logs[f"loss/calql_reg_{s}"] = reg.detach()
-                    logs[f"loss/td_{s}"] = td.detach()
+                    logs[f"loss/calql_reg_{sl}"] = reg[i].detach()
+                    logs[f"loss/td_{sl}"] = td[i].detach()
 
-    def _actor_update(self, tasks: list[dict], opt, want_log: bool, logs: dict) -> None:
-        """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term."""
+    def _actor_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
+        """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term. ``s``: the task
+        slices stacked (N, b, ...)."""
         hp = self.hparams
         primary = self.policy.primary
-        sizes = [b[K.H].shape[0] for b in tasks]
-        h = torch.cat([b[K.H] for b in tasks])
-        proprio = torch.cat([b[K.PROPRIO] for b in tasks])
-        action = torch.cat([b[K.ACTION] for b in tasks])
+        t, b = s[K.H].shape[:2]
+        flat = lambda x: x.reshape(t * b, *x.shape[2:])  # noqa: E731
+        h, proprio, action = flat(s[K.H]), flat(s[K.PROPRIO]), flat(s[K.ACTION])
         with self.toggled_optimizer(opt):
             if primary.head == "anchored":
-                t = primary.anchored_terms(action, h, proprio, latent_range=self.policy.refinement.mean_bound)
-                bc_den = losses.bc_consistency_loss(t["pred"], t["target"], t["sigma"], primary.scalings.sigma_data)
-                bc_mean = losses.bc_literal_loss(t["mean"], action)
-                distill = losses.ode_distillation_loss(t["distill_pred"], t["distill_target"])
+                tm = primary.anchored_terms(action, h, proprio, latent_range=self.policy.refinement.mean_bound)
+                bc_den = losses.bc_consistency_loss(tm["pred"], tm["target"], tm["sigma"], primary.scalings.sigma_data)
+                bc_mean = losses.bc_literal_loss(tm["mean"], action)
+                distill = losses.ode_distillation_loss(tm["distill_pred"], tm["distill_target"])
                 bc = bc_den + bc_mean + hp.distill_weight * distill
-                a_all = t["mean"].clamp(-1.0, 1.0)  # the Q term acts on primary mode's action a(0) = M(h)
+                a_all = tm["mean"].clamp(-1.0, 1.0)  # the Q term acts on primary mode's action a(0) = M(h)
             elif hp.bc_form in ("consistency", "both"):
                 pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
                 bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
@@ -271,9 +310,8 @@ class DualActorModule(L.LightningModule):
             else:
                 a_all = primary(h, proprio)
                 bc = losses.bc_literal_loss(a_all, action)
-            a_pi = a_all.split(sizes)
-            q_pi = [self._reduce(self.critics[i](self._obs(b), b[K.PROPRIO], a_pi[i])) for i, b in enumerate(tasks)]
-            q_means = torch.stack([q.mean() for q in q_pi]).detach()
+            q_pi = self._reduce_members(self.critics(self._obs_stacked(s), s[K.PROPRIO], a_all.view(t, b, -1)))  # (N, b)
+            q_means = q_pi.mean(1).detach()
             eps = (
                 losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)
                 if hp.task_weighting
@@ -290,12 +328,20 @@ class DualActorModule(L.LightningModule):
             if primary.head == "anchored":
                 logs.update({"loss/actor_denoise": bc_den.detach(), "loss/actor_mean": bc_mean.detach(),
                              "loss/actor_distill": distill.detach()})
-            for i, s in enumerate(self.task_slugs):
-                logs[f"eps/{s}"] = eps[i]
-                logs[f"q_pi/{s}"] = q_means[i]
+            for i, sl in enumerate(self.task_slugs):
+                logs[f"eps/{sl}"] = eps[i]
+                logs[f"q_pi/{sl}"] = q_means[i]
+
+    def _reduce_members(self, q: torch.Tensor) -> torch.Tensor:
+        """(N, E, b) -> (N, b): min or mean over each task critic's members (``actor_q_reduce``)."""
+        return q.min(1).values if self.hparams.actor_q_reduce == "min" else q.mean(1)
 
     def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
-        """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped)."""
+        """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped).
+
+        What does not depend on mu is computed once without gradient: the anchored map's offset
+        M(h) - f(0, K | h) (shared by Eq. 8/9's and Eq. 10's actions) and Eq. 10's primary-mode action; only
+        the two latents' map evaluations f(w, K | h) carry the gradient to phi."""
         hp = self.hparams
         primary, refinement = self.deployed_primary, self.policy.refinement
         h, obs, proprio, action = b[K.H], self._obs(b), b[K.PROPRIO], b[K.ACTION]
@@ -305,19 +351,21 @@ class DualActorModule(L.LightningModule):
             null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
             mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([b[K.COMMAND], null]))
             z, z0 = torch.randn_like(action), torch.randn_like(action)
-            a_both = primary(torch.cat([h, h]), torch.cat([proprio, proprio]), noise_mean=mu_both,
-                             noise=torch.cat([z, z0]))
+            with torch.no_grad():
+                offset = primary.map_offset(h, proprio)
+                a_base = primary(h, proprio, noise=z0)  # Eq. 10's primary-mode action, the same z0
+            w_both = mu_both + primary.temperature * primary.K * torch.cat([z, z0])
+            offset2 = None if offset is None else torch.cat([offset, offset])
+            a_both = primary.action_at(w_both, torch.cat([h, h]), torch.cat([proprio, proprio]), offset=offset2)
             mu, a_ref, a_null = mu_both[:bsz], a_both[:bsz], a_both[bsz:]
             bc = losses.refine_bc_loss(a_ref, action)  # Eq. 8
             task_ids = b[K.TASK]
             q = torch.zeros(bsz, device=h.device, dtype=h.dtype)
             for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
                 rows = task_ids == i
-                q_i = self.critics[i](select_rows(obs, rows), proprio[rows], a_ref[rows])
-                q = q.index_put((rows,), self._reduce(q_i))
+                q_i = self.critics(select_rows(obs, rows), proprio[rows], a_ref[rows], task=i)
+                q = q.index_put((rows,), self._reduce(q_i).to(q.dtype))
             q_loss = losses.refine_q_loss(q)  # Eq. 9
-            with torch.no_grad():
-                a_base = primary(h, proprio, noise=z0)
             reg = losses.refine_reg_loss(a_null, a_base)  # Eq. 10, same z for both terms
             loss = losses.refine_loss(bc, q_loss, reg, hp.eta)  # Eq. 11
             norm = self._step(opt, loss, refinement.parameters(), want_log)
@@ -342,25 +390,32 @@ class DualActorModule(L.LightningModule):
                 raise ValueError(f"task slice {i} holds rows of task id(s) {sorted(set(ids.tolist()))}, but the module's "
                                  f"task {i} is {self.tasks[i]!r}: the buffers' task order differs from the module's {self.tasks}")
 
+    @staticmethod
+    def _stack_tasks(tasks: list[dict]) -> dict:
+        """The task slices as one batch, every entry (N, b, ...) (Alg. 1 gives each task b rows)."""
+        sizes = {b[K.H].shape[0] for b in tasks}
+        if len(sizes) != 1:
+            raise ValueError(f"the task slices have different row counts {[b[K.H].shape[0] for b in tasks]}; "
+                             f"Alg. 1 samples the same number per task (batch_size divisible by the task count)")
+        return {k: torch.stack([b[k] for b in tasks]) for k, v in tasks[0].items() if isinstance(v, torch.Tensor)}
+
     # ---------------------------------------------------------------------------- update
     def training_step(self, batch: dict, batch_idx: int) -> None:
         tasks: list[dict] = batch[K.TASKS]
         if self.num_updates == 0 or len(tasks) != len(self.tasks):
             self._check_task_slices(tasks)
-        opts = self.optimizers()
-        n = len(self.tasks)
-        critic_opts, actor_opt, refine_opt = opts[:n], opts[n], opts[n + 1]
+        critic_opt, actor_opt, refine_opt = self.optimizers()
         want_log = self.num_updates % self.hparams.log_every == 0
         self.num_updates += 1
         logs: dict[str, Any] = {}
 
-        self._critic_updates(tasks, critic_opts, want_log, logs)
-        self._actor_update(tasks, actor_opt, want_log, logs)
+        s = self._stack_tasks(tasks)
+        self._critic_update(s, critic_opt, want_log, logs)
+        self._actor_update(s, actor_opt, want_log, logs)
         tt = batch.get(K.TALK_TWEAK)
         if tt is not None and self.hparams.refine_enabled and self.phase in self.hparams.refine_phases:
-            self._refine_update(tt, refine_opt, want_log, logs)
-        for c, t in zip(self.critics, self.target_critics):
-            polyak_update(t, c, self.hparams.tau)
+            self._refine_update(dict(tt), refine_opt, want_log, logs)  # a copy: this update's features go in it
+        polyak_update(self.target_critics, self.critics, self.hparams.tau)
         if self.primary_ema is not None:
             polyak_update(self.primary_ema, self.policy.primary, float(self.hparams.actor_ema))
 

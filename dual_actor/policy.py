@@ -81,7 +81,10 @@ def backbone_fingerprint(backbone: nn.Module) -> dict[str, list[float]]:
 def select_rows(obs, rows: torch.Tensor):
     """Rows ``rows`` (a bool mask or indices) of an encoder input: a tensor or ``{"state", "images"}``."""
     if isinstance(obs, Mapping):
-        return {"state": obs["state"][rows], "images": {c: x[rows] for c, x in obs["images"].items()}}
+        out = {"state": obs["state"][rows], "images": {c: x[rows] for c, x in obs["images"].items()}}
+        if "features" in obs:
+            out["features"] = [f[rows] for f in obs["features"]]
+        return out
     return obs[rows]
 
 
@@ -232,10 +235,21 @@ class DualActorPolicy(nn.Module):
             raise ValueError(f"text_encoder={kind} needs text_encoder.path=<local model folder or Hub id>")
         return build_command_encoder(kind, commands, **_not_none(spec))
 
-    def make_obs_encoder(self, out_dim: int) -> nn.Module:
-        """A fresh observation encoder of this policy's ``image_encoder`` kind (the critics use this)."""
+    def make_obs_encoder(self, out_dim: int, share_frozen_trunk: bool = False) -> nn.Module:
+        """A fresh observation encoder of this policy's ``image_encoder`` kind (the critics use this). With
+        ``share_frozen_trunk`` and a frozen image trunk, it runs on the refinement actor's trunk (one trunk per
+        run; only its pooling heads, state branch and projection are its own)."""
+        trunk = self.refinement.obs_encoder if share_frozen_trunk and self.frozen_image_trunk else None
         return obs_encoder_from_spec(self.config["image_encoder"], self.config["obs_dim"], out_dim,
-                                     self.cameras, self.config["image_size"])
+                                     self.cameras, self.config["image_size"], trunk=trunk)
+
+    @property
+    def frozen_image_trunk(self) -> bool:
+        """The observation encoders read images through a frozen trunk (``image_encoder.freeze``): one trunk
+        serves the refinement actor, every critic and every target, and its features are computed once per
+        batch row."""
+        enc = self.refinement.obs_encoder
+        return self.uses_images and enc.trunk_frozen
 
     # ------------------------------------------------------------------------ observations
     @property

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dual_actor.policy import DualActorPolicy
@@ -168,3 +169,12 @@ def test_resume_with_other_tasks_than_the_checkpoint_is_refused_at_start(tmp_pat
     assert r.returncode == 2, r.stderr[-2000:]
     assert "was trained with tasks=['place the bolt', 'pick up the bolt', 'assemble the bolt'], but env.tasks=" in r.stderr
     assert "Traceback" not in r.stderr and (tmp_path / "r" / "last.ckpt").stat().st_mtime_ns == before
+    # a checkpoint of the per-task critic layout (before the critics were stacked) is refused too, untouched
+    ckpt = tmp_path / "r" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["state_dict"]["critics.0.obs_encoder.net.0.weight"] = torch.zeros(16, 6)
+    torch.save(state, ckpt)
+    before = ckpt.stat().st_mtime_ns
+    r = fit(*base, "resume=true")
+    assert r.returncode == 2 and "one critic module per task" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and ckpt.stat().st_mtime_ns == before

@@ -230,22 +230,72 @@ def test_learner_trains_image_encoders_and_never_runs_the_backbone():
               critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2,
               phase="online")  # the refinement actor trains online
     m = DualActorModule(**kw)
-    assert type(m.critics[0].obs_encoder).__name__ == "MultiCameraEncoder"
-    assert m.critics[0].obs_encoder is not m.policy.refinement.obs_encoder
+    assert type(m.critics.image_encoders[0]).__name__ == "MultiCameraEncoder"
+    assert m.critics.image_encoders[0] is not m.policy.refinement.obs_encoder
 
     def boom(*a, **k):
         raise AssertionError("the learner ran the backbone")
 
     m.policy.backbone.embed = boom
-    watch = {"critic": m.critics[1].obs_encoder.trunk.conv1.weight,
+    watch = {"critic": m.critics.image_encoders[1].trunk.conv1.weight,
              "refine": m.policy.refinement.obs_encoder.trunk.conv1.weight,
-             "critic_head": m.critics[1].obs_encoder.heads["y"].pool.kernel}
+             "critic_head": m.critics.image_encoders[1].heads["y"].pool.kernel}
     before = {k: v.detach().clone() for k, v in watch.items()}
     fit_module(m, training_batch(h_dim=32, per_task=4, images=(2, SIZE)))
     assert m.num_updates == 2
     for k, v in watch.items():
         assert not torch.equal(before[k], v.detach()), k  # gradients reached every image encoder
     assert "loss/refine" in m.last_logs and np.isfinite(m.last_logs["loss/critic_b"])
+
+
+def _state_dict_bytes(module) -> int:
+    import io
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)  # shared tensors are written once, as in last.ckpt
+    return buf.getbuffer().nbytes
+
+
+def test_frozen_trunk_is_one_per_run_computed_once_per_row_and_saved_once():
+    """image_encoder.freeze=true: the refinement actor, every critic and every target run on one trunk; its
+    features are computed once per batch row (obs and next obs of the task rows, obs of the talk-and-tweak rows)
+    and reused by every consumer; the heads train, the trunk does not; the state dict holds the trunk once."""
+    from dual_actor.nets.image import ResNetTrunk
+
+    torch.manual_seed(0)
+    kw = dict(policy=dict(tasks=["a", "b", "c"], obs_dim=6, proprio_dim=2, action_dim=4, cameras=["x", "y"],
+                          image_size=SIZE, image_encoder={**RESNET10, "freeze": True}, actor_hidden=[32],
+                          refine_hidden=[32], refine_proj_dim=16, obs_feature_dim=16, command_dim=8),
+              critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2,
+              phase="online")  # 2 updates: the refinement actor's zero-initialised last layer passes gradient on
+    m = DualActorModule(**kw)
+    trunk = m.policy.refinement.obs_encoder.trunk
+    trunks = {id(t) for t in m.modules() if isinstance(t, ResNetTrunk)}
+    assert trunks == {id(trunk)}  # one trunk object in the whole learner
+    assert all(e.trunk is trunk for e in [*m.critics.image_encoders, *m.target_critics.image_encoders])
+    assert m.critics.image_encoders[0].heads is not m.target_critics.image_encoders[0].heads  # heads: per consumer
+    unfrozen = DualActorModule(**{**kw, "policy": {**kw["policy"], "image_encoder": RESNET10}})
+    assert len({id(t) for t in unfrozen.modules() if isinstance(t, ResNetTrunk)}) == 7  # 3 critics, 3 targets, 1
+    trunk_bytes = sum(p.numel() * p.element_size() for p in trunk.state_dict().values())
+    assert _state_dict_bytes(m) < 1.2 * trunk_bytes < 0.2 * _state_dict_bytes(unfrozen)
+
+    seen = []
+    hook = trunk.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    watch = {"trunk": trunk.conv1.weight, "critic_head": m.critics.image_encoders[1].heads["y"].pool.kernel,
+             "refine_head": m.policy.refinement.obs_encoder.heads["x"].pool.kernel}
+    before = {k: v.detach().clone() for k, v in watch.items()}
+    batch = training_batch(per_task=4, images=(2, SIZE))
+    fit_module(m, batch)
+    hook.remove()
+    # per update: 3 tasks x 4 rows x (obs + next obs) + 4 talk-and-tweak rows x obs, each through 2 cameras
+    assert sum(seen) == 2 * (3 * 4 * 2 + 4) * 2, seen
+    assert torch.equal(before["trunk"], trunk.conv1.weight)
+    assert not torch.equal(before["critic_head"], watch["critic_head"].detach())
+    assert not torch.equal(before["refine_head"], watch["refine_head"].detach())
+    assert all(np.isfinite(v) for k, v in m.last_logs.items() if k.startswith("loss/"))
+    # the batch the loader hands over is not written to (features are not carried to the next update)
+    assert "obs_features" not in batch[K.TALK_TWEAK] and "obs_features" not in batch[K.TASKS][0]
+    # a module built the same way loads the state dict (every consumer's trunk key is the same tensor)
+    DualActorModule(**kw).load_state_dict(m.state_dict(), strict=True)
 
 
 def test_checkpoint_leaves_out_the_frozen_backbone_and_restores_it():
@@ -367,6 +417,24 @@ def test_fit_cls_backbone(demos, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     pol, _ = check_run(tmp_path / "b", ["corner"])
     assert type(pol.backbone).__name__ == "CLSBackbone" and not pol.uses_images
+
+
+def test_fit_resnet10_frozen_trunk_bf16_mixed(demos, tmp_path):
+    """The smoke fit with image critics on one frozen ResNet-10 trunk, under bf16-mixed autocast (what
+    trainer=gpu chooses): it runs to the end, its losses are finite, last.ckpt holds the trunk once."""
+    r = fit(*TINY_RUN, f"data.path={demos}", f"run_root={tmp_path}", "run_name=f", f"env.cameras=[{','.join(CAMS)}]",
+            "image_encoder=resnet10", "image_encoder.freeze=true", "image_encoder.camera_dim=8",
+            "image_encoder.state_feature_dim=8", "trainer.precision=bf16-mixed")
+    assert r.returncode == 0, r.stderr[-3000:]
+    pol, summary = check_run(tmp_path / "f", CAMS)
+    losses = {k: v for k, v in summary["last_metrics"].items() if k.startswith("loss/")}
+    assert "loss/refine" in losses and all(np.isfinite(v) for v in losses.values()), losses
+    trunk_bytes = sum(p.numel() * p.element_size() for p in pol.refinement.obs_encoder.trunk.state_dict().values())
+    sd = torch.load(tmp_path / "f" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    stored = {v.untyped_storage().data_ptr(): v.untyped_storage().nbytes() for v in sd.values()}
+    trunk_keys = [k for k in sd if ".trunk." in k]
+    assert len(trunk_keys) == 5 * len(pol.refinement.obs_encoder.trunk.state_dict())  # 5 consumers name it ...
+    assert sum(stored.values()) < 1.2 * trunk_bytes  # ... and it is stored once
 
 
 @pytest.mark.parametrize(

@@ -38,23 +38,31 @@ def changed(before, mod):
     return {n for n, p in mod.named_parameters() if not torch.equal(before[n], p.detach())}
 
 
+def task_snapshots(critics) -> list[dict]:
+    """Each task critic's parameters (its slice of every stacked tensor, task-major), one dict per task."""
+    t = critics.num_tasks
+    return [{n: p.detach().reshape(t, -1)[i].clone() for n, p in critics.named_parameters()} for i in range(t)]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 class OneUpdate(DualActorModule):
     """Runs exactly one of the module's updates, chosen by ``which``."""
 
     which = "actor"
-    critic_index = 0
 
     def training_step(self, batch, batch_idx):
         for p in self.parameters():
             p.grad = None
-        opts = self.optimizers()
-        n = len(self.tasks)
+        critic_opt, actor_opt, refine_opt = self.optimizers()
         if self.which == "critic":
-            self._critic_updates(batch[K.TASKS], opts[:n], True, {})
+            self._critic_update(self._stack_tasks(batch[K.TASKS]), critic_opt, True, {})
         elif self.which == "actor":
-            self._actor_update(batch[K.TASKS], opts[n], True, {})
+            self._actor_update(self._stack_tasks(batch[K.TASKS]), actor_opt, True, {})
         else:
-            self._refine_update(batch[K.TALK_TWEAK], opts[n + 1], True, {})
+            self._refine_update(batch[K.TALK_TWEAK], refine_opt, True, {})
         self.trainer.should_stop = True
 
 
@@ -65,16 +73,12 @@ def test_gradient_isolation(phase):
     for which in ("critic", "actor", "refine"):
         m = OneUpdate(**tiny_module_kwargs(phase=phase))
         m.which = which
-        m.critic_index = 1
-        before = {"primary": snapshot(m.policy.primary), "refinement": snapshot(m.policy.refinement),
-                  **{f"critic{i}": snapshot(c) for i, c in enumerate(m.critics)},
-                  **{f"target{i}": snapshot(c) for i, c in enumerate(m.target_critics)}}
+        nets = lambda: {"primary": m.policy.primary, "refinement": m.policy.refinement,  # noqa: E731
+                        "critics": m.critics, "targets": m.target_critics}
+        before = {name: snapshot(net) for name, net in nets().items()}
         fit(m, batch)
-        moved = {name for name, snap in before.items()
-                 if changed(snap, dict(**{"primary": m.policy.primary, "refinement": m.policy.refinement},
-                                       **{f"critic{i}": c for i, c in enumerate(m.critics)},
-                                       **{f"target{i}": c for i, c in enumerate(m.target_critics)})[name])}
-        expected = {"critic": {"critic0", "critic1", "critic2"}, "actor": {"primary"}, "refine": {"refinement"}}[which]
+        moved = {name for name, net in nets().items() if changed(before[name], net)}
+        expected = {"critic": {"critics"}, "actor": {"primary"}, "refine": {"refinement"}}[which]
         assert moved == expected, (which, moved)
         # no gradient left on parameters that the update does not own
         owners = {"critic": m.critics, "actor": m.policy.primary, "refine": m.policy.refinement}
@@ -96,8 +100,8 @@ def test_each_critic_learns_only_from_its_own_task_slice(phase):
         m = OneUpdate(**tiny_module_kwargs(phase=phase))
         m.which = "critic"
         fit(m, batch)
-        results.append([snapshot(c) for c in m.critics])
-    same = [all(torch.equal(results[0][i][k], results[1][i][k]) for k in results[0][i]) for i in range(3)]
+        results.append(task_snapshots(m.critics))
+    same = [same_weights(results[0][i], results[1][i]) for i in range(3)]
     assert same == [True, True, False]
 
 
@@ -111,9 +115,9 @@ def test_optimizer_steps_per_training_step(talk_tweak, phase, refine_phases, ref
     m = DualActorModule(**tiny_module_kwargs(max_updates=4, log_every=2, phase=phase, refine_phases=refine_phases))
     trainer = fit(m, training_batch(talk_tweak=talk_tweak))
     opts = trainer.optimizers
-    assert len(opts) == 3 + 2
+    assert len(opts) == 3  # the stacked task critics, the primary actor, the refinement actor
     steps = [int(next(iter(o.state.values()))["step"]) if o.state else 0 for o in opts]
-    assert steps == [4, 4, 4, 4, 4 if refines else 0]
+    assert steps == [4, 4, 4 if refines else 0]
     assert m.num_updates == 4
     assert trainer.global_step == sum(steps)
 
@@ -195,7 +199,7 @@ def test_critic_converges_on_known_mdp():
     bufs["chain"]["rollouts"].add(rows)
     fit(m, BufferSampler(bufs, batch_size=64, phase="online", min_rollout=100))
     with torch.no_grad():
-        q = m.critics[0](eye, torch.zeros(3, 1), torch.zeros(3, 2)).mean(0)
+        q = m.critics(eye, torch.zeros(3, 1), torch.zeros(3, 2), task=0).mean(0)
     assert torch.allclose(q, torch.tensor([gamma**2, gamma, 1.0]), atol=0.05), q
 
 
@@ -204,7 +208,7 @@ class ActorLogs(DualActorModule):
 
     def training_step(self, batch, batch_idx):
         self.logs = {}
-        self._actor_update(batch[K.TASKS], self.optimizers()[len(self.tasks)], True, self.logs)
+        self._actor_update(self._stack_tasks(batch[K.TASKS]), self.optimizers()[1], True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -233,7 +237,7 @@ class RefineLogs(DualActorModule):
 
     def training_step(self, batch, batch_idx):
         self.logs = {}
-        self._refine_update(batch[K.TALK_TWEAK], self.optimizers()[len(self.tasks) + 1], True, self.logs)
+        self._refine_update(batch[K.TALK_TWEAK], self.optimizers()[2], True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -269,7 +273,7 @@ def test_anchored_q_term_moves_only_the_mean_head():
 
     class ActorOnly(M):
         def training_step(self, batch, batch_idx):
-            self._actor_update(batch[K.TASKS], self.optimizers()[len(self.tasks)], False, {})
+            self._actor_update(self._stack_tasks(batch[K.TASKS]), self.optimizers()[1], False, {})
             self.trainer.should_stop = True
 
     for lambdas, moved in (((0.0, 1.0), {"mean_net"}), ((1.0, 0.0), {"mean_net", "net"})):
@@ -278,3 +282,23 @@ def test_anchored_q_term_moves_only_the_mean_head():
         before = snapshot(m.policy.primary)
         fit(m, training_batch())
         assert {n.split(".")[0] for n in changed(before, m.policy.primary)} == moved, lambdas
+
+
+@pytest.mark.parametrize("phase", ["warmup", "online"])
+def test_bf16_mixed_update_keeps_losses_finite_and_near_fp32(phase):
+    """trainer.precision=bf16-mixed (trainer=gpu; on the CPU it is CPU autocast): the update runs, every loss is
+    finite, and the first update's losses are those of fp32 to bf16's precision (~3 significant digits)."""
+    logs = {}
+    for precision in ("32-true", "bf16-mixed"):
+        torch.manual_seed(0)
+        m = DualActorModule(**tiny_module_kwargs(max_updates=1, phase=phase, refine_phases=["warmup", "online"]))
+        fit(m, training_batch(), precision=precision)
+        logs[precision] = m.last_logs
+    got, want = logs["bf16-mixed"], logs["32-true"]
+    assert set(got) == set(want)
+    loss_keys = [k for k in want if k.startswith("loss/")]
+    assert "loss/refine" in loss_keys and len(loss_keys) > 8
+    for k in loss_keys:
+        assert np.isfinite(got[k]), k
+        assert abs(got[k] - want[k]) <= 0.03 * abs(want[k]) + 0.02, (k, got[k], want[k])
+    assert any(got[k] != want[k] for k in loss_keys)  # autocast did run the matmuls in bf16

@@ -23,14 +23,13 @@ class OneStep(DualActorModule):
 
     def training_step(self, batch, batch_idx):
         self.logs = {}
-        n = len(self.tasks)
-        opts = self.optimizers()
+        critic_opt, actor_opt, refine_opt = self.optimizers()
         if self.which == "refine":
-            self._refine_update(batch[K.TALK_TWEAK], opts[n + 1], True, self.logs)
+            self._refine_update(batch[K.TALK_TWEAK], refine_opt, True, self.logs)
         elif self.which == "actor":
-            self._actor_update(batch[K.TASKS], opts[n], True, self.logs)
+            self._actor_update(self._stack_tasks(batch[K.TASKS]), actor_opt, True, self.logs)
         else:
-            self._critic_updates(batch[K.TASKS], opts[:n], True, self.logs)
+            self._critic_update(self._stack_tasks(batch[K.TASKS]), critic_opt, True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -57,23 +56,33 @@ def test_eq10_draws_one_z_for_both_terms(head):
     assert float(losses.refine_reg_loss(a1, a2)) > 1e-3
 
 
-class ActionCodedCritic(nn.Module):
-    """Q_e(s, a) = a_0 (every member) plus 0 * the critic's parameters (so the loss has a graph)."""
+class ActionCodedCritics(nn.Module):
+    """Q_e(s, a) = a_0 for every task and member, plus 0 * the critics' parameters (so the loss has a graph);
+    the stacked critics' shapes: (N, b, m, A) -> (N, E, b, m)."""
 
-    def __init__(self, critic):
+    def __init__(self, critics):
         super().__init__()
-        self.inner = critic
+        self.inner = critics
 
-    def encode(self, obs):
-        return self.inner.encode(obs)
+    def encode(self, obs, task=None):
+        return self.inner.encode(obs, task)
 
-    def q(self, feat, proprio, action):
-        q = action[..., 0] + 0.0 * feat.sum(-1).view(-1, *([1] * (action.ndim - 2)))
-        return q.unsqueeze(0).expand(2, *q.shape)
+    def clip_task_grads(self, max_norm):
+        return self.inner.clip_task_grads(max_norm)
+
+    def task_grad_norms(self):
+        return self.inner.task_grad_norms()
+
+    def q(self, feat, proprio, action, task=None):
+        q = action[..., 0] + 0.0 * feat.sum(-1).view(*feat.shape[:2], *([1] * (action.ndim - 3)))
+        return q.unsqueeze(1).expand(q.shape[0], 2, *q.shape[1:])
 
 
 class SignPrimary(nn.Module):
-    """pi(h) = (0.5 sign(h_0), 0, 0, 0): +0.5 at s (h_0 > 0), -0.5 at s' (h_0 < 0)."""
+    """pi(h) = (0.5 sign(h_0), 0, 0, 0): +0.5 at s (h_0 > 0), -0.5 at s' (h_0 < 0). ``deterministic``
+    False: the module draws n samples per state, as for a stochastic head."""
+
+    deterministic = False
 
     def __init__(self):
         super().__init__()
@@ -85,15 +94,18 @@ class SignPrimary(nn.Module):
         return a
 
 
-def test_calql_candidate_slices(monkeypatch):
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_calql_candidate_slices(monkeypatch, deterministic):
     """Cal-QL's candidate blocks reach the loss in the right slots: data action, n uniform actions, n policy
-    actions at s, n policy actions at s' (all scored at s), with the MC return beside them."""
+    actions at s, n policy actions at s' (all scored at s), with the MC return beside them. A deterministic
+    primary mode's n samples are one action: it is scored once and enters with ``copies = n``."""
     torch.manual_seed(0)
-    m = OneStep(**tiny_module_kwargs(calql_num_actions=3))
+    n = 3
+    m = OneStep(**tiny_module_kwargs(calql_num_actions=n))
     m.which = "critic"
     m.policy.primary = SignPrimary()
-    for i, c in enumerate(list(m.critics)):
-        m.critics[i] = ActionCodedCritic(c)
+    m.policy.primary.deterministic = deterministic
+    m.critics = ActionCodedCritics(m.critics)
     batch = training_batch()
     for b in batch[K.TASKS]:
         b[K.H][:, 0] = 1.0 + b[K.H][:, 0].abs()  # s: h_0 > 0
@@ -102,19 +114,21 @@ def test_calql_candidate_slices(monkeypatch):
     seen = []
     real = losses.calql_loss
 
-    def spy(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature):
-        seen.append((q_data, q_rand, q_pi, q_next_pi, mc_return))
-        return real(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature)
+    def spy(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature, copies):
+        seen.append((q_data, q_rand, q_pi, q_next_pi, mc_return, copies))
+        return real(q_data, q_target, q_rand, q_pi, q_next_pi, mc_return, alpha, temperature, copies)
 
     monkeypatch.setattr(losses, "calql_loss", spy)
     fit(m, batch)
-    assert len(seen) == 3
-    for (q_data, q_rand, q_pi, q_next_pi, mc), b in zip(seen, batch[K.TASKS]):
-        assert q_data.shape == (2, 8) and torch.allclose(q_data, torch.full((2, 8), 0.9))
-        assert q_rand.shape == q_pi.shape == q_next_pi.shape == (2, 8, 3)
-        assert torch.allclose(q_pi, torch.full_like(q_pi, 0.5)) and torch.allclose(q_next_pi, torch.full_like(q_pi, -0.5))
-        assert q_rand.abs().max() <= 1.0 and q_rand.std() > 0.2  # uniform in [-1, 1]
-        assert torch.equal(mc, b[K.MC_RETURN])
+    assert len(seen) == 1  # all task critics in one call, task-stacked
+    q_data, q_rand, q_pi, q_next_pi, mc, copies = seen[0]
+    m_pi = 1 if deterministic else n
+    assert copies == (n if deterministic else 1)
+    assert q_data.shape == (3, 2, 8) and torch.allclose(q_data, torch.full((3, 2, 8), 0.9))
+    assert q_rand.shape == (3, 2, 8, n) and q_pi.shape == q_next_pi.shape == (3, 2, 8, m_pi)
+    assert torch.allclose(q_pi, torch.full_like(q_pi, 0.5)) and torch.allclose(q_next_pi, torch.full_like(q_pi, -0.5))
+    assert q_rand.abs().max() <= 1.0 and q_rand.std() > 0.2  # uniform in [-1, 1]
+    assert torch.equal(mc, torch.stack([b[K.MC_RETURN] for b in batch[K.TASKS]]))
 
 
 def test_logged_task_weights_are_eq16_of_the_same_batch():
@@ -125,7 +139,7 @@ def test_logged_task_weights_are_eq16_of_the_same_batch():
     m.which = "actor"
     batch = training_batch()
     with torch.no_grad():
-        qbar = torch.stack([m.critics[i](b[K.OBS], b[K.PROPRIO], m.policy.primary(b[K.H], b[K.PROPRIO])).min(0).values.mean()
+        qbar = torch.stack([m.critics(b[K.OBS], b[K.PROPRIO], m.policy.primary(b[K.H], b[K.PROPRIO]), task=i).min(0).values.mean()
                             for i, b in enumerate(batch[K.TASKS])])
     want = losses.task_weights(qbar)
     fit(m, batch)
@@ -137,13 +151,12 @@ def test_logged_task_weights_are_eq16_of_the_same_batch():
 def test_targets_move_by_exactly_tau_per_update():
     torch.manual_seed(0)
     m = DualActorModule(**tiny_module_kwargs(tau=0.25, max_updates=1))
-    before = [snapshot(t) for t in m.target_critics]
+    before = snapshot(m.target_critics)
     fit(m, training_batch())
-    for t, c, b in zip(m.target_critics, m.critics, before):
-        for n, p in t.named_parameters():
-            src = dict(c.named_parameters())[n].detach()
-            assert torch.allclose(p, 0.75 * b[n] + 0.25 * src, atol=1e-7), n
-        assert any(not torch.equal(p, b[n]) for n, p in t.named_parameters())
+    src = dict(m.critics.named_parameters())
+    for n, p in m.target_critics.named_parameters():
+        assert torch.allclose(p, 0.75 * before[n] + 0.25 * src[n].detach(), atol=1e-7), n
+    assert any(not torch.equal(p, before[n]) for n, p in m.target_critics.named_parameters())
 
 
 def test_ema_is_seeded_from_a_checkpoint_without_one():

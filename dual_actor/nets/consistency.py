@@ -166,14 +166,33 @@ class ConsistencyPolicy(nn.Module):
             raise ValueError("the plain head has no mean head (head='anchored' has)")
         return self.mean_net(torch.cat(self._cond(h, proprio), -1))
 
+    @property
+    def deterministic(self) -> bool:
+        """Primary mode draws no noise (anchored head at temperature 0: a = M(h)): n samples of pi(h)
+        are one action n times."""
+        return self.head == "anchored" and self.temperature == 0.0
+
+    def map_offset(self, h: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the anchored map adds to f(w, K | h): M(h) - f(0, K | h) (B, A), so that
+        ``action_at(w, offset=...)`` = clip(f(w, K) + offset) needs one map evaluation per latent; None for
+        the plain head. It does not depend on w: compute it once (without gradient) for several latents."""
+        if self.head == "plain":
+            return None
+        b = h.shape[0]
+        f0 = self.denoise(torch.zeros(b, self.action_dim, device=h.device, dtype=h.dtype),
+                          torch.full((b,), self.K, device=h.device, dtype=h.dtype), h, proprio)
+        return self.mean_action(h, proprio) - f0
+
     def action_at(
-        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, clip: bool = True
+        self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, clip: bool = True,
+        offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The action map a(w | h) (B, A) for a given latent w (B, A): f(w, K) (plain) or
-        M(h) + f(w, K) - f(0, K) (anchored)."""
+        M(h) + f(w, K) - f(0, K) (anchored; with ``offset`` = :meth:`map_offset` given, f(w, K) + offset)."""
         b = w.shape[0]
-        if self.head == "plain":
+        if self.head == "plain" or offset is not None:
             a = self.denoise(w, torch.full((b,), self.K, device=w.device, dtype=w.dtype), h, proprio)
+            a = a if offset is None else a + offset
         else:
             sig = torch.full((2 * b,), self.K, device=w.device, dtype=w.dtype)
             p2 = None if proprio is None else torch.cat([proprio, proprio])

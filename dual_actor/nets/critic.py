@@ -1,9 +1,16 @@
-"""Per-task critic Q_psi_i(s, a) (Fig. 4): observation encoder + proprio MLP + action MLP ->
-concat -> MLP head, as a twin ensemble evaluated in one batched matmul per layer.
+"""The per-task critics Q_psi_i(s, a) (Fig. 4), all tasks as one stacked ensemble.
 
-The observation encoder is shared by the ensemble members (as in lerobot's SAC and
-HIL-SERL); the proprio MLP, action MLP and head are per member. Targets use the min over
-members; the target network is a Polyak copy (tau = 0.005).
+Each task's critic is: observation encoder + proprio MLP + action MLP -> concat -> MLP head, as a
+twin ensemble; the observation encoder is shared by the task's members (as in lerobot's SAC and
+HIL-SERL), the proprio MLP, action MLP and head are per member, and each LayerNorm's affine is per
+task (shared by its members). Targets use the min over members; the target network is a Polyak copy
+(tau = 0.005).
+
+Stacking (issue 11): the N tasks x E members are stored as N*E ensemble members, task-major, so one
+update of all task critics is one batched matmul per layer over the (N, b, .) task slices (Alg. 1
+gives every task the same b rows) instead of 3 * (layers) small ones. ``forward(..., task=i)`` runs
+task i's critic alone on any rows (the refinement batch mixes tasks). A parameter's leading dim is
+N*E or N (task-major), so per-task gradient norms are views (:meth:`TaskCritics.clip_task_grads`).
 
 Several actions per state (Cal-QL's sampled actions) are evaluated without repeating the
 per-state work: the head's first layer on concat([obs_feat, proprio_feat, action_feat]) is
@@ -15,14 +22,18 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+ALL = slice(None)
 
 
 class EnsembleLinear(nn.Module):
-    """E independent linear layers: (E, B, in) -> (E, B, out) in one ``baddbmm``."""
+    """E independent linear layers: (E, B, in) -> (E, B, out) in one ``baddbmm``; ``members`` selects a
+    contiguous run of them (a view of the weights, no copy)."""
 
     def __init__(self, ensemble: int, in_dim: int, out_dim: int, bias: bool = True, fan_in: int | None = None):
         super().__init__()
@@ -33,87 +44,210 @@ class EnsembleLinear(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: slice = ALL) -> torch.Tensor:
         if self.bias is None:
-            return torch.bmm(x, self.weight)
-        return torch.baddbmm(self.bias, x, self.weight)
+            return torch.bmm(x, self.weight[members])
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
 
-def ensemble_mlp(
-    ensemble: int, in_dim: int, hidden: Sequence[int], out_dim: int | None, layer_norm: bool = True
-) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = in_dim
-    for width in hidden:
-        layers.append(EnsembleLinear(ensemble, d, width))
-        if layer_norm:
-            layers.append(nn.LayerNorm(width))
-        layers.append(nn.ReLU())
-        d = width
-    if out_dim is not None:
-        layers.append(EnsembleLinear(ensemble, d, out_dim))
-    return nn.Sequential(*layers)
+class GroupLayerNorm(nn.Module):
+    """LayerNorm over the last dim with one affine per group of ``members`` consecutive ensemble
+    members: x (G*M, B, d) -> same; ``groups`` selects a contiguous run of groups."""
+
+    def __init__(self, groups: int, members: int, width: int):
+        super().__init__()
+        self.members = members
+        self.weight = nn.Parameter(torch.ones(groups, 1, 1, width))
+        self.bias = nn.Parameter(torch.zeros(groups, 1, 1, width))
+
+    def forward(self, x: torch.Tensor, groups: slice = ALL) -> torch.Tensor:
+        w, b = self.weight[groups], self.bias[groups]
+        y = F.layer_norm(x, x.shape[-1:]).view(w.shape[0], self.members, *x.shape[1:])
+        return torch.addcmul(b, y, w).view_as(x)
 
 
-class TaskCritic(nn.Module):
-    """Twin-ensemble critic for one task.
+class EnsembleMLP(nn.Module):
+    """``EnsembleLinear -> GroupLayerNorm -> ReLU`` per hidden width, then an optional output
+    ``EnsembleLinear``, over G groups x M members: (G*M, B, in) -> (G*M, B, out)."""
 
-    ``forward(obs (B, Do), proprio (B, Dp), action (B, A) or (B, m, A)) -> Q (E, B) or (E, B, m)``.
-    ``obs_encoder`` maps ``obs`` to (B, obs_encoder.out_dim) (state MLP here; ResNet for images).
+    def __init__(self, groups: int, members: int, in_dim: int, hidden: Sequence[int], out_dim: int | None,
+                 layer_norm: bool = True):
+        super().__init__()
+        self.members = members
+        n, d = groups * members, in_dim
+        self.linears, self.norms = nn.ModuleList(), nn.ModuleList()
+        for width in hidden:
+            self.linears.append(EnsembleLinear(n, d, width))
+            self.norms.append(GroupLayerNorm(groups, members, width) if layer_norm else nn.Identity())
+            d = width
+        self.out = EnsembleLinear(n, d, out_dim) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor, group: int | None = None) -> torch.Tensor:
+        groups, members = _runs(group, self.members)
+        for lin, norm in zip(self.linears, self.norms):
+            x = lin(x, members)
+            x = torch.relu(norm(x, groups) if isinstance(norm, GroupLayerNorm) else x)
+        return x if self.out is None else self.out(x, members)
+
+
+def _runs(group: int | None, members: int) -> tuple[slice, slice]:
+    """(groups, members) slices selecting everything (``group`` None) or group ``group`` alone."""
+    if group is None:
+        return ALL, ALL
+    return slice(group, group + 1), slice(group * members, (group + 1) * members)
+
+
+class TaskCritics(nn.Module):
+    """The N task critics, each a twin (E-member) ensemble, as one stacked module.
+
+    ``forward(obs, proprio, action)`` on task-stacked inputs: obs (N, b, Do) (or, with image
+    encoders, ``{"state": (N, b, Do), "images": {camera: (N, b, 3, H, W)}}``), proprio (N, b, Dp),
+    action (N, b, A) or (N, b, m, A) -> Q (N, E, b) or (N, E, b, m). With ``task=i`` the inputs
+    are one task's rows without the leading N (obs (b, Do), ...) -> Q (E, b) or (E, b, m).
+
+    Args:
+        num_tasks: N.
+        make_obs_encoder: for image observations, ``() -> encoder`` (``(B, .) -> (B, obs_feature_dim)``),
+            called once per task; None: the state encoder ``Linear -> LayerNorm -> ReLU`` of
+            ``obs_dim`` -> ``obs_feature_dim`` per task, stacked.
     """
 
     def __init__(
         self,
-        obs_encoder: nn.Module,
+        num_tasks: int,
+        obs_dim: int,
         proprio_dim: int,
         action_dim: int,
+        obs_feature_dim: int = 256,
         feature_dim: int = 64,
         hidden: Sequence[int] = (256, 256),
         ensemble: int = 2,
         layer_norm: bool = True,
+        make_obs_encoder: Callable[[], nn.Module] | None = None,
     ):
         super().__init__()
         if not hidden:
             raise ValueError("critic needs at least one hidden layer")
-        self.ensemble = ensemble
-        self.obs_encoder = obs_encoder
-        self.proprio_dim = proprio_dim
-        self.proprio_mlp = ensemble_mlp(ensemble, proprio_dim, (feature_dim,), None) if proprio_dim else None
-        self.action_mlp = ensemble_mlp(ensemble, action_dim, (feature_dim,), None)
-        state_dim = obs_encoder.out_dim + (feature_dim if proprio_dim else 0)
+        if num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+        self.num_tasks, self.ensemble, self.proprio_dim = num_tasks, ensemble, proprio_dim
+        if make_obs_encoder is None:
+            self.obs_encoder = EnsembleMLP(num_tasks, 1, obs_dim, (obs_feature_dim,), None)
+            self.image_encoders = None
+        else:
+            self.obs_encoder = None
+            self.image_encoders = nn.ModuleList(make_obs_encoder() for _ in range(num_tasks))
+            obs_feature_dim = self.image_encoders[0].out_dim
+        self.proprio_mlp = EnsembleMLP(num_tasks, ensemble, proprio_dim, (feature_dim,), None) if proprio_dim else None
+        self.action_mlp = EnsembleMLP(num_tasks, ensemble, action_dim, (feature_dim,), None)
+        state_dim = obs_feature_dim + (feature_dim if proprio_dim else 0)
         fan_in = state_dim + feature_dim
-        self.state_in = EnsembleLinear(ensemble, state_dim, hidden[0], bias=True, fan_in=fan_in)
-        self.action_in = EnsembleLinear(ensemble, feature_dim, hidden[0], bias=False, fan_in=fan_in)
-        first = [nn.LayerNorm(hidden[0])] if layer_norm else []
-        self.first_act = nn.Sequential(*first, nn.ReLU())
-        self.head = ensemble_mlp(ensemble, hidden[0], hidden[1:], 1, layer_norm=layer_norm)
+        n = num_tasks * ensemble
+        self.state_in = EnsembleLinear(n, state_dim, hidden[0], bias=True, fan_in=fan_in)
+        self.action_in = EnsembleLinear(n, feature_dim, hidden[0], bias=False, fan_in=fan_in)
+        self.first_norm = GroupLayerNorm(num_tasks, ensemble, hidden[0]) if layer_norm else None
+        self.head = EnsembleMLP(num_tasks, ensemble, hidden[0], hidden[1:], 1, layer_norm=layer_norm)
 
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observation features (B, F); compute once and pass to :meth:`q` for several actions."""
-        return self.obs_encoder(obs)
+    def encode(self, obs, task: int | None = None) -> torch.Tensor:
+        """Observation features (N, b, F), or (b, F) with ``task``; compute once and pass to :meth:`q`
+        for several actions."""
+        if self.image_encoders is None:
+            x = obs.unsqueeze(0) if task is not None else obs
+            feat = self.obs_encoder(x, task)
+            return feat[0] if task is not None else feat
+        if task is not None:
+            return self.image_encoders[task](obs)
+        return torch.stack([enc(_task_rows(obs, i)) for i, enc in enumerate(self.image_encoders)])
 
-    def q(self, feat: torch.Tensor, proprio: torch.Tensor | None, action: torch.Tensor) -> torch.Tensor:
-        """Q from precomputed observation features: (E, B) for action (B, A); (E, B, m) for (B, m, A)."""
-        e, b = self.ensemble, feat.shape[0]
-        multi = action.ndim == 3
-        m = action.shape[1] if multi else 1
-        state = feat.unsqueeze(0).expand(e, *feat.shape)
+    def _members(self, x: torch.Tensor) -> torch.Tensor:
+        """(G, b, d) -> (G*E, b, d): every task's rows for each of its members."""
+        g, e = x.shape[0], self.ensemble
+        return x.unsqueeze(1).expand(g, e, *x.shape[1:]).reshape(g * e, *x.shape[1:])
+
+    def q(self, feat: torch.Tensor, proprio: torch.Tensor | None, action: torch.Tensor,
+          task: int | None = None) -> torch.Tensor:
+        """Q from precomputed features (see the class doc for shapes)."""
+        if task is not None:
+            feat, action = feat.unsqueeze(0), action.unsqueeze(0)
+            proprio = proprio.unsqueeze(0) if proprio is not None else None
+        g, b = feat.shape[0], feat.shape[1]
+        e = self.ensemble
+        multi = action.ndim == 4
+        m = action.shape[2] if multi else 1
+        groups, members = _runs(task, e)
+        state = self._members(feat)
         if self.proprio_mlp is not None:
-            state = torch.cat([state, self.proprio_mlp(proprio.unsqueeze(0).expand(e, *proprio.shape))], -1)
-        s_term = self.state_in(state)  # (E, B, H)
-        a = action.reshape(b * m, -1)
-        a_term = self.action_in(self.action_mlp(a.unsqueeze(0).expand(e, *a.shape)))  # (E, B m, H)
-        x = (a_term.view(e, b, m, -1) + s_term.unsqueeze(2)).view(e, b * m, -1)
-        out = self.head(self.first_act(x)).view(e, b, m)
-        return out if multi else out.squeeze(-1)
+            state = torch.cat([state, self.proprio_mlp(self._members(proprio), task)], -1)
+        s_term = self.state_in(state, members)  # (G E, b, H)
+        a = self._members(action.reshape(g, b * m, -1))
+        a_term = self.action_in(self.action_mlp(a, task), members)  # (G E, b m, H)
+        x = (a_term.view(g * e, b, m, -1) + s_term.unsqueeze(2)).view(g * e, b * m, -1)
+        if self.first_norm is not None:
+            x = self.first_norm(x, groups)
+        out = self.head(torch.relu(x), task).view(g, e, b, m)
+        out = out if multi else out.squeeze(-1)
+        return out[0] if task is not None else out
 
-    def forward(self, obs: torch.Tensor, proprio: torch.Tensor | None, action: torch.Tensor) -> torch.Tensor:
-        return self.q(self.encode(obs), proprio, action)
+    def forward(self, obs, proprio: torch.Tensor | None, action: torch.Tensor, task: int | None = None) -> torch.Tensor:
+        return self.q(self.encode(obs, task), proprio, action, task)
+
+    # -------------------------------------------------------------------- per-task gradients
+    def _task_grads(self) -> list[tuple[torch.Tensor, int | None]]:
+        """(grad, task) pairs: a stacked parameter's grad (task None: leading dim N*E or N, task-major)
+        or a per-task image encoder's grad (its task)."""
+        out = []
+        for name, p in self.named_parameters():
+            if p.grad is None:
+                continue
+            if name.startswith("image_encoders."):
+                out.append((p.grad, int(name.split(".")[1])))
+            else:
+                out.append((p.grad, None))
+        return out
+
+    def task_grad_norms(self) -> torch.Tensor:
+        """(N,) L2 norm of each task critic's gradient (what clipping each critic on its own would see)."""
+        sq = None
+        for g, task in self._task_grads():
+            if task is None:
+                part = g.reshape(self.num_tasks, -1).pow(2).sum(1)
+            else:
+                part = torch.zeros(self.num_tasks, dtype=g.dtype, device=g.device)
+                part[task] = g.pow(2).sum()
+            sq = part if sq is None else sq + part.to(sq.dtype)
+        if sq is None:
+            raise RuntimeError("no critic parameter has a gradient")
+        return sq.sqrt()
+
+    @torch.no_grad()
+    def clip_task_grads(self, max_norm: float) -> torch.Tensor:
+        """Each task critic's gradient scaled as ``torch.nn.utils.clip_grad_norm_`` scales a module's
+        (by min(1, max_norm / (norm + 1e-6))), per task. Returns the norms before clipping (N,)."""
+        norms = self.task_grad_norms()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g, task in self._task_grads():
+            if task is None:
+                g.view(self.num_tasks, -1).mul_(coef[:, None].to(g.dtype))
+            else:
+                g.mul_(coef[task].to(g.dtype))
+        return norms
 
 
-def make_target(net: nn.Module) -> nn.Module:
-    """A frozen copy of ``net`` for Polyak targets."""
-    target = copy.deepcopy(net)
+def _task_rows(obs, i: int):
+    """Task ``i``'s rows of a task-stacked encoder input (tensor (N, b, .) or ``{"state", "images"[,
+    "features"]}``)."""
+    if isinstance(obs, dict):
+        out = {"state": obs["state"][i], "images": {c: x[i] for c, x in obs["images"].items()}}
+        if "features" in obs:
+            out["features"] = [f[i] for f in obs["features"]]
+        return out
+    return obs[i]
+
+
+def make_target(net: nn.Module, shared: Sequence[nn.Module] = ()) -> nn.Module:
+    """A frozen copy of ``net`` for Polyak targets; the modules in ``shared`` (a frozen image trunk) are
+    not copied: the target uses the same ones."""
+    target = copy.deepcopy(net, memo={id(m): m for m in shared})
     for p in target.parameters():
         p.requires_grad_(False)
     return target
@@ -121,7 +255,8 @@ def make_target(net: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) target + tau source, in place (``_foreach_lerp_``)."""
-    tp = [p for p in target.parameters()]
-    sp = [p.detach() for p in source.parameters()]
-    torch._foreach_lerp_(tp, sp, tau)
+    """target <- (1 - tau) target + tau source, in place (``_foreach_lerp_``); a parameter the two share (a
+    frozen trunk) is skipped."""
+    pairs = [(t, s) for t, s in zip(target.parameters(), source.parameters()) if t is not s]
+    if pairs:
+        torch._foreach_lerp_([t for t, _ in pairs], [s.detach() for _, s in pairs], tau)

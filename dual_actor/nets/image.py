@@ -274,8 +274,10 @@ class MultiCameraEncoder(nn.Module):
         shared: one trunk for all cameras (images batched through it together when they have one
             shape) or one trunk per camera. Pooling heads are always per camera (the spatial
             kernel is view-specific).
-        trunk: an existing :class:`ResNetTrunk` to use (implies ``shared``): several encoders,
-            e.g. the per-task critics, can share one frozen trunk and its features.
+        trunk: an existing :class:`ResNetTrunk` to use (implies ``shared``), or an existing
+            :class:`MultiCameraEncoder` whose trunk(s) to use (its ``shared`` layout, the same cameras):
+            several encoders, e.g. the per-task critics, their targets and the refinement actor, share one
+            frozen trunk and its features (``obs["features"]``, see :meth:`forward`).
         pooling, image_size, camera_dim, num_spatial_features, dropout: per-camera heads.
         state_dim: size of ``obs["state"]``; 0 means no state input.
         state_feature_dim: width of the state branch.
@@ -310,8 +312,14 @@ class MultiCameraEncoder(nn.Module):
         keys = [_module_key(c) for c in self.cameras]
         if len(set(keys)) != len(keys):
             raise ValueError(f"camera names collide after replacing '.' by '_': {self.cameras}")
-        self.shared = shared or trunk is not None
-        if trunk is not None:
+        if isinstance(trunk, MultiCameraEncoder):
+            if trunk.cameras != self.cameras:
+                raise ValueError(f"cannot share the trunk of an encoder of cameras {trunk.cameras} with {self.cameras}")
+            shared, trunk = trunk.shared, (trunk.trunk if trunk.shared else trunk.trunks)
+        self.shared = shared or isinstance(trunk, ResNetTrunk)
+        if trunk is not None and not self.shared:
+            self.trunks = trunk  # another encoder's per-camera trunks (an nn.ModuleDict)
+        elif trunk is not None:
             self.trunk = trunk
         elif self.shared:
             self.trunk = ResNetTrunk(arch, weights_path, freeze)
@@ -354,7 +362,16 @@ class MultiCameraEncoder(nn.Module):
             return list(self.trunk(torch.cat(images, 0)).chunk(len(images), 0))
         return [self.trunk(x) for x in images]
 
+    @property
+    def trunk_frozen(self) -> bool:
+        trunks = [self.trunk] if self.shared else list(self.trunks.values())
+        return all(t.freeze for t in trunks)
+
     def forward(self, obs: Mapping, features: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """``obs`` may carry ``"features"``: :meth:`image_features` of its images, computed once by the caller
+        for every encoder on this trunk (a frozen trunk's features do not depend on the consumer)."""
+        if features is None and isinstance(obs, Mapping):
+            features = obs.get("features")
         feats = self.image_features(obs) if features is None else list(features)
         parts = [self.heads[_module_key(c)](f) for c, f in zip(self.cameras, feats)]
         if self.state_dim > 0:
@@ -396,6 +413,7 @@ def obs_encoder_from_spec(
     out_dim: int,
     cameras: Sequence[str] = (),
     image_size: int | Sequence[int] | None = None,
+    trunk: "MultiCameraEncoder | None" = None,
 ) -> nn.Module:
     """The observation encoder of the critics and the refinement actor, from an ``image_encoder`` config.
 
@@ -407,6 +425,7 @@ def obs_encoder_from_spec(
         obs_dim: width of the state vector; out_dim: encoder output width.
         cameras: camera names (keys of ``obs["images"]``), in the order images are stored.
         image_size: the cameras' H (= W) or (H, W); needed by ``pooling="spatial"``.
+        trunk: an encoder whose trunk(s) the new encoder uses (:class:`MultiCameraEncoder`'s ``trunk``).
 
     Raises:
         ValueError: unknown kind or option; an image kind without cameras or without image_size.
@@ -429,7 +448,7 @@ def obs_encoder_from_spec(
     if spec.get("weights_path") in ("", None):
         spec["weights_path"] = None
     return MultiCameraEncoder(list(cameras), arch=kind, image_size=image_size, state_dim=int(obs_dim),
-                              out_dim=int(out_dim), **spec)
+                              out_dim=int(out_dim), trunk=trunk, **spec)
 
 
 __all__ = [
