@@ -7,11 +7,15 @@ is the robot runtime's per-step cost), then:
 
 * ``convert``: logs -> HDF5 (JSON parsing + validation, PNG decoding, labelling, gzip-chunked
   HDF5 writing), end to end as the CLI runs it;
+* ``filter`` (no criterion: every episode kept) and ``merge`` (of the converted dataset's two
+  halves, written beforehand, untimed): the curation rewrites, which copy the image chunks as
+  stored, end to end as the CLI runs them;
 * LeRobotDataset (images, not video): ``create(use_videos=False) -> add_frame -> save_episode ->
   finalize`` fed with the *already decoded* frames (so its number excludes reading the log).
 
-Frames/s counts control steps (one step = both camera images + state + action);
-MB/s is the size of the input session on disk divided by the time.
+Frames/s counts control steps (one step = both camera images + state + action); MB/s is the size
+of the input on disk (the session, or the HDF5 file(s) read) divided by the time. Every figure
+gets its ratio to the LeRobotDataset writer of the same run.
 
     python benchmarks/convert_throughput.py                  # 10 episodes x 100 steps
     python benchmarks/convert_throughput.py --json out.json  # also save the numbers
@@ -32,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data_tools import curate  # noqa: E402
 from data_tools.convert import convert  # noqa: E402
+from data_tools.hdf5_format import dataset_info, read_episodes, write_dataset  # noqa: E402
 from data_tools.teleop_log import SessionWriter, read_session  # noqa: E402
 
 CAMERAS = {"wrist": (128, 128), "head": (256, 256)}
@@ -64,6 +70,35 @@ def make_session(root: Path, episodes: int, steps: int, seed: int = 0) -> float:
 
 def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def halves(dataset: Path, work: Path) -> list[Path]:
+    """The dataset's first and second half of episodes as two files (the inputs of ``merge``)."""
+    info = dataset_info(dataset)
+    names = info.episode_names
+    parts = []
+    for i, keep in enumerate((set(names[: len(names) // 2]), set(names[len(names) // 2 :]))):
+        eps = (e for e in read_episodes(dataset, stored_images=True) if e.name in keep)
+        parts.append(write_dataset(work / f"half{i}.hdf5", eps, fps=info.fps, env_args=info.env_args, force=True))
+    return parts
+
+
+def timed(fn, out: Path, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn``, each writing ``out`` anew: the previous
+    output is deleted first, untimed (replacing a 250 MB file costs ext4 up to 0.1 s)."""
+    runs = []
+    for _ in range(repeats):
+        out.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return runs
+
+
+def figure(frames: int, in_bytes: int, runs: list[float], out: Path) -> dict:
+    best = min(runs)
+    return {"seconds": best, "all_runs_s": runs, "frames_per_s": frames / best,
+            "input_MB_per_s": in_bytes / 1e6 / best, "output_bytes": out.stat().st_size}
 
 
 def bench_lerobot(session: Path, root: Path, max_episodes: int | None, threads: int) -> dict:
@@ -101,7 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--workers", type=int, default=None, help="convert's PNG decoding threads")
-    ap.add_argument("--repeats", type=int, default=1, help="convert runs (best is reported)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of convert, filter and merge (best is reported)")
     ap.add_argument("--lerobot-episodes", type=int, default=None, help="limit the LeRobotDataset run (slow)")
     ap.add_argument("--lerobot-threads", type=int, default=0, help="LeRobotDataset image_writer_threads")
     ap.add_argument("--skip-lerobot", action="store_true")
@@ -122,23 +157,25 @@ def main(argv=None) -> int:
     print(f"session: {args.episodes} episodes x {args.steps} steps, {in_bytes / 1e6:.1f} MB on disk; "
           f"writer {1e3 * step_s / frames:.1f} ms/step ({frames / step_s:.0f} steps/s)")
 
-    runs = []
-    for _ in range(args.repeats):
-        out = work / "out.hdf5"
-        summary = convert([session], out, force=True, progress=False, workers=args.workers)
-        runs.append(summary.seconds)
-    conv_s = min(runs)
-    out_bytes = out.stat().st_size
+    out = work / "out.hdf5"
+    runs = timed(lambda: convert([session], out, progress=False, workers=args.workers), out, args.repeats)
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "episodes": args.episodes, "steps_per_episode": args.steps, "frames": frames,
         "cameras": {c: list(hw) for c, hw in CAMERAS.items()}, "input_bytes": in_bytes,
         "writer": {"ms_per_step": 1e3 * step_s / frames, "session_seconds": gen_s},
-        "convert": {"seconds": conv_s, "all_runs_s": runs, "frames_per_s": frames / conv_s,
-                    "input_MB_per_s": in_bytes / 1e6 / conv_s, "output_bytes": out_bytes},
+        "convert": figure(frames, in_bytes, runs, out),
     }
-    print(f"convert:       {frames / conv_s:8.0f} frames/s  {in_bytes / 1e6 / conv_s:7.1f} MB/s of input  "
-          f"({conv_s:.2f} s, output {out_bytes / 1e6:.1f} MB)")
+    filtered, merged, parts = work / "filtered.hdf5", work / "merged.hdf5", halves(out, work)
+    result["filter"] = figure(frames, out.stat().st_size, timed(
+        lambda: curate.filter_dataset(out, filtered), filtered, args.repeats), filtered)
+    result["merge"] = figure(frames, sum(p.stat().st_size for p in parts), timed(
+        lambda: curate.merge(parts, merged), merged, args.repeats), merged)
+    labels = {"convert": "convert", "filter": "filter (all)", "merge": "merge (halves)"}
+    for key, label in labels.items():
+        r = result[key]
+        print(f"{label + ':':15s}{r['frames_per_s']:8.0f} frames/s  {r['input_MB_per_s']:7.1f} MB/s of input  "
+              f"({r['seconds']:.2f} s, output {r['output_bytes'] / 1e6:.1f} MB)")
     if not args.skip_lerobot:
         lr_root = work / "lerobot"
         if lr_root.exists():
@@ -147,10 +184,11 @@ def main(argv=None) -> int:
         lr_in = in_bytes * lr["frames"] / frames
         lr["input_MB_per_s"] = lr_in / 1e6 / lr["seconds"]
         result["lerobot"] = lr
-        result["ratio_convert_over_lerobot"] = result["convert"]["frames_per_s"] / lr["frames_per_s"]
+        result["ratio_over_lerobot"] = {k: result[k]["frames_per_s"] / lr["frames_per_s"] for k in labels}
         print(f"LeRobotDataset:{lr['frames_per_s']:8.0f} frames/s  {lr['input_MB_per_s']:7.1f} MB/s of input  "
               f"({lr['seconds']:.2f} s for {lr['frames']} frames, image_writer_threads={lr['image_writer_threads']})")
-        print(f"ratio: convert is {result['ratio_convert_over_lerobot']:.1f}x the LeRobotDataset writer")
+        print("ratio to the LeRobotDataset writer: "
+              + ", ".join(f"{label} {result['ratio_over_lerobot'][k]:.1f}x" for k, label in labels.items()))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"saved {args.json}")

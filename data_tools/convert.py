@@ -19,6 +19,13 @@ temporary file renamed on success; the pixels are decoded while writing, so a PN
 is corrupt aborts the write and the temporary file is deleted. ``append`` decodes every PNG
 once before it touches the dataset, then adds groups in place (rolled back on failure).
 Inputs are only ever opened for reading.
+
+Speed: decoding the PNGs (PIL) is most of the work and runs in a thread pool, one episode ahead
+of the writer. PIL releases the GIL while it inflates and unfilters (measured with ``py-spy
+--gil``: the GIL is held for ~17% of ``decode_png``, in PIL's Python chunk handling and
+``tobytes``), so threads keep every core busy; a process pool would add ~0.1 s of imports per
+worker and a copy of every frame between processes. Chunk compression (``hdf5_format``) runs in
+threads too.
 """
 
 from __future__ import annotations
@@ -348,8 +355,8 @@ def convert(
     operator intervened without speaking. ``append``: add the episodes to the existing dataset
     ``out`` in place (same fps and layout required; an episode already in it, by
     ``episode_id``, is refused). Otherwise ``out`` must not exist unless ``force``.
-    ``workers``: PNG decoding threads (default ``min(8, cpu count)``). ``progress``: tqdm bars
-    on stderr.
+    ``workers``: PNG decoding threads (default ``min(8, cpu count)``; see the module docstring
+    for why threads). ``progress``: tqdm bars on stderr.
 
     Raises :class:`~data_tools.errors.TeleopLogError` (file and line) for a bad log,
     :class:`~data_tools.errors.DataToolsError` for bad arguments / incompatible inputs,

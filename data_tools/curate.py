@@ -8,7 +8,11 @@ and never modified (the one exception is ``split(..., in_place=True)``, which as
 
 Episodes written to a new file are renumbered ``demo_0..`` in order; their ``episode_id``
 attribute is kept, so an episode can always be traced back to the session it came from.
-Masks (``/mask/<split>``) are carried over with the episode names remapped.
+Masks (``/mask/<split>``) are carried over with the episode names remapped. Images stored as
+this package writes them (one gzip chunk per frame) are read as
+:class:`data_tools.hdf5_format.StoredImages` and copied chunk by chunk, byte for byte (each
+chunk checked to hold one frame), instead of being decompressed and recompressed; images
+stored otherwise are decoded and written in that layout.
 
 Errors on bad arguments or data raise :class:`CurateError` (a
 :class:`data_tools.errors.DataToolsError`); malformed files raise
@@ -71,14 +75,13 @@ def _progress(total: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="episode", file=sys.stderr, disable=not progress, leave=False)
 
 
-def _stream(
-    src: Path, names: set[str] | None, desc: str, progress: bool, load_images: bool = True
-) -> Iterator[Episode]:
-    """Episodes of ``src`` (those named in ``names``, or all) in file order, with a progress bar."""
+def _stream(src: Path, names: set[str] | None, desc: str, progress: bool) -> Iterator[Episode]:
+    """Episodes of ``src`` (those named in ``names``, or all) in file order, images as stored
+    chunks, with a progress bar."""
     total = len(names) if names is not None else len(dataset_info(src).episode_names)
     bar = _progress(total, desc, progress)
     try:
-        for ep in read_episodes(src, load_images=load_images):
+        for ep in read_episodes(src, stored_images=True):
             if names is None or ep.name in names:
                 yield ep
                 bar.update()
@@ -214,7 +217,7 @@ def _merged_episodes(srcs: Sequence[Path], total: int, progress: bool) -> Iterat
     bar = _progress(total, "merge", progress)
     try:
         for s in srcs:
-            for ep in read_episodes(s):
+            for ep in read_episodes(s, stored_images=True):
                 sig = _signature(ep)
                 if ref is None:
                     ref = (s, ep.name, sig)

@@ -93,6 +93,23 @@ def test_convert_hand_derived(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["ds.hdf5"]  # no temporary file left
 
 
+def test_images_stored_raw_when_noise_and_deflated_otherwise(tmp_path):
+    """Frames over 8 KiB go through the compressibility probe: noise is stored raw (filter
+    skipped in the chunk's filter mask), a gradient deflated; both read back pixel for pixel."""
+    rng = np.random.default_rng(0)
+    grad = np.broadcast_to(np.arange(64, dtype=np.uint8)[None, :, None], (64, 64, 3))
+    frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) if t % 2 else grad + t for t in range(4)]
+    with SessionWriter(tmp_path / "s", fps=10, action_dim=4, cameras=("cam",)) as w, w.episode("e") as ep:
+        for t, img in enumerate(frames):
+            ep.step(t=t / 10, task="t", obs={"proprio": [0.0]}, action=[0.0] * 4, images={"cam": img})
+    convert([tmp_path / "s"], tmp_path / "ds.hdf5", progress=False)
+    (e,) = read_episodes(tmp_path / "ds.hdf5")
+    np.testing.assert_array_equal(e.obs["cam"], np.stack(frames))
+    with h5py.File(tmp_path / "ds.hdf5") as f:
+        d = f["data/demo_0/obs/cam"]
+        assert [d.id.get_chunk_info(t).filter_mask for t in range(4)] == [0, 1, 0, 1]
+
+
 def test_labelling_options(tmp_path):
     s = _hand_session(tmp_path / "s", policy=True)
     convert([s], tmp_path / "a.hdf5", sigma=0.007, progress=False)  # only |x| 9.2 mm clears 7 mm

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import warnings
+import zlib
 from pathlib import Path
 
 import h5py
@@ -16,7 +17,7 @@ from PIL import Image
 from data_tools import curate
 from data_tools.curate import CurateError, CurateWarning, add_subcommands
 from data_tools.errors import DataToolsError
-from data_tools.hdf5_format import Episode, dataset_info, read_episodes, write_dataset
+from data_tools.hdf5_format import DatasetFormatError, Episode, dataset_info, read_episodes, write_dataset
 
 NULL = "[null]"
 
@@ -560,6 +561,98 @@ def test_corrupt_episode_midway_leaves_no_output(ds, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert run_cli(["relabel", str(bad), "-o", str(tmp_path / "o.hdf5")]) == 2
+
+
+# ---------------------------------------------------------------------------------- image chunks
+
+
+def chunk_ds(tmp_path, name="c.hdf5", seed=0) -> Path:
+    """Two episodes whose 64x64 wrist frames alternate a gradient (deflated) and noise (stored raw).
+
+    The deflated chunks are then re-stored at gzip level 9, bytes the writer (level 1) never
+    produces: a rewrite that decompressed and recompressed them could not reproduce them.
+    """
+    rng = np.random.default_rng(seed)
+    grad = np.broadcast_to(np.arange(64, dtype=np.uint8)[None, :, None], (64, 64, 3))
+    eps = []
+    for k, n in enumerate((4, 3)):
+        e = ep("pick", n, "online", intervention=[1], episode_id=f"s{seed}/e{k}", seed=seed + k)
+        e.obs["wrist"] = np.stack([rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) if t % 2 else grad + t
+                                   for t in range(n)])
+        eps.append(e)
+    path = write_dataset(tmp_path / name, eps, fps=10, env_args={"translation_scale_m": 0.01},
+                         masks={"train": ["demo_0", "demo_1"]})
+    with h5py.File(path, "r+") as f:
+        for k, e in enumerate(eps):
+            d = f[f"data/demo_{k}/obs/wrist"]
+            for t in range(0, len(d), 2):
+                level1 = d.id.read_direct_chunk((t, 0, 0, 0))[1]
+                level9 = zlib.compress(e.obs["wrist"][t].tobytes(), 9)
+                assert level9 != level1
+                d.id.write_direct_chunk((t, 0, 0, 0), level9, 0)
+    return path
+
+
+def stored_chunks(path: Path) -> dict[str, list]:
+    """episode_id -> [(chunk shape, compression, [(filter mask, chunk bytes) per frame])]."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for g in f["data"].values():
+            d = g["obs/wrist"]
+            out[g.attrs["episode_id"]] = [d.chunks, d.compression,
+                                          [d.id.read_direct_chunk((i, 0, 0, 0)) for i in range(len(d))]]
+    return out
+
+
+def test_rewrites_copy_image_chunks_byte_for_byte(tmp_path):
+    src, other = chunk_ds(tmp_path), chunk_ds(tmp_path, "d.hdf5", seed=1)
+    want = {**stored_chunks(src), **stored_chunks(other)}
+    masks = {m for _, _, frames in want.values() for m, _ in frames}
+    assert masks == {0, 1}  # both deflated and raw chunks are covered
+    pixels = {e.episode_id: e.obs["wrist"] for path in (src, other) for e in episodes(path)}
+    outs = {
+        "filter": lambda o: curate.filter_dataset(src, o, task="pick"),
+        "merge": lambda o: curate.merge([src, other], o),
+        "split": lambda o: curate.split(src, o, valid_fraction=0.5),
+        "relabel": lambda o: curate.relabel(src, o, window=1),
+    }
+    for name, run in outs.items():
+        out = tmp_path / f"{name}.hdf5"
+        run(out)
+        got = stored_chunks(out)
+        assert got == {k: want[k] for k in got} and len(got) >= 2, name
+        for e in episodes(out):  # read back through the normal reader
+            np.testing.assert_array_equal(e.obs["wrist"], pixels[e.episode_id])
+
+
+def test_rewrite_refuses_a_damaged_image_chunk(tmp_path):
+    src = chunk_ds(tmp_path)
+    with h5py.File(src, "r") as f:
+        info = f["data/demo_1/obs/wrist"].id.get_chunk_info(2)  # frame 2: a deflated gradient
+    assert info.filter_mask == 0
+    with open(src, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xff" * 8)
+    before = sha(src)
+    out = tmp_path / "o.hdf5"
+    with pytest.raises(DatasetFormatError, match=r"c.hdf5:/data/demo_1/obs/wrist: frame 2: stored chunk"):
+        curate.filter_dataset(src, out)
+    assert not out.exists() and leftovers(tmp_path) == [] and sha(src) == before
+
+
+def test_rewrite_normalises_images_stored_otherwise(tmp_path):
+    src = chunk_ds(tmp_path)
+    with h5py.File(src, "r+") as f:  # e.g. written by another tool: one contiguous block
+        g = f["data/demo_0/obs"]
+        frames = g["wrist"][()]
+        del g["wrist"]
+        g.create_dataset("wrist", data=frames)
+    out = tmp_path / "o.hdf5"
+    curate.filter_dataset(src, out)
+    with h5py.File(out, "r") as f:
+        d = f["data/demo_0/obs/wrist"]
+        assert d.chunks == (1, 64, 64, 3) and d.compression == "gzip"
+    np.testing.assert_array_equal(episodes(out)[0].obs["wrist"], frames)
 
 
 # ---------------------------------------------------------------------------------- shared helpers
