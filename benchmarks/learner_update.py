@@ -20,7 +20,15 @@ and, by default (``--lerobot-vision-encoder match``), a ResNet of the same depth
 (``benchmarks/lerobot_sac_anchor.py`` explains both); ``--lerobot-vision-encoder default`` runs
 lerobot as shipped: its own 4-conv ``DefaultImageEncoder``, frozen (``freeze_vision_encoder=True``).
 
-    python benchmarks/learner_update.py --updates 200            # CPU, state
+Timing is interleaved: ``--rounds`` rounds, each measuring every arm once in a fresh process (ours
+warm-up, ours online, lerobot, and optionally ``--baseline-repo``'s module and the ``--levers``), A B A
+B ...; a figure is the median over rounds and a ratio the median of the per-round ratios. The CPU's
+GEMM peak (a 2048^2 matmul, fp32 and bf16) is measured in the same run; ``--breakdown`` adds a
+torch-profiler split of one update (matmul kernels with their achieved GFLOP/s, other kernels,
+optimizer, Python/framework) and the arithmetic bound (updates/s if every FLOP ran at the peak).
+
+    python benchmarks/learner_update.py --updates 200 --rounds 3 --breakdown   # CPU, state
+    python benchmarks/learner_update.py --baseline-repo ../old --levers bf16 compile
     python benchmarks/learner_update.py --device cuda --updates 500
     python benchmarks/learner_update.py --device cuda --cameras 2 --image-size 128 \
         --image-encoder resnet18 --updates 300 --warmup 30 --json learner_images.json
@@ -30,7 +38,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,8 +52,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+# the dual_actor measured: this checkout, or another one (a --baseline-repo arm runs with this set)
+REPO = Path(os.environ.get("BENCH_DUAL_ACTOR_REPO", ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(REPO))
 from dual_actor import constants as K  # noqa: E402
 from dual_actor.module import DualActorModule  # noqa: E402
 
@@ -144,10 +157,14 @@ def build_module(phase: str, max_updates: int, cameras: int = 0, image_size: int
 
 def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, device: str, cameras: int = 0,
                     image_size: int = 128, image_encoder: str = "resnet18", freeze_encoder: bool = False,
-                    precision: str = "32-true") -> float:
+                    precision: str = "32-true", compile_nets: bool = False, calql_samples: bool = False) -> float:
     obs_dim, proprio_dim, action_dim = 39, 4, 4
     torch.manual_seed(0)
     module = build_module(phase, warmup + updates, cameras, image_size, image_encoder, freeze_encoder)
+    if compile_nets:
+        compile_module(module)
+    if calql_samples:  # the lever off: Cal-QL draws n samples per state although primary mode is deterministic
+        type(module.policy.primary).deterministic = property(lambda self: False)  # this process only
     gpu = device.startswith("cuda")
     batch = make_batch(batch_size, obs_dim, proprio_dim, action_dim, len(TASKS), cameras=cameras,
                        image_size=image_size)
@@ -161,6 +178,22 @@ def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, devi
     if timer.t0 is None:
         raise RuntimeError(f"the module stopped after {module.num_updates} updates, before warm-up {warmup} ended")
     return updates / (timer.t1 - timer.t0)
+
+
+def compile_module(module: DualActorModule) -> None:
+    """The ``compile`` lever: ``torch.compile`` (inductor, static shapes) of every network the update runs
+    (the critics' and targets' ``encode`` / ``q``, the primary actor's and its EMA's networks, the refinement
+    actor's MLPs), as lerobot compiles its critics."""
+    for c in (module.critics, module.target_critics):
+        c.encode = torch.compile(c.encode, dynamic=False)
+        c.q = torch.compile(c.q, dynamic=False)
+    for p in (module.policy.primary, module.primary_ema):
+        if p is not None:
+            p.net = torch.compile(p.net, dynamic=False)
+            if p.mean_net is not None:
+                p.mean_net = torch.compile(p.mean_net, dynamic=False)
+    r = module.policy.refinement
+    r.head, r.obs_proj, r.cmd_proj = (torch.compile(m, dynamic=False) for m in (r.head, r.obs_proj, r.cmd_proj))
 
 
 def lerobot_rate(updates: int, warmup: int, batch_size: int, device: str, cameras: int = 0, image_size: int = 128,
@@ -248,10 +281,141 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}" if x >= 1 else f"{x:.3g}"
 
 
+def gemm_peak(device: str, n: int = 2048, repeats: int = 10) -> dict:
+    """This device's matmul peak in GFLOP/s: the best of ``repeats`` n x n @ n x n products, fp32 and bf16."""
+    out = {}
+    dev = torch.device(device)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+        best = float("inf")
+        for i in range(repeats + 2):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                best = min(best, time.perf_counter() - t0)
+        out[f"gemm_peak_{name}_gflops"] = round(2 * n**3 / best / 1e9, 1)
+    return out
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+OPTIM_OPS = ("aten::_fused_adam_", "aten::_foreach_")
+
+
+def breakdown(phase: str, batch_size: int, updates: int = 30, warmup: int = 10) -> dict:
+    """Where one update's time goes (CPU): torch-profiler self time of matmul kernels, optimizer / Polyak /
+    clipping (fused Adam, ``_foreach_*``), every other kernel (norms, activations, copies, ...) and the rest of
+    the wall time (Python, Lightning, the dispatcher), per update; plus the update's matmul FLOPs
+    (``torch.utils.flop_counter`` on the same batch) and the GFLOP/s the matmul kernels achieve."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    module = build_module(phase, 1)
+    batch = make_batch(batch_size, 39, 4, 4, len(TASKS))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with FlopCounterMode(display=False) as fc:
+        trainer.fit(module, DataLoader(_Repeat(batch), batch_size=None))
+    flops = fc.get_total_flops()
+
+    class Prof(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if pl_module.num_updates == warmup:
+                self.prof = profile(activities=[ProfilerActivity.CPU])
+                self.prof.__enter__()
+                self.t0 = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            self.wall = time.perf_counter() - self.t0
+            self.prof.__exit__(None, None, None)
+
+    torch.manual_seed(0)
+    module = build_module(phase, warmup + updates)
+    cb = Prof()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
+    trainer.fit(module, DataLoader(_Repeat(batch), batch_size=None))
+    parts = {"matmul": 0.0, "optimizer": 0.0, "other_kernels": 0.0}
+    for ev in cb.prof.key_averages():
+        if not ev.key.startswith("aten::"):
+            continue
+        us = ev.self_cpu_time_total
+        key = ("matmul" if ev.key in MATMUL_OPS else "optimizer" if ev.key.startswith(OPTIM_OPS) else "other_kernels")
+        parts[key] += us
+    ms = {k: v / 1e3 / updates for k, v in parts.items()}
+    wall_ms = cb.wall * 1e3 / updates
+    ms["python_framework"] = max(wall_ms - sum(ms.values()), 0.0)
+    return {"profiled_ms_per_update": round(wall_ms, 2), "ms_per_update": {k: round(v, 2) for k, v in ms.items()},
+            "share": {k: round(v / wall_ms, 3) for k, v in ms.items()}, "gflop_per_update": round(flops / 1e9, 3),
+            "matmul_gflops": round(flops / 1e9 / (ms["matmul"] / 1e3), 1)}
+
+
+def _arm_command(arm: dict, args) -> tuple[list[str], dict]:
+    common = ["--updates", str(args.updates), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
+              "--device", args.device, "--cameras", str(args.cameras), "--image-size", str(args.image_size),
+              "--image-encoder", args.image_encoder, "--lerobot-vision-encoder", args.lerobot_vision_encoder]
+    common += ["--freeze-encoder"] * args.freeze_encoder + ["--lerobot-no-compile"] * args.lerobot_no_compile
+    env = dict(os.environ)
+    if arm.get("repo"):
+        env["BENCH_DUAL_ACTOR_REPO"] = str(Path(arm["repo"]).resolve())
+    return [sys.executable, str(Path(__file__).resolve()), *common, "--one", json.dumps(arm)], env
+
+
+def run_one(arm: dict, args) -> float:
+    """One measurement (in this process): updates/s of ``arm``."""
+    if arm["kind"] == "lerobot":
+        images = args.cameras > 0
+        match = images and args.lerobot_vision_encoder == "match"
+        return lerobot_rate(args.updates, args.warmup, args.batch_size, args.device, args.cameras, args.image_size,
+                            vision_encoder=args.image_encoder if match else None,
+                            freeze_encoder=bool(args.freeze_encoder) if match else None,
+                            use_torch_compile=False if args.lerobot_no_compile else None)
+    return dual_actor_rate(arm["phase"], args.updates, args.warmup, args.batch_size, args.device, args.cameras,
+                           args.image_size, args.image_encoder, args.freeze_encoder,
+                           arm.get("precision", args.precision), arm.get("compile", False),
+                           arm.get("calql_samples", False))
+
+
+def arms_of(args) -> dict[str, dict]:
+    arms = {f"dual_actor_{ph}": {"kind": "dual_actor", "phase": ph} for ph in ("warmup", "online")}
+    if not args.skip_lerobot:
+        arms["lerobot_sac"] = {"kind": "lerobot"}
+    for ph in ("warmup", "online"):
+        if args.baseline_repo:
+            arms[f"baseline_{ph}"] = {"kind": "dual_actor", "phase": ph, "repo": str(args.baseline_repo)}
+        if "bf16" in args.levers:
+            arms[f"bf16_{ph}"] = {"kind": "dual_actor", "phase": ph, "precision": "bf16-mixed"}
+        if "compile" in args.levers:
+            arms[f"compile_{ph}"] = {"kind": "dual_actor", "phase": ph, "compile": True}
+        if "calql-samples" in args.levers and ph == "warmup":
+            arms["calqlsamples_warmup"] = {"kind": "dual_actor", "phase": ph, "calql_samples": True}
+    return arms
+
+
+def interleaved(arms: dict[str, dict], args) -> dict[str, list[float]]:
+    """``args.rounds`` rounds, every arm once per round in a fresh process, in a fixed order (A B A B ...)."""
+    rates: dict[str, list[float]] = {k: [] for k in arms}
+    for r in range(args.rounds):
+        for name, arm in arms.items():
+            cmd, env = _arm_command(arm, args)
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{\"updates_per_s\"")]
+            if out.returncode != 0 or not lines:
+                raise RuntimeError(f"arm {name} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+            rates[name].append(json.loads(lines[-1])["updates_per_s"])
+            print(f"round {r + 1}/{args.rounds} {name:<22} {rates[name][-1]:8.2f} updates/s", flush=True)
+    return rates
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--updates", type=int, default=200, help="timed updates per measurement")
     p.add_argument("--warmup", type=int, default=20, help="untimed updates first (allocation, torch.compile)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (every arm once per round)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32-true", help="Lightning precision (conf/trainer: 32-true)")
@@ -267,16 +431,28 @@ def main(argv=None) -> dict:
     p.add_argument("--lerobot-no-compile", action="store_true",
                    help="SACConfig.use_torch_compile=False (lerobot's default is True)")
     p.add_argument("--skip-lerobot", action="store_true")
+    p.add_argument("--baseline-repo", type=Path,
+                   help="also time the module of another checkout (e.g. a worktree of the commit before a lever)")
+    p.add_argument("--levers", nargs="*", default=[], choices=("bf16", "compile", "calql-samples"),
+                   help="also time the update with bf16-mixed autocast / torch.compile of its networks / (warm-up) "
+                        "Cal-QL scoring n samples of the deterministic primary mode instead of one")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile one update per phase (time split, matmul GFLOP/s vs the GEMM peak)")
     p.add_argument("--count-work", action="store_true",
                    help="instead of timing: FLOPs per update (scaled to --batch-size) and ResNet-trunk images "
                         "per batch row, both sides, from one update on 6 rows on the CPU")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one arm's measurement, printed as JSON
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    if args.cameras < 0 or args.updates < 1 or args.warmup < 1:
-        p.error("--cameras >= 0, --updates >= 1, --warmup >= 1 (the clock starts after the warm-up's last update)")
+    if args.cameras < 0 or args.updates < 1 or args.warmup < 1 or args.rounds < 1:
+        p.error("--cameras >= 0, --updates >= 1, --warmup >= 1, --rounds >= 1")
     if args.batch_size < len(TASKS):
         p.error(f"--batch-size must be at least {len(TASKS)} (one row per task)")
     torch.set_float32_matmul_precision("high")  # as dual_actor.fit does (TF32 matmuls on GPU), both sides
+    if args.one:
+        rate = run_one(json.loads(args.one), args)
+        print(json.dumps({"updates_per_s": rate}))
+        return {"updates_per_s": rate}
 
     gpu = args.device.startswith("cuda")
     images = args.cameras > 0
@@ -286,13 +462,14 @@ def main(argv=None) -> dict:
     res = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}",
            "device": torch.cuda.get_device_name() if gpu else f"cpu x{torch.get_num_threads()} threads",
            "torch": torch.__version__, "batch_size": args.batch_size, "updates": args.updates,
-           "warmup": args.warmup, "precision": args.precision, "cameras": args.cameras,
+           "warmup": args.warmup, "rounds": args.rounds, "precision": args.precision, "cameras": args.cameras,
            "image_size": args.image_size if images else None,
            "image_encoder": args.image_encoder if images else "state",
            "freeze_encoder": bool(args.freeze_encoder) if images else None,
            "lerobot_vision_encoder": (lerobot_encoder or "DefaultImageEncoder") if images else None,
            "lerobot_freeze_vision_encoder": (True if lerobot_freeze is None else lerobot_freeze) if images else None,
-           "lerobot_torch_compile": not args.lerobot_no_compile}
+           "lerobot_torch_compile": not args.lerobot_no_compile,
+           "baseline_repo": str(args.baseline_repo) if args.baseline_repo else None}
     if args.count_work:
         res["lerobot_torch_compile"] = False  # counted eagerly: compiling does not change the arithmetic
         res.update(count_work(args.batch_size, args.cameras, args.image_size, args.image_encoder,
@@ -306,34 +483,40 @@ def main(argv=None) -> dict:
         if args.json:
             args.json.write_text(json.dumps(res, indent=2))
         return res
-    for phase in ("warmup", "online"):
-        t0 = time.perf_counter()
-        res[f"dual_actor_{phase}"] = dual_actor_rate(
-            phase, args.updates, args.warmup, args.batch_size, args.device, args.cameras, args.image_size,
-            args.image_encoder, args.freeze_encoder, args.precision)
-        res[f"dual_actor_{phase}_wall_s"] = round(time.perf_counter() - t0, 1)
-        if gpu:
-            res[f"dual_actor_{phase}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            torch.cuda.reset_peak_memory_stats()
-    if not args.skip_lerobot:
-        t0 = time.perf_counter()
-        res["lerobot_sac"] = lerobot_rate(
-            args.updates, args.warmup, args.batch_size, args.device, args.cameras, args.image_size,
-            vision_encoder=lerobot_encoder, freeze_encoder=lerobot_freeze,
-            use_torch_compile=False if args.lerobot_no_compile else None)
-        res["lerobot_sac_wall_s"] = round(time.perf_counter() - t0, 1)
-        if gpu:
-            res["lerobot_sac_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        for phase in ("warmup", "online"):
-            res[f"dual_actor_{phase}_x_lerobot"] = res[f"dual_actor_{phase}"] / res["lerobot_sac"]
 
-    print(f"{'update':<40} {'updates/s':>10} {'x lerobot':>10}")
-    for key, label in (("dual_actor_warmup", "dual-actor warm-up (Cal-QL)"),
-                       ("dual_actor_online", "dual-actor online (Bellman)"),
-                       ("lerobot_sac", "lerobot 0.4.4 SAC")):
-        if key in res:
-            ratio = res[key] / res["lerobot_sac"] if "lerobot_sac" in res else float("nan")
-            print(f"{label:<40} {res[key]:>10.3g} {ratio:>10.2f}")
+    res.update(gemm_peak(args.device))
+    arms = arms_of(args)
+    rates = interleaved(arms, args)
+    res["rates"] = rates
+    for name, r in rates.items():
+        res[name] = statistics.median(r)
+    if "lerobot_sac" in rates:
+        for name in arms:
+            if name != "lerobot_sac":
+                res[f"{name}_x_lerobot"] = statistics.median(a / b for a, b in zip(rates[name], rates["lerobot_sac"]))
+    for ph in ("warmup", "online"):  # each lever / the baseline against the current module, per round
+        for other in ("baseline", "bf16", "compile", "calqlsamples"):
+            if f"{other}_{ph}" in rates:
+                res[f"dual_actor_{ph}_x_{other}"] = statistics.median(
+                    a / b for a, b in zip(rates[f"dual_actor_{ph}"], rates[f"{other}_{ph}"]))
+    if args.breakdown and not gpu:
+        peak = res["gemm_peak_fp32_gflops"]
+        for ph in ("warmup", "online"):
+            b = breakdown(ph, args.batch_size)
+            b["matmul_share_of_peak"] = round(b["matmul_gflops"] / peak, 3)
+            b["arithmetic_bound_updates_per_s"] = round(peak / b["gflop_per_update"], 1)
+            res[f"breakdown_{ph}"] = b
+
+    print(f"\nGEMM peak: {res['gemm_peak_fp32_gflops']} GFLOP/s fp32, {res['gemm_peak_bf16_gflops']} bf16")
+    print(f"{'arm':<24} {'updates/s (median)':>18} {'x lerobot':>10}   per round")
+    for name in arms:
+        ratio = res.get(f"{name}_x_lerobot", 1.0 if name == "lerobot_sac" else float("nan"))
+        print(f"{name:<24} {res[name]:>18.3g} {ratio:>10.2f}   {[round(x, 2) for x in rates[name]]}")
+    for key in sorted(k for k in res if any(f"_x_{o}" in k for o in ("baseline", "bf16", "compile", "calqlsamples"))):
+        print(f"{key}: {res[key]:.2f}")
+    for ph in ("warmup", "online"):
+        if f"breakdown_{ph}" in res:
+            print(f"breakdown {ph}: {json.dumps(res[f'breakdown_{ph}'])}")
 
     # one markdown row: | setup | device | B | warm-up /s | online /s | lerobot /s | warm-up x | online x |
     if images:
