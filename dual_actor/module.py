@@ -22,7 +22,8 @@ from torch import nn
 from dual_actor import constants as K
 from dual_actor import losses
 from dual_actor.nets.critic import TaskCritics, make_target, polyak_update
-from dual_actor.policy import DualActorPolicy, select_rows
+from dual_actor.nets.common import select_rows
+from dual_actor.policy import DualActorPolicy
 from dual_actor.utils import slug  # noqa: F401  (re-exported)
 
 PHASES = ("warmup", "online")
@@ -162,9 +163,10 @@ class DualActorModule(L.LightningModule):
 
     # -------------------------------------------------------------------------- helpers
     def _obs(self, b: dict, next_obs: bool = False):
-        """The critics' / refinement actor's observation input: ``obs`` (state encoder) or
-        ``{"state": obs, "images": {camera: obs_images[:, c]}}`` (image encoder; with the frozen shared trunk
-        also ``"features"``, computed once per batch row: :meth:`_trunk_features`)."""
+        """The critics' / refinement actor's observation input, for a batch (B, ...) or the task-stacked
+        batch (N, b, ...): ``obs`` (state encoder) or ``{"state": obs, "images": {camera: the camera's
+        obs_images}}`` (image encoder; with the frozen shared trunk also ``"features"``, computed once per
+        batch row: :meth:`_trunk_features`)."""
         obs = self.policy.encoder_input_from_batch(b, next_obs)
         if self.policy.frozen_image_trunk:
             obs["features"] = self._trunk_features(b, next_obs, obs["images"])
@@ -203,18 +205,6 @@ class DualActorModule(L.LightningModule):
         opt.step()
         return norm
 
-    def _obs_stacked(self, s: dict, next_obs: bool = False):
-        """The critics' task-stacked observation input: ``obs`` (N, b, Do), or with an image encoder
-        ``{"state": (N, b, Do), "images": {camera: (N, b, 3, H, W)}}``."""
-        state = s[K.NEXT_OBS if next_obs else K.OBS]
-        if not self.policy.uses_images:
-            return state
-        images = s[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (N, b, C, 3, H, W)
-        obs = {"state": state, "images": {c: images[:, :, i] for i, c in enumerate(self.policy.cameras)}}
-        if self.policy.frozen_image_trunk:
-            obs["features"] = self._trunk_features(s, next_obs, obs["images"])
-        return obs
-
     def _critic_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
         """Every task critic on its own task slice (Alg. 1 lines 5-8 / 15-18), all N at once.
 
@@ -250,10 +240,10 @@ class DualActorModule(L.LightningModule):
                 pi_ns = all_a[tot * (1 + n) :].view(t, b, n, -1)
             else:
                 next_a = stacked(primary(nh, npr))
-            q_next = self.target_critics(self._obs_stacked(s, next_obs=True), s[K.NEXT_PROPRIO], next_a)  # (N, E, b)
+            q_next = self.target_critics(self._obs(s, next_obs=True), s[K.NEXT_PROPRIO], next_a)  # (N, E, b)
             q_target = losses.td_target(s[K.REWARD], s[K.DONE], q_next, hp.gamma, hp.q_bounds)  # (N, b)
         critics = self.critics
-        feat = critics.encode(self._obs_stacked(s))
+        feat = critics.encode(self._obs(s))
         if calql:
             act = s[K.ACTION]
             rand = torch.rand(t, b, n, act.shape[-1], device=act.device, dtype=act.dtype) * 2 - 1
@@ -310,7 +300,7 @@ class DualActorModule(L.LightningModule):
             else:
                 a_all = primary(h, proprio)
                 bc = losses.bc_literal_loss(a_all, action)
-            q_pi = self._reduce_members(self.critics(self._obs_stacked(s), s[K.PROPRIO], a_all.view(t, b, -1)))  # (N, b)
+            q_pi = self._reduce_members(self.critics(self._obs(s), s[K.PROPRIO], a_all.view(t, b, -1)))  # (N, b)
             q_means = q_pi.mean(1).detach()
             eps = (
                 losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)

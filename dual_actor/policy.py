@@ -78,16 +78,6 @@ def backbone_fingerprint(backbone: nn.Module) -> dict[str, list[float]]:
     return out
 
 
-def select_rows(obs, rows: torch.Tensor):
-    """Rows ``rows`` (a bool mask or indices) of an encoder input: a tensor or ``{"state", "images"}``."""
-    if isinstance(obs, Mapping):
-        out = {"state": obs["state"][rows], "images": {c: x[rows] for c, x in obs["images"].items()}}
-        if "features" in obs:
-            out["features"] = [f[rows] for f in obs["features"]]
-        return out
-    return obs[rows]
-
-
 class DualActorPolicy(nn.Module):
     """Acting-side model.
 
@@ -306,8 +296,8 @@ class DualActorPolicy(nn.Module):
         state = batch[K.NEXT_OBS if next_obs else K.OBS]
         if not self.uses_images:
             return state
-        images = batch[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (B, C, 3, H, W)
-        return {"state": state, "images": {c: images[:, i] for i, c in enumerate(self.cameras)}}
+        images = batch[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (..., C, 3, H, W): (B, ...) or (N, b, ...)
+        return {"state": state, "images": {c: images.select(-4, i) for i, c in enumerate(self.cameras)}}
 
     # ----------------------------------------------------------------------------- acting
     @property

@@ -130,7 +130,8 @@ from torch import nn
 from dual_actor import constants as K
 from dual_actor import losses
 
-from dual_actor.policy import DualActorPolicy, select_rows
+from dual_actor.nets.common import select_rows
+from dual_actor.policy import DualActorPolicy
 from dual_actor.utils import slug
 
 PHASES = ("warmup", "online")

@@ -8,23 +8,14 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 import reference_learner as ref
 from dual_actor.module import DualActorModule
 from factories import tiny_module_kwargs, training_batch
+from test_module import Repeat
 
 UPDATES = 4
-
-
-class Repeat(IterableDataset):
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield self.batch
-
 
 class Record(L.Callback):
     def __init__(self):

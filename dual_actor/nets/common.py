@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
+
+
+def select_rows(obs, rows):
+    """Rows ``rows`` (a bool mask, indices, or one index of a leading dim) of an encoder input: a tensor or
+    ``{"state", "images"[, "features"]}`` (the trunk's per-camera features, when the caller computed them)."""
+    if isinstance(obs, Mapping):
+        out = {"state": obs["state"][rows], "images": {c: x[rows] for c, x in obs["images"].items()}}
+        if "features" in obs:
+            out["features"] = [f[rows] for f in obs["features"]]
+        return out
+    return obs[rows]
 
 
 def mlp(

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dual_actor.nets.common import select_rows
+
 ALL = slice(None)
 
 
@@ -157,7 +159,7 @@ class TaskCritics(nn.Module):
             return feat[0] if task is not None else feat
         if task is not None:
             return self.image_encoders[task](obs)
-        return torch.stack([enc(_task_rows(obs, i)) for i, enc in enumerate(self.image_encoders)])
+        return torch.stack([enc(select_rows(obs, i)) for i, enc in enumerate(self.image_encoders)])
 
     def _members(self, x: torch.Tensor) -> torch.Tensor:
         """(G, b, d) -> (G*E, b, d): every task's rows for each of its members."""
@@ -231,17 +233,6 @@ class TaskCritics(nn.Module):
             else:
                 g.mul_(coef[task].to(g.dtype))
         return norms
-
-
-def _task_rows(obs, i: int):
-    """Task ``i``'s rows of a task-stacked encoder input (tensor (N, b, .) or ``{"state", "images"[,
-    "features"]}``)."""
-    if isinstance(obs, dict):
-        out = {"state": obs["state"][i], "images": {c: x[i] for c, x in obs["images"].items()}}
-        if "features" in obs:
-            out["features"] = [f[i] for f in obs["features"]]
-        return out
-    return obs[i]
 
 
 def make_target(net: nn.Module, shared: Sequence[nn.Module] = ()) -> nn.Module:
