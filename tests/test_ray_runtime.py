@@ -185,7 +185,7 @@ def test_a_robot_holds_without_fresh_weights(tmp_path):
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["runtime=ray", "experiment=smoke", "runtime.max_weight_age=100",
-                                           "runtime.timeout_s=2", "runtime.age_check_every=1", "online.log_teleop=false"])
+                                           "runtime.timeout_s=20", "runtime.age_check_every=1", "online.log_teleop=false"])
     ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False,
              object_store_memory=100 * 2**20)
     try:
