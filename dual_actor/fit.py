@@ -10,6 +10,7 @@ naming the file/key/shape and exits 2 with nothing written under the run root.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sys
 import time
@@ -535,10 +536,30 @@ def run(cfg: DictConfig) -> Path:
     return r.run_dir
 
 
+def multirun_job_name(cfg: DictConfig, argv: list[str] | None = None) -> None:
+    """In a Hydra multirun (``-m seed=0,1,2 ...``) without an explicit ``run_name``, each job's run name is the
+    time stamp plus the job's values of the swept keys (``20261130-150000_seed=1``): jobs that start within the
+    same second no longer share the timestamped default (the second one died with "... exists")."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    job = [o for o in hc.overrides.task]
+    if hc.mode != RunMode.MULTIRUN or any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in job):
+        return
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and not a.startswith("-")]
+    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()}
+    values = [o for o in job if o.split("=", 1)[0].lstrip("+~") in swept]
+    suffix = ",".join(values).replace("/", "_") or f"job{hc.job.num}"
+    cfg.run_name = f"{cfg.run_name}_{suffix}"
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
+        multirun_job_name(cfg)
         run(cfg)
     except (DatasetFormatError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

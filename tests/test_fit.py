@@ -178,3 +178,17 @@ def test_resume_with_other_tasks_than_the_checkpoint_is_refused_at_start(tmp_pat
     r = fit(*base, "resume=true")
     assert r.returncode == 2 and "one critic module per task" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and ckpt.stat().st_mtime_ns == before
+
+
+def test_multirun_over_two_seeds_gives_each_job_its_own_run(tmp_path):
+    """`-m seed=0,1`: both jobs run (they start within the same second, which used to give them the same
+    timestamped run name and kill the second with "exists"), each in a run folder named by its swept values."""
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
+    r = fit("-m", "seed=0,1", f"data.path={data}", f"run_root={tmp_path / 'runs'}", *SYN, "algo.warmup_updates=2",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and [n.split("_", 1)[1] for n in runs] == ["seed=0", "seed=1"], runs
+    for name in runs:
+        assert (tmp_path / "runs" / name / "summary.json").is_file()
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "0").exists()
