@@ -243,3 +243,15 @@ def test_operator_yaml_and_class_agree_on_every_default():
     for k in checked:
         assert defaults[k] == conf[k], (k, defaults[k], conf[k])
     assert "talk_then_tweak" in checked and len(checked) >= 8
+
+
+def test_default_run_keeps_the_warmup_lambda_online_and_paper_keeps_the_papers():
+    """The built-in bench's default run uses Eq. 6's warm-up weights online too (docs/results.md "Online
+    lambda"); experiment=paper and experiment=smoke keep the paper's (0.5, 0.5)."""
+    from hydra import compose, initialize_config_dir
+
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        got = {exp: list(compose("config", overrides=[f"experiment={exp}"]).algo.lambdas.online)
+               for exp in ("default", "paper", "smoke")}
+    assert got == {"default": [1.0, 0.1], "paper": [0.5, 0.5], "smoke": [0.5, 0.5]}
