@@ -10,7 +10,6 @@ naming the file/key/shape and exits 2 with nothing written under the run root.
 from __future__ import annotations
 
 import json
-import os
 import logging
 import sys
 import time

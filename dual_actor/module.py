@@ -341,9 +341,8 @@ class DualActorModule(L.LightningModule):
             null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
             mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([b[K.COMMAND], null]))
             z, z0 = torch.randn_like(action), torch.randn_like(action)
-            with torch.no_grad():
-                offset = primary.map_offset(h, proprio)
-                a_base = primary(h, proprio, noise=z0)  # Eq. 10's primary-mode action, the same z0
+            with torch.no_grad():  # Eq. 10's primary-mode action (the same z0) and the map's offset
+                offset, a_base = primary.offset_and_action(h, proprio, z0)
             w_both = mu_both + primary.temperature * primary.K * torch.cat([z, z0])
             offset2 = None if offset is None else torch.cat([offset, offset])
             a_both = primary.action_at(w_both, torch.cat([h, h]), torch.cat([proprio, proprio]), offset=offset2)

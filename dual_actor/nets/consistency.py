@@ -172,23 +172,32 @@ class ConsistencyPolicy(nn.Module):
         are one action n times."""
         return self.head == "anchored" and self.temperature == 0.0
 
-    def map_offset(self, h: torch.Tensor, proprio: torch.Tensor | None = None) -> torch.Tensor | None:
-        """What the anchored map adds to f(w, K | h): M(h) - f(0, K | h) (B, A), so that
-        ``action_at(w, offset=...)`` = clip(f(w, K) + offset) needs one map evaluation per latent; None for
-        the plain head. It does not depend on w: compute it once (without gradient) for several latents."""
+    def offset_and_action(
+        self, h: torch.Tensor, proprio: torch.Tensor | None, noise: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(offset, primary-mode action) for the rows ``h``, from one evaluation of M(h) and f(0, K | h).
+
+        offset: what the anchored map adds to f(w, K | h), M(h) - f(0, K | h) (B, A), so that
+        ``action_at(w, offset=...)`` = clip(f(w, K) + offset) needs one map evaluation per latent; None for the
+        plain head. It does not depend on w: compute it once (without gradient) for several latents.
+        action: ``forward(h, proprio, noise=noise)`` (Eq. 10's primary-mode term), sharing M(h) with the offset."""
         if self.head == "plain":
-            return None
+            return None, self(h, proprio, noise=noise)
         b = h.shape[0]
         f0 = self.denoise(torch.zeros(b, self.action_dim, device=h.device, dtype=h.dtype),
                           torch.full((b,), self.K, device=h.device, dtype=h.dtype), h, proprio)
-        return self.mean_action(h, proprio) - f0
+        mean = self.mean_action(h, proprio)
+        offset = mean - f0
+        if self.deterministic:  # forward's own shortcut: a(0) = M(h)
+            return offset, mean.clamp(-1.0, 1.0)
+        return offset, self.action_at(self.temperature * self.K * noise, h, proprio, offset=offset)
 
     def action_at(
         self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, clip: bool = True,
         offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The action map a(w | h) (B, A) for a given latent w (B, A): f(w, K) (plain) or
-        M(h) + f(w, K) - f(0, K) (anchored; with ``offset`` = :meth:`map_offset` given, f(w, K) + offset)."""
+        M(h) + f(w, K) - f(0, K) (anchored; with ``offset`` from :meth:`offset_and_action` given, f(w, K) + offset)."""
         b = w.shape[0]
         if self.head == "plain" or offset is not None:
             a = self.denoise(w, torch.full((b,), self.K, device=w.device, dtype=w.dtype), h, proprio)

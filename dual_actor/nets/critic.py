@@ -207,10 +207,11 @@ class TaskCritics(nn.Module):
                 out.append((p.grad, None))
         return out
 
-    def task_grad_norms(self) -> torch.Tensor:
-        """(N,) L2 norm of each task critic's gradient (what clipping each critic on its own would see)."""
+    def task_grad_norms(self, grads: list[tuple[torch.Tensor, int | None]] | None = None) -> torch.Tensor:
+        """(N,) L2 norm of each task critic's gradient (what clipping each critic on its own would see);
+        ``grads``: :meth:`_task_grads`, when the caller has it already."""
         sq = None
-        for g, task in self._task_grads():
+        for g, task in self._task_grads() if grads is None else grads:
             if task is None:
                 part = g.reshape(self.num_tasks, -1).pow(2).sum(1)
             else:
@@ -225,9 +226,10 @@ class TaskCritics(nn.Module):
     def clip_task_grads(self, max_norm: float) -> torch.Tensor:
         """Each task critic's gradient scaled as ``torch.nn.utils.clip_grad_norm_`` scales a module's
         (by min(1, max_norm / (norm + 1e-6))), per task. Returns the norms before clipping (N,)."""
-        norms = self.task_grad_norms()
+        grads = self._task_grads()
+        norms = self.task_grad_norms(grads)
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for g, task in self._task_grads():
+        for g, task in grads:
             if task is None:
                 g.view(self.num_tasks, -1).mul_(coef[:, None].to(g.dtype))
             else:
