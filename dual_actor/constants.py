@@ -18,6 +18,7 @@ key                shape       meaning
 ``command``        B           refinement-command id in the policy's command vocabulary
 ``task``           B           task index
 ``intervention``   B           bool: the human's action (a correction) at this step
+``from_demos``     B           bool: the row was sampled from a demo buffer (set by the sampler)
 ``obs_images``     B, C, 3,    uint8 camera images of s_t, cameras in the policy's ``cameras``
                    H, W        order; only when the policy's image encoder uses images
 ``next_obs_images`` B, C, 3,   the same for s_{t+1}
@@ -47,6 +48,7 @@ MC_RETURN = "mc_return"
 COMMAND = "command"
 TASK = "task"
 INTERVENTION = "intervention"
+FROM_DEMOS = "from_demos"
 OBS_IMAGES = "obs_images"
 NEXT_OBS_IMAGES = "next_obs_images"
 

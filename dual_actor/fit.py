@@ -9,8 +9,10 @@ naming the file/key/shape and exits 2 with nothing written under the run root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -108,7 +110,7 @@ def check_encoder_groups(cfg: DictConfig) -> None:
                               + " (see docs/encoders.md)")
 
 
-FIT_KEYS = {"batch_size", "refine_batch_size", "warmup_updates"}  # algo keys the fit loop reads itself
+FIT_KEYS = {"batch_size", "refine_batch_size", "warmup_updates", "sampling"}  # algo keys the fit loop reads itself
 
 
 def _constructor_keys(cls) -> set[str]:
@@ -189,8 +191,8 @@ def env_factory(cfg: DictConfig, robot: int = 0):
     return make_env_factory(cfg, robot_shift(robot, cfg))
 
 
-def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
-    """The phase ``ckpt`` was saved in; a checkpoint of another task set or other dims -> ConfigError (at
+def _checkpoint_phase(ckpt: Path, policy_kwargs: dict, warmup_updates: int) -> str:
+    """The phase ``ckpt`` was saved in ("warmup_done": a finished warm-up); a checkpoint of another task set or other dims -> ConfigError (at
     start-up, before anything is written, instead of a shape error mid-run)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     saved = (state.get("hyper_parameters") or {}).get("policy") or {}
@@ -203,7 +205,100 @@ def _checkpoint_phase(ckpt: Path, policy_kwargs: dict) -> str:
         raise ConfigError(f"{ckpt} holds one critic module per task, the layout before the critics were stacked "
                           f"(one ensemble for all tasks); this version cannot continue it: start a new run_name "
                           f"(its policy folders still load)")
-    return state.get("dual_actor", {}).get("phase", "warmup")
+    info = state.get("dual_actor", {})
+    phase = info.get("phase", "warmup")
+    if phase == "warmup" and int(info.get("num_updates", 0)) >= int(warmup_updates):
+        return "warmup_done"
+    return phase
+
+
+# ---------------------------------------------------------------------------------- shared warm-up
+SHARED_DONE = "done.json"
+SHARED_FILES = ("last.ckpt", "policy_warmup", "learning_curve.json", "authority.json")
+# What only the online phase (or evaluation, logging) reads: runs that differ only here share a warm-up.
+ONLINE_ONLY = ("online", "eval", "operator", "runtime", "run_name", "run_root", "resume", "warmup")
+ONLINE_ONLY_TRAINER = ("progress_bar", "log_every", "checkpoint_every")
+ONLINE_ONLY_ALGO = ("bc_rows", "null_latent")  # warm-up rows are all demos; mu(s, [null]) = 0 untrained
+
+
+def warmup_fingerprint(cfg: DictConfig) -> dict:
+    """The part of the resolved config that the warm-up depends on: everything but the online-only keys above,
+    with ``lambdas`` cut to the warm-up's and the phase switches reduced to whether each net trains in the
+    warm-up. ``algo=dual_actor``, ``algo.refine_enabled=false`` and ``algo=dsrl`` agree here."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for k in ONLINE_ONLY:
+        c.pop(k, None)
+    for k in ONLINE_ONLY_TRAINER:
+        c["trainer"].pop(k, None)
+    a = c["algo"]
+    for k in ONLINE_ONLY_ALGO:
+        a.pop(k, None)
+    a["lambdas"] = a["lambdas"]["warmup"]
+    enabled, phases, objective = a.pop("refine_enabled"), a.pop("refine_phases"), a.pop("refine_objective")
+    refine_warm = bool(enabled) and "warmup" in phases
+    a["refine_in_warmup"] = objective if refine_warm else None
+    for k in ("actor_phases", "critic_phases"):
+        a[k] = "warmup" in a[k]
+    return c
+
+
+def shared_warmup_dir(cfg: DictConfig) -> Path:
+    """``<run_root>/warmups/seed<seed>-<hash of the warm-up fingerprint>``: one warm-up per seed and warm-up
+    config, reused by every run (arm) with ``warmup.share=true`` that shares it."""
+    fp = json.dumps(warmup_fingerprint(cfg), sort_keys=True)
+    return Path(cfg.run_root) / "warmups" / f"seed{int(cfg.seed)}-{hashlib.sha256(fp.encode()).hexdigest()[:12]}"
+
+
+def publish_shared_warmup(r: "Run") -> None:
+    """Copy the finished warm-up (checkpoint, policy, warm-up point, probes) to the shared folder, whole or not
+    at all: a temporary folder renamed into place, ``done.json`` last. A folder someone finished first wins."""
+    dest = r.shared_warmup
+    if dest is None or (dest / SHARED_DONE).exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{r.run_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in SHARED_FILES:
+        src = r.run_dir / name
+        if src.is_dir():
+            shutil.copytree(src, tmp / name)
+        elif src.exists():
+            shutil.copy2(src, tmp / name)
+    atomic_write_text(tmp / SHARED_DONE, json.dumps({"from_run": str(r.run_dir), "updates": r.module.num_updates,
+                                                     "fingerprint": warmup_fingerprint(r.cfg)}, indent=2))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another job published it meanwhile (or a half-written folder from a crash: replace it)
+        if (dest / SHARED_DONE).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    print(f"[warm-up] shared as {dest}", flush=True)
+
+
+def load_finished_warmup(module: DualActorModule, ckpt: Path) -> None:
+    """A finished warm-up's weights, counters and process RNG state, without a trainer (resuming it through
+    Lightning would run one more update)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    module.on_load_checkpoint(state)
+    module.load_state_dict(state["state_dict"])
+    rng = (state.get("callbacks") or {}).get("RNGCheckpoint")
+    if rng is not None:
+        RNGCheckpoint().load_state_dict(rng)
+
+
+def language_operator(cfg: DictConfig) -> None:
+    """A learner that does not train the refinement actor on talk-and-tweak data cannot act on a spoken
+    command: the simulated operator then takes over at once instead of speaking first (single-actor ablation,
+    the baselines)."""
+    a = cfg.algo
+    listens = bool(a.refine_enabled) and a.refine_objective == "talk_tweak"
+    if not listens and cfg.operator.get("talk_then_tweak"):
+        cfg.operator.talk_then_tweak = False
+        print("[operator] this learner does not train the refinement actor on spoken commands: the simulated "
+              "operator takes over instead of speaking (operator.talk_then_tweak=false)", flush=True)
 
 
 def _trainer(cfg: DictConfig, logger, callbacks) -> L.Trainer:
@@ -354,6 +449,7 @@ class Run:
     warmup_s: float = 0.0
     online_s: float = 0.0
     after_fill: dict | None = None
+    shared_warmup: Path | None = None
 
     @property
     def ckpt(self) -> Path:
@@ -367,6 +463,11 @@ def check_run_config(cfg: DictConfig) -> Path:
         raise ConfigError(f"resume=true but {run_dir / 'last.ckpt'} does not exist (set run_name to an existing run)")
     if not cfg.resume and run_dir.exists():
         raise ConfigError(f"{run_dir} exists: pick another run_name, or resume=true to continue it")
+    if cfg.algo.sampling not in ("per_task", "pooled"):
+        raise ConfigError(f"algo.sampling must be 'per_task' or 'pooled', got {cfg.algo.sampling!r}")
+    if cfg.algo.sampling == "pooled" and cfg.algo.critic == "per_task":
+        raise ConfigError("algo.sampling=pooled mixes the tasks' rows in one slice; per-task critics need "
+                          "algo.sampling=per_task (or algo.critic=shared)")
     b, n = int(cfg.algo.batch_size), len(cfg.env.tasks)
     if b % n:
         raise ConfigError(f"algo.batch_size={b} must be divisible by {n} tasks")
@@ -382,7 +483,11 @@ def prepare(cfg: DictConfig) -> Run:
     """Build the learner and load + validate the whole dataset; only then create the run folder."""
     run_dir = check_run_config(cfg)
     kwargs = module_kwargs(cfg)
-    resume_phase = _checkpoint_phase(run_dir / "last.ckpt", kwargs["policy"]) if cfg.resume else None
+    warm = int(cfg.algo.warmup_updates)
+    resume_phase = _checkpoint_phase(run_dir / "last.ckpt", kwargs["policy"], warm) if cfg.resume else None
+    shared = shared_warmup_dir(cfg) if cfg.warmup.share else None
+    if shared is not None and not cfg.resume and (shared / SHARED_DONE).exists():
+        resume_phase = _checkpoint_phase(shared / "last.ckpt", kwargs["policy"], warm)
     module = build_module(kwargs)  # before any file is written: a bad backbone path writes nothing
     data_path = ensure_dataset(cfg)
     env = cfg.env
@@ -392,7 +497,8 @@ def prepare(cfg: DictConfig) -> Run:
                     store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping)
     dm = OfflineDataModule(data_path, spec, module.policy.embed, module.policy.command_ids,
                            batch_size=int(cfg.algo.batch_size), gamma=float(cfg.algo.gamma),
-                           refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed), split=cfg.data.split)
+                           refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed), split=cfg.data.split,
+                           pooled=cfg.algo.sampling == "pooled")
     dm.setup("fit")  # validates the whole dataset before anything is written
     sizes = {t: len(dm.buffers[t]["demos"]) for t in env.tasks}
     print(f"Warm-up data {data_path}: episodes {dm.episode_counts}, demo transitions {sizes}, "
@@ -400,7 +506,15 @@ def prepare(cfg: DictConfig) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    r = Run(cfg, module, dm, run_dir, resume_phase)
+        if resume_phase is not None:  # the shared warm-up: its checkpoint, policy and warm-up point
+            print(f"[warm-up] shared: {shared}", flush=True)
+            for name in SHARED_FILES:
+                src = shared / name
+                if src.is_dir():
+                    shutil.copytree(src, run_dir / name)
+                elif src.exists():
+                    shutil.copy2(src, run_dir / name)
+    r = Run(cfg, module, dm, run_dir, resume_phase, shared_warmup=shared)
     r.logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     from dual_actor.eval import LearningCurve
     from dual_actor.probe import AuthorityLog
@@ -413,19 +527,29 @@ def prepare(cfg: DictConfig) -> Run:
 def warmup(r: Run) -> None:
     """Phase I, Alg. 1 lines 3-10: Cal-QL critics, BC + weighted Q actor on the demos; ``policy_warmup/``."""
     cfg, module = r.cfg, r.module
-    if r.resume_phase != "online":
+    if r.resume_phase == "online":
+        r.warmup_s = time.perf_counter() - r.t0
+        return
+    if r.resume_phase == "warmup_done":  # finished (here or in the shared folder): load it, no update
+        load_finished_warmup(module, r.ckpt)
+        print(f"[warm-up] {module.num_updates} updates, from {r.ckpt}", flush=True)
+    else:
         print(f"[warm-up] {cfg.algo.warmup_updates} updates", flush=True)
         trainer = _trainer(cfg, r.logger, [UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)),
                                            RNGCheckpoint(), RunProgressBar("warm-up", int(cfg.algo.warmup_updates))])
         trainer.fit(module, datamodule=r.dm, ckpt_path=str(r.ckpt) if cfg.resume else None)
-        with module.deployed_weights():
+    with module.deployed_weights():  # what a finished warm-up has not written yet (a kill may come in between)
+        if not (r.run_dir / "policy_warmup" / "config.json").exists() or r.resume_phase != "warmup_done":
             module.policy.save_pretrained(r.run_dir / "policy_warmup")
+        if not any(p["online_steps"] == 0 for p in r.authority.points):
             _print_authority("warm-up", r.authority.add(module.policy, r.dm.buffers, 0, r.logger.experiment,
                                                         step=module.num_updates))
-            if int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point and int(cfg.eval.trials) > 0:
-                res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
-                r.curve.add(0, res)
-                r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
+        if (int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point and int(cfg.eval.trials) > 0
+                and not any(p["online_steps"] == 0 for p in r.curve.points)):
+            res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
+            r.curve.add(0, res)
+            r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
+    publish_shared_warmup(r)
     r.warmup_s = time.perf_counter() - r.t0
 
 
@@ -445,7 +569,7 @@ def online(r: Run) -> None:
     r.interaction = interaction = build_interaction(cfg, module, r.dm.buffers, r.run_dir)
     sampler = BufferSampler(r.dm.buffers, int(cfg.algo.batch_size), "online", cfg.algo.refine_batch_size,
                             min_rollout=int(cfg.online.min_rollout), seed=int(cfg.seed) + 1,
-                            before_batch=interaction.before_batch)
+                            before_batch=interaction.before_batch, pooled=cfg.algo.sampling == "pooled")
     callbacks = [InteractionCallback(interaction, int(cfg.online.weight_sync_every), int(cfg.trainer.log_every),
                                      sampler=sampler),
                  UpdateCheckpoint(r.run_dir, int(cfg.trainer.checkpoint_every)), RNGCheckpoint(),
@@ -528,6 +652,7 @@ def run(cfg: DictConfig) -> Path:
     """Algorithm 1: prepare -> warm-up (phase I) -> online (phase II) -> evaluation; returns the run folder."""
     L.seed_everything(int(cfg.seed), verbose=False)
     torch.set_float32_matmul_precision("high")
+    language_operator(cfg)
     r = prepare(cfg)
     warmup(r)
     online(r)

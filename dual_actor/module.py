@@ -27,6 +27,9 @@ from dual_actor.policy import DualActorPolicy
 from dual_actor.utils import slug  # noqa: F401  (re-exported)
 
 PHASES = ("warmup", "online")
+CRITICS = ("per_task", "shared", "none")
+BC_ROWS = ("all", "people")
+REFINE_OBJECTIVES = ("talk_tweak", "dsrl")
 
 
 class DualActorModule(L.LightningModule):
@@ -60,6 +63,20 @@ class DualActorModule(L.LightningModule):
             (``losses.ode_distillation_loss``; the plain head ignores it).
         refine_phases: phases in which the refinement actor trains (the paper: online only; a warm-up
             dataset with corrections can add "warmup").
+
+    The baselines of the paper's Table I are switches of this one learner (``conf/algo/*.yaml``,
+    docs/algorithm.md "Baselines"):
+        critic: "per_task" (one critic per task, ours), "shared" (one critic for all tasks, the task a one-hot
+            input appended to its proprio: ``algo=conrft_flat``) or "none" (no critic and no Q term: supervised
+            learning only, ``algo=hg_dagger``). A shared critic takes one pooled batch slice or pools the task
+            slices itself.
+        bc_rows: the rows the BC term imitates: "all" (Eq. 6) or "people" (rows from the demo buffers and
+            intervened steps, i.e. actions a person gave: HG-DAgger's aggregated dataset).
+        actor_phases, critic_phases: the phases in which the primary actor / the critics are trained
+            (``algo=dsrl``: warm-up only, both frozen online).
+        refine_objective: "talk_tweak" (Eq. 8-11 on the talk-and-tweak buffer, ours) or "dsrl" (DSRL: the
+            refinement actor with the null command is a latent-noise policy trained to maximise the frozen
+            critics' Q of the frozen primary's action on the task rows; no BC, no regulariser).
     """
 
     def __init__(
@@ -94,6 +111,11 @@ class DualActorModule(L.LightningModule):
         actor_ema: float | None = 0.002,
         distill_weight: float = 1.0,
         refine_phases: Sequence[str] = ("online",),
+        critic: str = "per_task",
+        bc_rows: str = "all",
+        actor_phases: Sequence[str] = PHASES,
+        critic_phases: Sequence[str] = PHASES,
+        refine_objective: str = "talk_tweak",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -104,8 +126,19 @@ class DualActorModule(L.LightningModule):
             raise ValueError(f"q_bounds must be (lo, hi) with lo < hi, got {q_bounds!r}")
         if actor_ema is not None and not 0.0 < float(actor_ema) <= 1.0:
             raise ValueError(f"actor_ema must be in (0, 1] or None, got {actor_ema!r}")
-        if not set(refine_phases) <= set(PHASES):
-            raise ValueError(f"refine_phases must be a subset of {PHASES}, got {list(refine_phases)!r}")
+        for name, phases in (("refine_phases", refine_phases), ("actor_phases", actor_phases),
+                             ("critic_phases", critic_phases)):
+            if not set(phases) <= set(PHASES):
+                raise ValueError(f"{name} must be a subset of {PHASES}, got {list(phases)!r}")
+        for name, value, allowed in (("critic", critic, CRITICS), ("bc_rows", bc_rows, BC_ROWS),
+                                     ("refine_objective", refine_objective, REFINE_OBJECTIVES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if task_weighting and critic != "per_task":
+            raise ValueError(f"task_weighting (Eq. 16) weighs per-task critics' Q; critic={critic!r} has none: "
+                             f"set task_weighting=false")
+        if refine_objective == "dsrl" and critic == "none":
+            raise ValueError("refine_objective='dsrl' maximises a critic's Q: it needs critic 'per_task' or 'shared'")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -114,12 +147,16 @@ class DualActorModule(L.LightningModule):
         cfg = self.policy.config
         obs_encoder = None if not self.policy.uses_images else (  # ResNet + state, one per task
             lambda: self.policy.make_obs_encoder(critic_obs_feature_dim, share_frozen_trunk=True))
-        self.critics = TaskCritics(
-            len(self.tasks), cfg["obs_dim"], cfg["proprio_dim"], cfg["action_dim"],
-            obs_feature_dim=critic_obs_feature_dim, feature_dim=critic_feature_dim, hidden=critic_hidden,
-            ensemble=critic_ensemble, make_obs_encoder=obs_encoder,
-        )
-        self.target_critics = make_target(self.critics, shared=self._shared_trunks())
+        self.critics = self.target_critics = None
+        if critic != "none":  # shared: one critic, the task as a one-hot input beside proprio
+            self.critics = TaskCritics(
+                len(self.tasks) if critic == "per_task" else 1, cfg["obs_dim"],
+                cfg["proprio_dim"] + (len(self.tasks) if critic == "shared" else 0), cfg["action_dim"],
+                obs_feature_dim=critic_obs_feature_dim, feature_dim=critic_feature_dim, hidden=critic_hidden,
+                ensemble=critic_ensemble, make_obs_encoder=obs_encoder,
+            )
+            self.target_critics = make_target(self.critics, shared=self._shared_trunks())
+        self.critic_slugs = self.task_slugs if critic == "per_task" else ["all"]  # the critics' log names
         self.primary_ema = None
         if actor_ema is not None:
             self.primary_ema = copy.deepcopy(self.policy.primary).requires_grad_(False)
@@ -156,9 +193,11 @@ class DualActorModule(L.LightningModule):
         def trained(m):  # a frozen trunk has no optimizer state
             return [p for p in m.parameters() if p.requires_grad]
 
-        critic_opt = torch.optim.Adam(trained(self.critics), lr=hp.critic_lr, fused=True)
         actor_opt = torch.optim.Adam(trained(self.policy.primary), lr=hp.actor_lr, fused=True)
         refine_opt = torch.optim.Adam(trained(self.policy.refinement), lr=hp.refine_lr, fused=True)
+        if self.critics is None:
+            return [actor_opt, refine_opt]
+        critic_opt = torch.optim.Adam(trained(self.critics), lr=hp.critic_lr, fused=True)
         return [critic_opt, actor_opt, refine_opt]
 
     # -------------------------------------------------------------------------- helpers
@@ -183,6 +222,13 @@ class DualActorModule(L.LightningModule):
             flat = {c: x.reshape(-1, *x.shape[-3:]) for c, x in images.items()}
             b[key] = [f.view(*lead, *f.shape[1:]) for f in enc.image_features({"images": flat})]
         return b[key]
+
+    def _critic_proprio(self, proprio: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """The critics' proprio input: ``proprio`` itself, or with a shared critic the task's one-hot beside it."""
+        if self.hparams.critic != "shared":
+            return proprio
+        onehot = torch.nn.functional.one_hot(task_ids.long(), len(self.tasks)).to(proprio.dtype)
+        return torch.cat([proprio, onehot], -1)
 
     def _reduce(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(0).values if self.hparams.actor_q_reduce == "min" else q.mean(0)
@@ -240,22 +286,24 @@ class DualActorModule(L.LightningModule):
                 pi_ns = all_a[tot * (1 + n) :].view(t, b, n, -1)
             else:
                 next_a = stacked(primary(nh, npr))
-            q_next = self.target_critics(self._obs(s, next_obs=True), s[K.NEXT_PROPRIO], next_a)  # (N, E, b)
+            q_next = self.target_critics(self._obs(s, next_obs=True), self._critic_proprio(s[K.NEXT_PROPRIO], s[K.TASK]),
+                                         next_a)  # (N, E, b)
             q_target = losses.td_target(s[K.REWARD], s[K.DONE], q_next, hp.gamma, hp.q_bounds)  # (N, b)
         critics = self.critics
         feat = critics.encode(self._obs(s))
+        proprio = self._critic_proprio(s[K.PROPRIO], s[K.TASK])
         if calql:
             act = s[K.ACTION]
             rand = torch.rand(t, b, n, act.shape[-1], device=act.device, dtype=act.dtype) * 2 - 1
             m = pi_s.shape[2]
-            qs = critics.q(feat, s[K.PROPRIO], torch.cat([act[:, :, None], rand, pi_s, pi_ns], 2))  # (N, E, b, .)
+            qs = critics.q(feat, proprio, torch.cat([act[:, :, None], rand, pi_s, pi_ns], 2))  # (N, E, b, .)
             q_data = qs[..., 0]
             loss, td, reg = losses.calql_loss(
                 q_data, q_target, qs[..., 1 : 1 + n], qs[..., 1 + n : 1 + n + m], qs[..., 1 + n + m :],
                 s[K.MC_RETURN], hp.calql_alpha, hp.calql_temperature, copies,
             )  # each (N,)
         else:
-            q_data = critics.q(feat, s[K.PROPRIO], s[K.ACTION])
+            q_data = critics.q(feat, proprio, s[K.ACTION])
             loss = losses.bellman_loss(q_data, q_target)
             td = reg = None
         opt.zero_grad(set_to_none=True)
@@ -267,7 +315,7 @@ class DualActorModule(L.LightningModule):
         opt.step()
         if want_log:
             q_mean, qt_mean = q_data.detach().mean((1, 2)), q_target.mean(1)
-            for i, sl in enumerate(self.task_slugs):
+            for i, sl in enumerate(self.critic_slugs):
                 logs[f"loss/critic_{sl}"] = loss[i].detach()
                 logs[f"q/{sl}"] = q_mean[i]
                 logs[f"q_target/{sl}"] = qt_mean[i]
@@ -276,39 +324,57 @@ class DualActorModule(L.LightningModule):
                     logs[f"loss/calql_reg_{sl}"] = reg[i].detach()
                     logs[f"loss/td_{sl}"] = td[i].detach()
 
+    def _bc_rows(self, s: dict) -> torch.Tensor | slice:
+        """The rows (flattened) the BC term imitates: every row, or with ``bc_rows="people"`` the rows sampled
+        from a demo buffer and the intervened steps (the sampler marks ``from_demos``)."""
+        if self.hparams.bc_rows == "all":
+            return slice(None)
+        if K.FROM_DEMOS not in s:
+            raise KeyError(f"bc_rows='people' needs the sampler's {K.FROM_DEMOS!r} mark on every batch row")
+        return (s[K.FROM_DEMOS].bool() | s[K.INTERVENTION].bool()).reshape(-1)
+
     def _actor_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
-        """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term. ``s``: the task
-        slices stacked (N, b, ...)."""
+        """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term (no Q term without
+        critics). ``s``: the task slices stacked (N, b, ...)."""
         hp = self.hparams
         primary = self.policy.primary
         t, b = s[K.H].shape[:2]
         flat = lambda x: x.reshape(t * b, *x.shape[2:])  # noqa: E731
         h, proprio, action = flat(s[K.H]), flat(s[K.PROPRIO]), flat(s[K.ACTION])
+        m = self._bc_rows(s)
         with self.toggled_optimizer(opt):
             if primary.head == "anchored":
                 tm = primary.anchored_terms(action, h, proprio, latent_range=self.policy.refinement.mean_bound)
-                bc_den = losses.bc_consistency_loss(tm["pred"], tm["target"], tm["sigma"], primary.scalings.sigma_data)
-                bc_mean = losses.bc_literal_loss(tm["mean"], action)
+                bc_den = losses.bc_consistency_loss(tm["pred"][m], tm["target"][m], tm["sigma"][m],
+                                                    primary.scalings.sigma_data)
+                bc_mean = losses.bc_literal_loss(tm["mean"][m], action[m])
+                # the distillation's target is the head's own ODE, not a row's action: every row
                 distill = losses.ode_distillation_loss(tm["distill_pred"], tm["distill_target"])
                 bc = bc_den + bc_mean + hp.distill_weight * distill
                 a_all = tm["mean"].clamp(-1.0, 1.0)  # the Q term acts on primary mode's action a(0) = M(h)
             elif hp.bc_form in ("consistency", "both"):
                 pred, sigma, a_all = primary.noised_prediction(action, h, proprio, with_action=True)
-                bc = losses.bc_consistency_loss(pred, action, sigma, primary.scalings.sigma_data)
+                bc = losses.bc_consistency_loss(pred[m], action[m], sigma[m], primary.scalings.sigma_data)
                 if hp.bc_form == "both":
-                    bc = bc + losses.bc_literal_loss(a_all, action)
+                    bc = bc + losses.bc_literal_loss(a_all[m], action[m])
             else:
                 a_all = primary(h, proprio)
-                bc = losses.bc_literal_loss(a_all, action)
-            q_pi = self._reduce_members(self.critics(self._obs(s), s[K.PROPRIO], a_all.view(t, b, -1)))  # (N, b)
-            q_means = q_pi.mean(1).detach()
-            eps = (
-                losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)
-                if hp.task_weighting
-                else torch.ones_like(q_means)
-            )
-            q_loss = losses.actor_q_loss(q_pi, eps)
+                bc = losses.bc_literal_loss(a_all[m], action[m])
+            if self.critics is None:  # supervised learning only
+                q_loss = q_means = eps = None
+            else:
+                q_pi = self._reduce_members(self.critics(
+                    self._obs(s), self._critic_proprio(s[K.PROPRIO], s[K.TASK]), a_all.view(t, b, -1)))  # (N, b)
+                q_means = q_pi.mean(1).detach()
+                eps = (
+                    losses.task_weights(q_means, hp.eps_c, hp.eps_min, hp.eps_max)
+                    if hp.task_weighting
+                    else torch.ones_like(q_means)
+                )
+                q_loss = losses.actor_q_loss(q_pi, eps)
             lam1, lam2 = self.lambdas[self.phase]
+            if q_loss is None:
+                q_loss, lam2 = torch.zeros_like(bc), 0.0
             loss = losses.actor_loss(bc, q_loss, lam1, lam2)
             norm = self._step(opt, loss, primary.parameters(), want_log)
         if want_log:
@@ -318,7 +384,9 @@ class DualActorModule(L.LightningModule):
             if primary.head == "anchored":
                 logs.update({"loss/actor_denoise": bc_den.detach(), "loss/actor_mean": bc_mean.detach(),
                              "loss/actor_distill": distill.detach()})
-            for i, sl in enumerate(self.task_slugs):
+            if hp.bc_rows != "all":
+                logs["bc/people_rows"] = torch.as_tensor(m).float().mean()
+            for i, sl in enumerate(self.critic_slugs if eps is not None else []):
                 logs[f"eps/{sl}"] = eps[i]
                 logs[f"q_pi/{sl}"] = q_means[i]
 
@@ -350,11 +418,14 @@ class DualActorModule(L.LightningModule):
             bc = losses.refine_bc_loss(a_ref, action)  # Eq. 8
             task_ids = b[K.TASK]
             q = torch.zeros(bsz, device=h.device, dtype=h.dtype)
-            for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
-                rows = task_ids == i
-                q_i = self.critics(select_rows(obs, rows), proprio[rows], a_ref[rows], task=i)
-                q = q.index_put((rows,), self._reduce(q_i).to(q.dtype))
-            q_loss = losses.refine_q_loss(q)  # Eq. 9
+            if self.hparams.critic == "shared":
+                q = self._reduce(self.critics(obs, self._critic_proprio(proprio, task_ids), a_ref, task=0)).to(q.dtype)
+            elif self.critics is not None:
+                for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
+                    rows = task_ids == i
+                    q_i = self.critics(select_rows(obs, rows), proprio[rows], a_ref[rows], task=i)
+                    q = q.index_put((rows,), self._reduce(q_i).to(q.dtype))
+            q_loss = losses.refine_q_loss(q)  # Eq. 9 (0 without critics)
             reg = losses.refine_reg_loss(a_null, a_base)  # Eq. 10, same z for both terms
             loss = losses.refine_loss(bc, q_loss, reg, hp.eta)  # Eq. 11
             norm = self._step(opt, loss, refinement.parameters(), want_log)
@@ -367,9 +438,37 @@ class DualActorModule(L.LightningModule):
                 }
             )
 
+    def _dsrl_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
+        """DSRL (``refine_objective="dsrl"``): the refinement actor with the null command, mu(s, "[null]"), is a
+        latent-noise policy; it is trained to maximise the critics' Q of the deployed primary's action at
+        w = mu + temperature K z on the task rows ``s`` (N, b, ...) (steering the frozen policy's noise).
+        Nothing else is stepped here."""
+        primary, refinement = self.deployed_primary, self.policy.refinement
+        t, b = s[K.H].shape[:2]
+        flat = lambda x: x.reshape(t * b, *x.shape[2:])  # noqa: E731
+        h, proprio = flat(s[K.H]), flat(s[K.PROPRIO])
+        obs = self._obs(s)
+        with self.toggled_optimizer(opt):
+            feat = refinement.encode_obs(obs)
+            null = torch.full(feat.shape[:-1], self.policy.null_command_id, device=h.device, dtype=torch.long)
+            mu = refinement.from_features(feat, null).reshape(t * b, -1)
+            z = torch.randn_like(mu)
+            with torch.no_grad():
+                offset, _ = primary.offset_and_action(h, proprio, z)
+            a = primary.action_at(mu + primary.temperature * primary.K * z, h, proprio, offset=offset)
+            q = self._reduce_members(self.critics(obs, self._critic_proprio(s[K.PROPRIO], s[K.TASK]), a.view(t, b, -1)))
+            loss = losses.refine_q_loss(q.reshape(-1))
+            norm = self._step(opt, loss, refinement.parameters(), want_log)
+        if want_log:
+            logs.update({"loss/refine": loss.detach(), "loss/refine_q": loss.detach(), "grad_norm/refine": norm,
+                         "refine/mu_abs": mu.detach().abs().mean()})
+
     def _check_task_slices(self, tasks: list[dict]) -> None:
         """The batch's task slices are the module's tasks, in order (checked on the first batch, so a data /
-        module mismatch fails at start-up with both task lists, not as a shape error later)."""
+        module mismatch fails at start-up with both task lists, not as a shape error later). A learner without
+        per-task critics also takes one pooled slice of all tasks' rows."""
+        if len(tasks) == 1 and self.hparams.critic != "per_task":
+            return
         if len(tasks) != len(self.tasks):
             raise ValueError(f"the data has {len(tasks)} task(s) per batch but the module was built for "
                              f"{len(self.tasks)}: {self.tasks}; build the buffers / dataset with the module's tasks")
@@ -393,18 +492,27 @@ class DualActorModule(L.LightningModule):
         tasks: list[dict] = batch[K.TASKS]
         if self.num_updates == 0 or len(tasks) != len(self.tasks):
             self._check_task_slices(tasks)
-        critic_opt, actor_opt, refine_opt = self.optimizers()
-        want_log = self.num_updates % self.hparams.log_every == 0
+        hp = self.hparams
+        *critic_opt, actor_opt, refine_opt = self.optimizers()
+        want_log = self.num_updates % hp.log_every == 0
         self.num_updates += 1
         logs: dict[str, Any] = {}
 
         s = self._stack_tasks(tasks)
-        self._critic_update(s, critic_opt, want_log, logs)
-        self._actor_update(s, actor_opt, want_log, logs)
-        tt = batch.get(K.TALK_TWEAK)
-        if tt is not None and self.hparams.refine_enabled and self.phase in self.hparams.refine_phases:
-            self._refine_update(dict(tt), refine_opt, want_log, logs)  # a copy: this update's features go in it
-        polyak_update(self.target_critics, self.critics, self.hparams.tau)
+        if hp.critic == "shared" and len(tasks) > 1:  # one critic: the task slices are one group of rows
+            s = {k: v.reshape(1, -1, *v.shape[2:]) for k, v in s.items()}
+        if self.critics is not None and self.phase in hp.critic_phases:
+            self._critic_update(s, critic_opt[0], want_log, logs)
+        if self.phase in hp.actor_phases:
+            self._actor_update(s, actor_opt, want_log, logs)
+        if hp.refine_enabled and self.phase in hp.refine_phases:
+            tt = batch.get(K.TALK_TWEAK)
+            if hp.refine_objective == "dsrl":
+                self._dsrl_update(s, refine_opt, want_log, logs)
+            elif tt is not None:
+                self._refine_update(dict(tt), refine_opt, want_log, logs)  # a copy: this update's features go in it
+        if self.critics is not None:
+            polyak_update(self.target_critics, self.critics, hp.tau)
         if self.primary_ema is not None:
             polyak_update(self.primary_ema, self.policy.primary, float(self.hparams.actor_ema))
 

@@ -100,6 +100,9 @@ class DualActorPolicy(nn.Module):
         temperature: acting draws w = mu + temperature * K * z (mu = 0 in primary mode): 1 is Eq. 1 / 2
             as printed, 0 acts with w = mu.
         ode_steps: Euler steps of the ODE the anchored head's map is distilled from.
+        null_latent: the latent mean of a row without a command: "zero" (primary mode, Eq. 1: mu = 0) or
+            "learned" (mu = pi_phi(s, "[null]"): the refinement actor with the null command acts as a
+            latent-noise policy, DSRL's, ``algo=dsrl``).
         text_encoder: ``{"kind": "learned", "out_dim": D}`` (default), ``{"kind": "t5" | "sentence",
             "path": folder or Hub id, ...}`` or the ``{"kind": "table", ...}`` reload spec
             (``dual_actor.nets.text.build_command_encoder``).
@@ -132,6 +135,7 @@ class DualActorPolicy(nn.Module):
         primary_head: str = "anchored",
         temperature: float = 0.0,
         ode_steps: int = 8,
+        null_latent: str = "zero",
         text_encoder: dict | None = None,
         image_encoder: dict | None = None,
         cameras: Sequence[str] = (),
@@ -147,6 +151,8 @@ class DualActorPolicy(nn.Module):
         text_encoder = dict(text_encoder or {"kind": "learned", "out_dim": int(command_dim)})
         image_encoder = dict(image_encoder or {"kind": "state"})
         cameras = [str(c) for c in cameras]
+        if null_latent not in ("zero", "learned"):
+            raise ValueError(f"null_latent must be 'zero' or 'learned', got {null_latent!r}")
         if len(set(cameras)) != len(cameras):
             raise ValueError(f"duplicate cameras in {cameras}")
         self.config: dict[str, Any] = dict(
@@ -155,7 +161,7 @@ class DualActorPolicy(nn.Module):
             refine_hidden=list(refine_hidden), refine_proj_dim=refine_proj_dim, command_dim=command_dim,
             obs_feature_dim=obs_feature_dim, scalings=dict(scalings or {}),
             refine_mean_bound=refine_mean_bound, primary_head=primary_head, temperature=float(temperature),
-            ode_steps=int(ode_steps), text_encoder=text_encoder,
+            ode_steps=int(ode_steps), null_latent=str(null_latent), text_encoder=text_encoder,
             image_encoder=image_encoder, cameras=cameras, image_size=None if image_size is None else int(image_size),
         )
         self.tasks = list(tasks)
@@ -182,6 +188,7 @@ class DualActorPolicy(nn.Module):
         # registered last: parameters() starts with the primary actor's (its device is the policy's)
         self.backbone = bb
         self.null_command_id = commands.index(NULL_COMMAND)
+        self.null_latent = str(null_latent)
 
     # --------------------------------------------------------------------------- building
     def _build_backbone(self, spec: dict) -> nn.Module:
@@ -322,13 +329,16 @@ class DualActorPolicy(nn.Module):
         commands: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """Actions (B, A) in [-1, 1]: primary mode (Eq. 1) for rows without a command (None or
-        "[null]"), refinement mode (Eq. 2) for rows with one. ``obs``: the state vector or the
+        "[null]"), refinement mode (Eq. 2) for rows with one. With ``null_latent="learned"`` (DSRL) a row
+        without a command acts at mu(s, "[null]"). ``obs``: the state vector or the
         observation mapping (see the module doc). Act in eval mode (``policy.eval()``, as the control
         loop and ``evaluate`` do): a ResNet encoder's BatchNorm would otherwise use and update batch
         statistics."""
         mean = None
-        if commands is not None:
-            cmds = [c if c else NULL_COMMAND for c in commands]
+        cmds = [c if c else NULL_COMMAND for c in (commands if commands is not None else [None] * h.shape[0])]
+        if self.null_latent == "learned":
+            mean = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
+        elif commands is not None:
             refine_rows = torch.tensor([c != NULL_COMMAND for c in cmds], device=h.device)
             if bool(refine_rows.any()):
                 mu = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))

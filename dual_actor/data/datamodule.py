@@ -3,6 +3,10 @@
 Warm-up (line 6): B/N rows per task from that task's demos.
 Online (line 16): B/(2N) from demos + B/(2N) from rollouts per task; nothing is yielded until
 every rollout buffer holds ``min_rollout`` (100) transitions.
+Pooled (``pooled=True``, the flat multi-task baseline ``algo=conrft_flat``): one slice instead of one per
+task, B rows drawn uniformly over all tasks' demos together (online: B/2 over the pooled demos + B/2 over
+the pooled rollouts), so a task is sampled in proportion to its share of the data.
+Every row carries ``from_demos`` (it came from a demo buffer).
 Refinement (line 20): ``refine_batch_size`` rows from the global talk-and-tweak buffer when
 it is not empty.
 """
@@ -37,6 +41,7 @@ class BufferSampler(IterableDataset):
         min_rollout: int = 100,
         seed: int = 0,
         before_batch=None,
+        pooled: bool = False,
     ):
         n = len(buffers.tasks)
         if batch_size % n:
@@ -50,6 +55,7 @@ class BufferSampler(IterableDataset):
         self.min_rollout = min_rollout
         self.generator = torch.Generator().manual_seed(seed)
         self.before_batch = before_batch
+        self.pooled = bool(pooled)
 
     def ready(self) -> bool:
         if self.phase == "warmup":
@@ -59,18 +65,29 @@ class BufferSampler(IterableDataset):
             for t in self.buffers.tasks
         )
 
-    def sample(self) -> dict:
-        n = len(self.buffers.tasks)
+    def _rows(self, kind: str, n: int, tasks: list[str]) -> dict:
+        """``n`` rows of the ``kind`` buffers of ``tasks``, uniform over their transitions together, marked
+        ``from_demos``."""
         g = self.generator
-        slices = []
-        for t in self.buffers.tasks:
-            bufs = self.buffers[t]
-            if self.phase == "warmup":
-                rows = bufs["demos"].sample(self.batch_size // n, g)
-            else:
-                half = self.batch_size // (2 * n)
-                rows = _cat([bufs["demos"].sample(half, g), bufs["rollouts"].sample(half, g)])
-            slices.append(rows)
+        if len(tasks) == 1:
+            rows = self.buffers[tasks[0]][kind].sample(n, g)
+        else:
+            bufs = [self.buffers[t][kind] for t in tasks]
+            sizes = torch.tensor([float(len(b)) for b in bufs])
+            counts = torch.bincount(torch.multinomial(sizes, n, replacement=True, generator=g), minlength=len(bufs))
+            rows = _cat([b.sample(int(c), g) for b, c in zip(bufs, counts.tolist()) if c > 0])
+        rows[K.FROM_DEMOS] = torch.full((n,), kind == "demos")
+        return rows
+
+    def sample(self) -> dict:
+        tasks = list(self.buffers.tasks)
+        groups = [tasks] if self.pooled else [[t] for t in tasks]
+        rows = self.batch_size // len(groups)
+        if self.phase == "warmup":
+            slices = [self._rows("demos", rows, g) for g in groups]
+        else:
+            slices = [_cat([self._rows("demos", rows // 2, g), self._rows("rollouts", rows // 2, g)]) for g in groups]
+        g = self.generator
         tt = self.buffers.talk_tweak
         return {K.TASKS: slices, K.TALK_TWEAK: tt.sample(self.refine_batch_size, g) if len(tt) else None}
 
@@ -91,7 +108,8 @@ class OfflineDataModule(L.LightningDataModule):
     """
 
     def __init__(self, path: str | Path, spec: DataSpec, embed, command_ids, batch_size: int = 256,
-                 gamma: float = 0.99, refine_batch_size: int | None = None, seed: int = 0, split: str | None = None):
+                 gamma: float = 0.99, refine_batch_size: int | None = None, seed: int = 0, split: str | None = None,
+                 pooled: bool = False):
         super().__init__()
         self.path = Path(path)
         self.spec = spec
@@ -102,6 +120,7 @@ class OfflineDataModule(L.LightningDataModule):
         self.refine_batch_size = refine_batch_size
         self.seed = seed
         self.split = split
+        self.pooled = pooled
         self.buffers: TaskBuffers | None = None
         self.episode_counts: dict[str, int] = {}
         self.sampler: BufferSampler | None = None
@@ -117,7 +136,8 @@ class OfflineDataModule(L.LightningDataModule):
         self.buffers = buffers
 
     def train_dataloader(self) -> DataLoader:
-        self.sampler = BufferSampler(self.buffers, self.batch_size, "warmup", self.refine_batch_size, seed=self.seed)
+        self.sampler = BufferSampler(self.buffers, self.batch_size, "warmup", self.refine_batch_size, seed=self.seed,
+                                     pooled=self.pooled)
         if self._sampler_state is not None:  # a resumed warm-up continues the sample sequence
             self.sampler.generator.set_state(self._sampler_state)
             self._sampler_state = None

@@ -1,0 +1,248 @@
+"""The paper's Table I baselines as switches of the one learner (conf/algo/*.yaml): HG-DAgger (no critic, BC on
+people's actions), ConRFT flat (one shared critic, pooled sampling), DSRL (frozen policy and critics, a latent
+policy steering the noise); the shared warm-up per seed; and each baseline end to end through the entry point."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dual_actor import constants as K
+from dual_actor.data.buffers import TaskBuffers
+from dual_actor.data.datamodule import BufferSampler
+from dual_actor.module import DualActorModule
+from dual_actor.policy import DualActorPolicy
+from factories import TASKS, tiny_module_kwargs, training_batch
+from test_fit import fit as run_fit
+from test_module import changed, fit, snapshot
+
+
+def online_batch(seed=0, per_task=8):
+    """A task-sliced online batch: the first half of each slice from the demo buffer, the second half rollouts
+    of which the first rollout row is an intervened step."""
+    b = training_batch(per_task=per_task, seed=seed)
+    for s in b[K.TASKS]:
+        s[K.FROM_DEMOS] = torch.arange(per_task) < per_task // 2
+        s[K.INTERVENTION] = torch.arange(per_task) == per_task // 2
+    return b
+
+
+def module(phase="online", **over):
+    torch.manual_seed(0)
+    return DualActorModule(**tiny_module_kwargs(phase=phase, **over))
+
+
+# ------------------------------------------------------------------------------------------ HG-DAgger
+@pytest.mark.parametrize("bc_rows, invariant", [("people", True), ("all", False)])
+def test_people_rows_bc_ignores_the_policy_own_actions(bc_rows, invariant):
+    """bc_rows=people: the update does not depend on the actions of rollout rows nobody corrected (changing
+    them leaves the trained weights bit-identical); with bc_rows=all it does (the control)."""
+    weights = []
+    for garbage in (0.9, -0.9):
+        m = module(critic="none", task_weighting=False, bc_rows=bc_rows, refine_enabled=False, max_updates=1)
+        b = online_batch()
+        for s in b[K.TASKS]:
+            own = ~(s[K.FROM_DEMOS] | s[K.INTERVENTION])
+            s[K.ACTION][own] = garbage
+        torch.manual_seed(1)
+        fit(m, b)
+        weights.append(snapshot(m.policy.primary))
+    same = all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert same == invariant
+
+
+def test_no_critic_learner_is_supervised_only():
+    m = module(critic="none", task_weighting=False, bc_rows="people", refine_enabled=False, max_updates=3)
+    assert m.critics is None and m.target_critics is None
+    assert not any(k.startswith(("critics.", "target_critics.")) for k in m.state_dict())
+    fit(m, online_batch())
+    assert len(m.trainer.optimizers) == 2 and m.num_updates == 3
+    logs = m.last_logs
+    assert logs["loss/actor_q"] == 0.0 and not any(k.startswith(("q/", "eps/", "loss/critic")) for k in logs)
+    assert logs["bc/people_rows"] == pytest.approx(5 / 8)  # 4 demo rows + 1 intervention of 8 per task
+
+
+def test_people_rows_need_the_sampler_mark():
+    m = module(critic="none", task_weighting=False, bc_rows="people", refine_enabled=False, max_updates=1)
+    with pytest.raises(KeyError, match="from_demos"):
+        fit(m, training_batch())
+
+
+# ------------------------------------------------------------------------------------------ ConRFT flat
+def _buffers(sizes):
+    bufs = TaskBuffers(TASKS)
+    for i, (t, n) in enumerate(zip(TASKS, sizes)):
+        rows = training_batch(per_task=n, seed=i, talk_tweak=False)[K.TASKS][0]
+        rows[K.TASK] = torch.full((n,), i)
+        bufs[t]["demos"].add(rows)
+        bufs[t]["rollouts"].add({k: v[: n // 2] for k, v in rows.items()})
+    return bufs
+
+
+def test_pooled_sampler_draws_tasks_in_proportion_to_their_data():
+    """Pooled: one slice, rows uniform over all tasks' transitions together, so task i's share is
+    n_i / sum n (here 1/10, 3/10, 6/10), in the demo half and the rollout half alike."""
+    bufs = _buffers([20, 60, 120])
+    s = BufferSampler(bufs, 600, "online", pooled=True, min_rollout=1, seed=0)
+    counts = torch.zeros(2, 3)
+    for _ in range(20):
+        (rows,) = s.sample()[K.TASKS]
+        assert rows[K.H].shape[0] == 600 and rows[K.FROM_DEMOS][:300].all() and not rows[K.FROM_DEMOS][300:].any()
+        for half in (0, 1):
+            counts[half] += torch.bincount(rows[K.TASK][half * 300:(half + 1) * 300], minlength=3)
+    share = counts / counts.sum(1, keepdim=True)
+    expect = torch.tensor([0.1, 0.3, 0.6])
+    assert torch.allclose(share, expect.expand(2, 3), atol=0.02), share  # 6000 draws: sd <= 0.0063
+
+
+def test_per_task_sampler_is_unchanged_and_marks_demo_rows():
+    bufs = _buffers([20, 60, 120])
+    s = BufferSampler(bufs, 12, "online", min_rollout=1, seed=0)
+    slices = s.sample()[K.TASKS]
+    assert [int(x[K.TASK].unique()) for x in slices] == [0, 1, 2]
+    for x in slices:
+        assert x[K.FROM_DEMOS].tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_shared_critic_is_one_critic_with_the_task_as_input(pooled):
+    m = module(critic="shared", task_weighting=False, refine_enabled=False, max_updates=2)
+    assert m.critics.num_tasks == 1 and m.critic_slugs == ["all"]
+    b = online_batch()
+    if pooled:
+        b = {K.TASKS: [{k: torch.cat([s[k] for s in b[K.TASKS]]) for k in b[K.TASKS][0]}], K.TALK_TWEAK: None}
+    before = snapshot(m.critics)
+    fit(m, b)
+    assert changed(before, m.critics)
+    # the task one-hot reaches the critic: the same (s, a) scored as another task gives another Q
+    x = b[K.TASKS][0]
+    q = [m.critics(x[K.OBS][None], m._critic_proprio(x[K.PROPRIO], torch.full_like(x[K.TASK], i))[None],
+                   x[K.ACTION][None]) for i in range(3)]
+    assert not torch.allclose(q[0], q[1]) and not torch.allclose(q[1], q[2])
+
+
+def test_task_weights_and_pooling_need_per_task_critics():
+    with pytest.raises(ValueError, match="task_weighting"):
+        module(critic="shared")
+    m = module(max_updates=1)
+    with pytest.raises(ValueError, match="1 task"):
+        fit(m, {K.TASKS: [online_batch()[K.TASKS][0]], K.TALK_TWEAK: None})
+
+
+# ------------------------------------------------------------------------------------------ DSRL
+def dsrl(**over):
+    m = module(actor_phases=["warmup"], critic_phases=["warmup"], refine_objective="dsrl",
+               policy={**tiny_module_kwargs()["policy"], "null_latent": "learned"}, **over)
+    return m
+
+
+def test_dsrl_online_trains_only_the_latent_policy_and_raises_q():
+    m = dsrl(max_updates=60, refine_lr=1e-3)
+    b = online_batch()
+    s = m._stack_tasks(b[K.TASKS])
+
+    def q_of_latent_policy():
+        with torch.no_grad():
+            obs, t, n = s[K.OBS], 3, 8
+            mu = m.policy.refinement(obs.reshape(t * n, -1), torch.full((t * n,), m.policy.null_command_id))
+            a = m.deployed_primary.action_at(mu, s[K.H].reshape(t * n, -1), s[K.PROPRIO].reshape(t * n, -1))
+            return m._reduce_members(m.critics(obs, s[K.PROPRIO], a.view(t, n, -1))).mean()
+
+    q0 = q_of_latent_policy()
+    frozen = {**snapshot(m.policy.primary), **{f"c.{k}": v for k, v in snapshot(m.critics).items()}}
+    before_refine = snapshot(m.policy.refinement)
+    fit(m, b)
+    after = {**snapshot(m.policy.primary), **{f"c.{k}": v for k, v in snapshot(m.critics).items()}}
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)  # the policy and the critics stay frozen
+    assert changed(before_refine, m.policy.refinement)
+    assert q_of_latent_policy() > q0 + 1e-3  # the latent policy climbs the frozen critics' Q
+    assert "loss/actor" not in m.last_logs and "loss/critic_place_the_bolt" not in m.last_logs
+
+
+def test_dsrl_policy_acts_at_the_null_command_latent():
+    """null_latent=learned: a row without a command acts at w = mu(s, "[null]"); zero-initialised, that is the
+    primary mode until the latent policy moves it."""
+    m = dsrl(max_updates=20, refine_lr=1e-2)
+    p = m.policy.eval()
+    x = online_batch()[K.TASKS][0]
+    h, obs, pr = x[K.H], x[K.OBS], x[K.PROPRIO]
+    assert torch.equal(p.act(h, obs, pr), p.primary(h, pr))  # mu = 0 before training
+    fit(m, online_batch())
+    p.eval()
+    mu = p.refinement(obs, torch.full((h.shape[0],), p.null_command_id))
+    assert mu.abs().max() > 0
+    assert torch.allclose(p.act(h, obs, pr), p.primary(h, pr, noise_mean=mu))
+    assert not torch.allclose(p.act(h, obs, pr), p.primary(h, pr))
+
+
+# ------------------------------------------------------------------------------------------ shared warm-up
+def _cfg(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from test_fit import ROOT
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_warmup_fingerprint_says_which_arms_share_a_warmup():
+    from dual_actor.fit import shared_warmup_dir
+
+    d = lambda *o: shared_warmup_dir(_cfg(*o))  # noqa: E731
+    ours = d()
+    assert d("algo.refine_enabled=false") == ours == d("algo=dsrl") == d("online.env_steps=100", "eval.trials=3")
+    assert d("algo=hg_dagger") != ours and d("algo=conrft_flat") != ours and d("algo=hg_dagger") != d("algo=conrft_flat")
+    assert d("seed=1") != ours and d("algo.warmup_updates=10") != ours and d("algo.lambdas.warmup=[1.0,0.0]") != ours
+    assert d("algo.refine_enabled=false", "algo.refine_phases=[warmup,online]") != d("algo.refine_phases=[warmup,online]")
+    assert ours.parent.name == "warmups" and ours.name.startswith("seed0-")
+
+
+# ------------------------------------------------------------------------------------------ end to end
+SMOKE = ["experiment=smoke", "trainer.progress_bar=false", "eval.curve_every_env_steps=1000", "warmup.share=true"]
+
+
+@pytest.mark.slow
+def test_baselines_train_and_evaluate_through_fit_sharing_warmups(tmp_path):
+    """Every arm of Table I through ``python -m dual_actor.fit algo=...`` (smoke size): eval.json, the saved policy
+    acting as the arm acts; dual, single and DSRL train one warm-up and reuse it (bit-identical warm-up
+    policies), HG-DAgger and ConRFT flat train their own; arms without a listening refinement actor get an
+    operator that takes over instead of speaking."""
+    data = f"data.path={tmp_path}/data/demos.hdf5"
+    arms = {"dual": ["algo=dual_actor"], "single": ["algo.refine_enabled=false"], "dsrl": ["algo=dsrl"],
+            "hg_dagger": ["algo=hg_dagger"], "conrft_flat": ["algo=conrft_flat"]}
+    out = {}
+    for name, over in arms.items():
+        r = run_fit(*SMOKE, data, f"run_root={tmp_path}", f"run_name={name}", *over)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out[name] = r.stdout
+        run = tmp_path / name
+        ev = json.loads((run / "eval.json").read_text())
+        assert list(ev["per_task"]) == TASKS and ev["online_steps"] >= 400
+        curve = json.loads((run / "learning_curve.json").read_text())["points"]
+        assert curve[0]["online_steps"] == 0  # the warm-up point, also where the warm-up was shared
+    warmups = sorted(p.name for p in (tmp_path / "warmups").iterdir())
+    assert len(warmups) == 3 and all((tmp_path / "warmups" / w / "done.json").exists() for w in warmups)
+    for name in ("single", "dsrl"):
+        assert "[warm-up] shared:" in out[name] and "[warm-up] 30 updates, from" in out[name]
+        a, b = ((tmp_path / n / "policy_warmup" / "model.safetensors").read_bytes() for n in ("dual", name))
+        assert a == b
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["updates"] > 30 and summary["online_env_steps"] >= 400
+    for name in ("dual", "hg_dagger", "conrft_flat"):
+        assert "[warm-up] 30 updates\n" in out[name] and "[warm-up] shared as" in out[name]
+    for name in ("single", "dsrl", "hg_dagger", "conrft_flat"):  # only ours listens to spoken commands
+        assert "takes over instead of speaking" in out[name]
+        assert OmegaConf.load(tmp_path / name / "config.yaml").operator.talk_then_tweak is False
+    assert OmegaConf.load(tmp_path / "dual" / "config.yaml").operator.talk_then_tweak is True
+    # what each arm saved is what it is
+    sd = torch.load(tmp_path / "hg_dagger" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("critics" in k for k in sd)
+    sd = torch.load(tmp_path / "conrft_flat" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    w = sd["critics.proprio_mlp.linears.0.weight"]  # one critic of 2 members, proprio (4) + 3 task one-hot inputs
+    assert w.shape[:2] == (2, 4 + 3)
+    assert sd["critics.proprio_mlp.linears.0.weight"].shape != torch.load(
+        tmp_path / "dual" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"][
+        "critics.proprio_mlp.linears.0.weight"].shape  # ours: 3 critics x 2 members, proprio only
+    assert DualActorPolicy.from_pretrained(tmp_path / "dsrl" / "policy").null_latent == "learned"
+    assert DualActorPolicy.from_pretrained(tmp_path / "dual" / "policy").null_latent == "zero"
