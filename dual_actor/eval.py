@@ -28,6 +28,9 @@ a failed trial. ``average_success_rate`` is the unweighted mean over tasks.
 ``learning_curve.json``, logs them as TensorBoard scalars (``eval/success_<task slug>``,
 ``eval/average_success``) and plots success per task against online steps with a second x-axis
 in equivalent minutes at ``fps`` (10 Hz: the paper's Fig. 5 x-axis).
+
+Long-horizon chains of the three sub-tasks (the paper's RQ4, ``--chain K``): :mod:`dual_actor.chain`, acting
+through the same :func:`run_episode`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import torch
 from dual_actor.constants import NULL_COMMAND
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.loop import observation_batch
-from dual_actor.runtime.sim import DEMO_FPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
+from dual_actor.runtime.sim import BENCH_TASKS, DEMO_FPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
 
 EVAL_FILE = "eval.json"
 CURVE_FILE = "learning_curve.json"
@@ -172,27 +175,9 @@ def _evaluate_task(
         torch.manual_seed(torch_seed)
         for trial in range(trials):
             obs = env.reset()
-            if speaker is not None:
-                speaker.reset(task)
-            terminated = truncated = False
-            step = 0
-            while not (terminated or truncated):
-                state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
-                images = env.images() if cameras else {}
-                if frames is not None and cameras and trial == 0 and step % FRAME_EVERY == 0:
-                    frames.setdefault(task, []).append(images[cameras[0]].copy())
-                observation = (observation_batch(obs, proprio, images, device, as_mapping=True)
-                               if policy.wants_mapping else state)
-                h = policy.embed(observation, [task])
-                cmd = command_fn(task, obs, step) if command_fn is not None else None
-                action = policy.act(h, observation, state[:, proprio], commands=[cmd] if cmd else None)
-                if speaker is not None:
-                    said = speaker.observe(obs, action[0].detach().cpu().numpy(), {}).command
-                    if said and said != NULL_COMMAND:
-                        action = policy.act(h, observation, state[:, proprio], commands=[said])
-                obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
-                step += 1
-            successes += int(terminated)
+            succeeded, _ = run_episode(policy, env, task, obs, proprio, command_fn=command_fn, speaker=speaker,
+                                       frames=frames if trial == 0 else None)
+            successes += int(succeeded)
             lengths.append(env.elapsed_steps)
             bar.update(1)
     return {
@@ -200,6 +185,50 @@ def _evaluate_task(
         "mean_episode_length": float(np.mean(lengths)),
         "trials": int(trials),
     }
+
+
+def run_episode(
+    policy: DualActorPolicy,
+    env: Any,
+    task: str,
+    obs: np.ndarray,
+    proprio: slice = PROPRIO_SLICE,
+    command_fn: CommandFn | None = None,
+    speaker: Any = None,
+    frames: dict | None = None,
+) -> tuple[bool, np.ndarray]:
+    """Act ``policy`` alone on ``env``, whose episode was just reset to ``obs``, until it ends.
+
+    The evaluation step of :func:`evaluate` (module docstring): ``task`` is the instruction,
+    ``proprio`` the proprio entries of the state, ``command_fn`` / ``speaker`` as :func:`evaluate`
+    (the speaker is ``reset(task)`` first). ``frames``: filled with the policy's first camera every
+    ``FRAME_EVERY`` steps when the policy reads cameras. Call under ``torch.no_grad()`` with the
+    policy in eval mode; actions draw from the global torch RNG. Returns ``(terminated, last
+    observation)``: ``terminated`` is Metaworld's success within the env's step limit.
+    """
+    device = next(policy.parameters()).device
+    cameras = list(policy.config.get("cameras") or [])
+    if speaker is not None:
+        speaker.reset(task)
+    terminated = truncated = False
+    step = 0
+    while not (terminated or truncated):
+        state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
+        images = env.images() if cameras else {}
+        if frames is not None and cameras and step % FRAME_EVERY == 0:
+            frames.setdefault(task, []).append(images[cameras[0]].copy())
+        observation = (observation_batch(obs, proprio, images, device, as_mapping=True)
+                       if policy.wants_mapping else state)
+        h = policy.embed(observation, [task])
+        cmd = command_fn(task, obs, step) if command_fn is not None else None
+        action = policy.act(h, observation, state[:, proprio], commands=[cmd] if cmd else None)
+        if speaker is not None:
+            said = speaker.observe(obs, action[0].detach().cpu().numpy(), {}).command
+            if said and said != NULL_COMMAND:
+                action = policy.act(h, observation, state[:, proprio], commands=[said])
+        obs, _, terminated, truncated, _ = env.step(action[0].detach().cpu().numpy())
+        step += 1
+    return bool(terminated), obs
 
 
 # ------------------------------------------------------------------------------- output
@@ -336,8 +365,9 @@ class LearningCurve:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--out eval.json]``:
-    evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table."""
+    """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--chain K] [--out eval.json]``:
+    evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table;
+    with ``--chain K``, ``--trials`` chains of K bolts x 3 sub-tasks instead (docs/chain.md)."""
     import argparse
     import sys
 
@@ -349,8 +379,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED)
     p.add_argument("--with-commands", action="store_true",
                    help="a simulated operator speaks refinement commands (never takes over)")
+    p.add_argument("--chain", type=int, default=None, metavar="K",
+                   help="long-horizon chains (paper RQ4): K bolts x (place, pick up, assemble) in sequence, the hand "
+                        "carried between sub-tasks; reports success for k = 1..K (dual_actor/chain.py)")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here (atomically)")
     args = p.parse_args(argv)
+    if args.chain is not None and args.chain < 1:
+        print(f"error: --chain K needs K >= 1 bolts, got {args.chain}", file=sys.stderr)
+        return 2
+    if args.chain is not None and args.tasks:
+        print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
+        return 2
     try:
         policy = DualActorPolicy.from_pretrained(args.policy)
         tasks = args.tasks or list(policy.tasks)
@@ -358,15 +397,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.with_commands:
             from dual_actor.runtime.operators import SimulatedOperator
 
-            speaker = SimulatedOperator(tasks[0], speak_commands=True, seed=args.seed)
-        res = evaluate(policy, tasks, trials=args.trials, max_episode_steps=args.max_episode_steps, seed=args.seed,
-                       speaker=speaker, progress=True)
+            first = next(iter(BENCH_TASKS)) if args.chain is not None else tasks[0]  # reset(task) switches
+            speaker = SimulatedOperator(first, speak_commands=True, seed=args.seed)
+        if args.chain is not None:
+            from dual_actor.chain import evaluate_chain, format_chain_table
+
+            res = evaluate_chain(policy, args.chain, trials=args.trials, max_episode_steps=args.max_episode_steps,
+                                 seed=args.seed, speaker=speaker, progress=True)
+            table = format_chain_table(res)
+        else:
+            res = evaluate(policy, tasks, trials=args.trials, max_episode_steps=args.max_episode_steps,
+                           seed=args.seed, speaker=speaker, progress=True)
+            table = format_table(res)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out is not None:
         atomic_write_text(args.out, json.dumps(res, indent=2))
-    print(format_table(res))
+    print(table)
     return 0
 
 

@@ -73,6 +73,10 @@ OBS_DIM = 39
 ACTION_DIM = 4
 PROPRIO_SLICE = slice(0, 4)  # hand xyz + gripper opening
 DEMO_FPS = 10
+HAND_TOLERANCE = 0.01
+"""Metres: how far the hand (``obs[:3]``) after ``MetaworldTaskEnv.reset(hand_pos=p)`` may be from ``p`` where the
+scene leaves ``p`` free (a scene's own objects or platform can hold the hand back further; see ``reset``)."""
+_HAND_REFINE_M = 0.002  # reset(hand_pos=) redoes the reset once, corrected, when the hand is further off than this
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 """Cameras of the Metaworld v3 Sawyer scenes (``MetaworldTaskEnv(cameras=...)``)."""
 
@@ -171,9 +175,15 @@ class MetaworldTaskEnv:
         # Metaworld raises once its own horizon (500) is passed; ours is enforced here.
         env.max_path_length = max(int(env.max_path_length), self.max_episode_steps)
         self._env = env
+        # Where the dense reward's shaping starts (hand, pads) after a plain reset: constant per scene.
+        self._reward_refs = {a: np.array(getattr(env, a), dtype=np.float64)
+                             for a in ("init_tcp", "init_left_pad", "init_right_pad")}
+        # Hand (obs[:3]) minus mocap once the hand has settled on it: ~(4.6, 1.4, -4.9) mm.
+        self._weld_offset = np.asarray(env.get_endeff_pos(), dtype=np.float64) - np.asarray(env.hand_init_pos)
         self._steps = 0
         self._done = True
         self.episodes_started = 0
+        self.hand_start_error: float | None = None
 
     @property
     def observation_space(self):
@@ -227,12 +237,71 @@ class MetaworldTaskEnv:
         self._env.np_random.bit_generator.state = state["np_random"]
         self.episodes_started = int(state["episodes_started"])
 
-    def reset(self) -> np.ndarray:
-        obs, _ = self._env.reset()
+    def reset(self, hand_pos: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """Start an episode: a fresh object / goal configuration; the observation (39,).
+
+        ``hand_pos``: start with the hand (``obs[:3]``) at this xyz instead of the task's default
+        (long-horizon chains carry the arm from one sub-task to the next, :mod:`dual_actor.chain`).
+        Metaworld's reset drives the mocap to the env's ``hand_init_pos`` for 50 simulation steps
+        (``_reset_hand``) before it places the objects; this sets ``hand_init_pos`` for that one
+        reset and restores the env's own default afterwards, so later plain resets are unchanged.
+        The mocap target is ``hand_pos`` minus the hand-mocap weld offset (~7 mm, measured at
+        construction), clipped into the scene's mocap bounds; if the reached hand is still more than
+        2 mm off, the reset is redone once with the target corrected by that error, the env's
+        generator rewound first (the same configuration is drawn; the episode counts once).
+
+        Tolerance: within :data:`HAND_TOLERANCE` where the scene leaves the position free (45 end
+        positions of expert and random rollouts of the three tasks, each restarted in all three
+        scenes: <= 2.9 mm in 133 of 135 cases, 8.7 mm at most in the other two). The scenes differ:
+        away from its hole, the pick-up scene's platform holds the hand above z ~0.10, so a hand
+        left lower elsewhere starts above it, further off; the mocap is then put where the hand is
+        (not left inside the obstacle, where it would swallow the first upward actions).
+        ``hand_start_error``: the distance reached - asked (m; None after a plain reset).
+
+        The object and goal positions are the ones a plain reset would have drawn (an object's
+        orientation can differ by ~1e-3: it settles while the hand moves). The gripper is opened,
+        as at every Metaworld reset (nothing held carries over). Metaworld's dense reward
+        (``info["dense_reward"]``; the sparse reward and success do not use it) shapes from the
+        hand's start (``init_tcp``, pick-place's ``init_*_pad``) and raises when that start is
+        within a few mm of the object in the x-z plane: those references are set back to a plain
+        reset's, so the dense reward is shaped as in a plain episode.
+        """
+        if hand_pos is None:
+            obs, _ = self._env.reset()
+            self.hand_start_error = None
+        else:
+            obs = self._reset_hand_at(hand_pos)
         self._steps = 0
         self._done = False
         self.episodes_started += 1
         return np.asarray(obs, dtype=np.float32)
+
+    def _reset_hand_at(self, hand_pos: Sequence[float] | np.ndarray) -> np.ndarray:
+        want = np.asarray(hand_pos, dtype=np.float64).reshape(-1)
+        if want.shape != (3,) or not np.all(np.isfinite(want)):
+            raise ValueError(f"{self.env_name}: hand_pos must be 3 finite numbers (xyz, m), got {hand_pos}")
+        env = self._env
+        default, rng = env.hand_init_pos, env.np_random.bit_generator.state
+        target = np.clip(want - self._weld_offset, env.mocap_low, env.mocap_high)
+        try:
+            for attempt in range(2):
+                if attempt:
+                    env.np_random.bit_generator.state = rng  # redraw the same configuration
+                env.hand_init_pos = target
+                obs, _ = env.reset()
+                err = np.asarray(obs[:3], dtype=np.float64) - want
+                if np.linalg.norm(err) <= _HAND_REFINE_M:
+                    break
+                target = np.clip(target - err, env.mocap_low, env.mocap_high)
+        finally:
+            env.hand_init_pos = default
+        if np.linalg.norm(err) > _HAND_REFINE_M:  # held back (an obstacle, the arm's reach): no mocap left inside it
+            mocap_id = env.model.body_mocapid[env.data.body("mocap").id]
+            env.data.mocap_pos[mocap_id] = np.clip(obs[:3] - self._weld_offset, env.mocap_low, env.mocap_high)
+        for attr, value in self._reward_refs.items():  # Metaworld's dense reward: shaped from the default start
+            setattr(env, attr, value.copy())
+        self.hand_start_error = float(np.linalg.norm(err))
+        return obs
 
     def step(self, action: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
