@@ -1,0 +1,108 @@
+"""Execute a notebook with parameters and keep its outputs (papermill-style, on nbclient alone).
+
+    python notebooks/execute.py NOTEBOOK.ipynb [KEY=VALUE ...] [--out OUT.ipynb] [--timeout SECONDS]
+
+Each ``KEY=VALUE`` replaces the assignment ``KEY = ...`` in the notebook's first code cell, the one tagged
+``parameters``; VALUE is read as a Python literal (``SEEDS=[0,1,2]``, ``TINY=True``, ``TRIALS=25``) and otherwise
+taken as a string (``RUN_ROOT=checkpoints/ablations``). A KEY that the cell does not assign is an error (a typo
+would otherwise be ignored). The notebook runs with its own folder as the working directory (as in Jupyter) on
+the ``python3`` kernel of the Python running this script; the executed notebook, outputs included, is written
+over NOTEBOOK (or to ``--out``), also when a cell fails (then the exit status is 1 and the error is printed).
+``--timeout`` limits each cell (default: none). ``tests/test_notebooks.py`` runs the notebooks through
+:func:`execute`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+KERNEL = "python3"
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal, or the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The first code cell, which must be tagged ``parameters``."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or "parameters" not in code[0].get("metadata", {}).get("tags", []):
+        raise ValueError("the notebook's first code cell must be tagged 'parameters'")
+    return code[0]
+
+
+def inject(nb: nbformat.NotebookNode, params: Mapping[str, Any]) -> nbformat.NotebookNode:
+    """Replace the assignments of ``params``' keys in the parameters cell with ``KEY = repr(value)``."""
+    cell = parameters_cell(nb)
+    lines = cell.source.splitlines()
+    spans = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    spans[t.id] = (node.lineno - 1, node.end_lineno)
+    unknown = sorted(set(params) - set(spans))
+    if unknown:
+        raise KeyError(f"not parameters of this notebook: {unknown} (it has {sorted(spans)})")
+    for key, (start, end) in sorted(((k, spans[k]) for k in params), key=lambda kv: -kv[1][0]):
+        lines[start:end] = [f"{key} = {params[key]!r}  # injected"]
+    cell.source = "\n".join(lines)
+    return nb
+
+
+def execute(notebook: str | Path, params: Mapping[str, Any] | None = None, out: str | Path | None = None,
+            timeout: int | None = None) -> nbformat.NotebookNode:
+    """Run ``notebook`` with ``params`` injected; write it with its outputs to ``out`` (default: in place) and
+    return it. A failing cell raises :class:`nbclient.exceptions.CellExecutionError` after the write."""
+    notebook = Path(notebook)
+    out = Path(out) if out is not None else notebook
+    nb = inject(nbformat.read(notebook, as_version=4), params or {})
+    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, allow_errors=False,
+                            resources={"metadata": {"path": str(notebook.resolve().parent)}})
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, out)
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("notebook", type=Path)
+    p.add_argument("params", nargs="*", metavar="KEY=VALUE", help="parameters (Python literals, else strings)")
+    p.add_argument("--out", type=Path, default=None, help="write the executed notebook here (default: in place)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: no limit)")
+    a = p.parse_args(argv)
+    params = {}
+    for item in a.params:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            p.error(f"expected KEY=VALUE, got {item!r}")
+        params[key] = parse_value(value)
+    try:
+        execute(a.notebook, params, a.out, a.timeout)
+    except (KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except CellExecutionError as e:
+        print(f"error: a cell failed; the notebook with its outputs is in {a.out or a.notebook}\n{e}", file=sys.stderr)
+        return 1
+    print(f"executed {a.notebook} -> {a.out or a.notebook}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""notebooks/*.ipynb: committed clean, and each executed end to end on tiny data (TINY = True) with
+notebooks/execute.py, the command the maintainer runs them with; a failing cell fails the test."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean, pstdev
+
+import h5py
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["01_dataset", "02_offline_ablations", "03_results"]
+CELL_TIMEOUT = 240  # seconds per cell: 01's tiny dataset and 02's three fits are the long ones
+
+spec = importlib.util.spec_from_file_location("nb_execute", NOTEBOOKS / "execute.py")
+ex = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ex)
+
+
+def run_notebook(name: str, tmp: Path, **params) -> nbformat.NotebookNode:
+    """A temporary copy of the notebook, executed with TINY = True and ``params``."""
+    copy = tmp / f"{name}.ipynb"
+    shutil.copy(NOTEBOOKS / f"{name}.ipynb", copy)
+    return ex.execute(copy, {"TINY": True, **params}, timeout=CELL_TIMEOUT)
+
+
+def outputs(nb, kind: str) -> list[str]:
+    """Every output of one kind: "stream" text, "text/markdown" or "image/png"."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if kind == "stream" and o.output_type == "stream":
+                out.append(o.text)
+            elif o.output_type in ("display_data", "execute_result") and kind in o.data:
+                out.append(o.data[kind])
+    return out
+
+
+def pct_spread(values) -> str:
+    """Independent of dual_actor.analysis.spread: mean +- population std [min, max], in %, no decimals."""
+    v = [100 * x for x in values]
+    return f"{mean(v):.0f} +- {pstdev(v):.0f} [{min(v):.0f}, {max(v):.0f}]"
+
+
+# ------------------------------------------------------------------------------------------- fast
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebooks_are_clean(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3" and set(nb.metadata) <= {"kernelspec", "language_info"}
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)  # outputs come from the maintainer's runs
+    assert code[0].metadata.get("tags") == ["parameters"] and "TINY = False" in code[0].source
+    assert all("tags" not in c.metadata for c in code[1:])
+    text = "\n".join(c.source for c in nb.cells)
+    assert "argparse" not in text and "matplotlib.use" not in text
+
+
+def test_inject_replaces_parameters_and_refuses_unknown_ones():
+    nb = nbformat.read(NOTEBOOKS / "02_offline_ablations.ipynb", as_version=4)
+    ex.inject(nb, {"SEEDS": [4, 5], "RUN_ROOT": "/x y", "TINY": True})
+    src = ex.parameters_cell(nb).source
+    assert "SEEDS = [4, 5]  # injected" in src and "RUN_ROOT = '/x y'  # injected" in src and "TINY = True" in src
+    assert "TRIALS = 25" in src and "SEEDS = [0, 1, 2]" not in src
+    ns = {}
+    exec(src, ns)  # still valid Python
+    assert ns["SEEDS"] == [4, 5] and ns["TINY"] is True
+    with pytest.raises(KeyError, match="SEED"):
+        ex.inject(nb, {"SEED": 1})
+    assert ex.parse_value("[0,1]") == [0, 1] and ex.parse_value("checkpoints/x") == "checkpoints/x"
+    assert ex.parse_value("True") is True and ex.parse_value("0.5") == 0.5
+
+
+def test_a_failing_cell_fails_and_keeps_the_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print('before')"),
+                                         nbformat.v4.new_code_cell("assert X == 1, 'boom'")],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    nbformat.write(nb, tmp_path / "f.ipynb")
+    ex.execute(tmp_path / "f.ipynb", {}, out=tmp_path / "ok.ipynb", timeout=60)
+    r = subprocess.run([sys.executable, str(NOTEBOOKS / "execute.py"), str(tmp_path / "f.ipynb"), "X=2", "--timeout", "60"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "boom" in r.stderr
+    assert "before" in "".join(outputs(nbformat.read(tmp_path / "f.ipynb", as_version=4), "stream"))
+
+
+# ----------------------------------------------------------------------------------- executed (slow)
+
+
+def h5_counts(path: Path) -> dict:
+    """Per (task, kind): episodes, steps, intervened steps, steps with a non-null command; straight from h5py."""
+    counts = {}
+    with h5py.File(path, "r") as f:
+        for g in f["data"].values():
+            c = counts.setdefault((g.attrs["task"], g.attrs["kind"]), [0, 0, 0, 0])
+            cmds = [x.decode() if isinstance(x, bytes) else x for x in g["refinement_command"][()]]
+            c[0] += 1
+            c[1] += len(g["actions"])
+            c[2] += int(g["intervention"][()].sum())
+            c[3] += sum(x != "[null]" for x in cmds)
+    return counts
+
+
+@pytest.mark.slow
+def test_01_dataset(tmp_path):
+    data = tmp_path / "tiny.hdf5"  # absent: the notebook makes it from a short smoke run
+    nb = run_notebook("01_dataset", tmp_path, DATA=str(data))
+    md = "\n".join(outputs(nb, "text/markdown"))
+    counts = h5_counts(data)
+    assert {kind for _, kind in counts} == {"demo", "online"} and sum(c[2] for c in counts.values()) > 0
+    for (task, kind), (eps, steps, intv, tt) in counts.items():
+        assert f"| {task} | {kind} | {eps} | {steps} | {intv} | {tt} |" in md, md
+    intervened = sum(c[2] for c in counts.values())
+    assert f"{intervened} intervened steps" in md and "| J \\ sigma (m) | 0.001 | 0.005 |" in md
+    stream = "".join(outputs(nb, "stream"))
+    # the online steps were labelled with J=5, sigma=1 mm as they happened: the same rule gives them back
+    assert f"{intervened} of {intervened} intervened steps get their stored command back" in stream
+    assert "state-only dataset" in stream
+    assert len(outputs(nb, "image/png")) == 4  # interventions, commands, actions, relabel grid
+
+
+@pytest.mark.slow
+def test_02_offline_ablations(tmp_path):
+    run_root = tmp_path / "runs"
+    nb = run_notebook("02_offline_ablations", tmp_path, DATA=str(tmp_path / "demos.hdf5"), RUN_ROOT=str(run_root))
+    md = "\n".join(outputs(nb, "text/markdown"))
+    for arm, label in (("default", "anchored head (default)"), ("plain-consistency", "plain head, consistency BC"),
+                       ("shared-critic", "shared critic (no task weights)")):
+        run = run_root / f"{arm}-s0"
+        ev = json.loads((run / "eval.json").read_text())
+        assert ev["online_steps"] == 0 and all(r["trials"] == 1 for r in ev["per_task"].values())
+        a = ev["average_success_rate"]
+        assert f"| {label} (1) |" in md and f"| {a:.2f} +- 0.00 [{a:.2f}, {a:.2f}] |" in md
+    cfg = (run_root / "plain-consistency-s0" / "config.yaml").read_text()
+    assert "primary_head: plain" in cfg and "bc_form: consistency" in cfg
+    assert "critic: shared" in (run_root / "shared-critic-s0" / "config.yaml").read_text()
+    assert len(outputs(nb, "image/png")) == 1
+    # run again: every arm's eval.json exists, nothing is refitted
+    again = run_notebook("02_offline_ablations", tmp_path, DATA=str(tmp_path / "demos.hdf5"), RUN_ROOT=str(run_root))
+    assert "".join(outputs(again, "stream")).count("(done before)") == 3
+
+
+def _smoke_fit(run_root: Path, name: str, *overrides: str) -> Path:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run([sys.executable, "-m", "dual_actor.fit", "experiment=smoke", f"run_root={run_root}",
+                        f"run_name={name}", "online.env_steps=240", "trainer.progress_bar=false", *overrides],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_root / name
+
+
+def _second_seed(run: Path, rates: list[float]) -> None:
+    """``<arm>-s1``: a copy of ``<arm>-s0`` with another final evaluation and a last curve point at 0.9."""
+    dst = run.parent / run.name.replace("-s0", "-s1")
+    shutil.copytree(run, dst, ignore=shutil.ignore_patterns("last.ckpt", "policy*", "teleop"))
+    ev = json.loads((dst / "eval.json").read_text())
+    for t, r in zip(ev["per_task"], rates):
+        ev["per_task"][t]["success_rate"] = r
+    ev["average_success_rate"] = sum(rates) / len(rates)
+    (dst / "eval.json").write_text(json.dumps(ev))
+    curve = json.loads((dst / "learning_curve.json").read_text())
+    curve["points"][-1]["average_success_rate"] = 0.9
+    (dst / "learning_curve.json").write_text(json.dumps(curve))
+
+
+@pytest.mark.slow
+def test_03_results(tmp_path):
+    from dual_actor.chain import chain_summary
+
+    root = tmp_path / "runs"
+    dual = _smoke_fit(root, "dual-s0", "eval.with_commands=true")
+    hg = _smoke_fit(root, "hg_dagger-s0", "algo=hg_dagger")
+    _second_seed(dual, [1.0, 0.5, 0.5])
+    _second_seed(hg, [0.5, 0.0, 0.0])
+    # chain results in dual_actor.chain's format, for the dual arm: (ok, ok, ok | ...) outcomes of 4 chains of 2 bolts
+    T, F = True, False
+    for seed, chains in ((0, [[T] * 6, [T, T, T, F], [F], [T, T, F]]), (1, [[T] * 6, [T] * 6, [T] * 5 + [F], [F]])):
+        res = chain_summary([{"outcomes": o, "lengths": [10] * len(o)} for o in chains], bolts=2, max_episode_steps=40,
+                            seed=10000, carry_hand=True, with_commands=False)
+        (root / f"dual-s{seed}" / "chain.json").write_text(json.dumps(res))
+    nb = run_notebook("03_results", tmp_path, RUN_ROOT=str(root))
+    md = "\n".join(outputs(nb, "text/markdown"))
+    stream = "".join(outputs(nb, "stream"))
+    for arm, label, paper in (("dual", "Ours (dual actor)", "100 / 100 / 100 / 100"), ("hg_dagger", "HG-DAgger", "28 / 28 / 20 / 25.3")):
+        evals = [json.loads((root / f"{arm}-s{s}" / "eval.json").read_text()) for s in (0, 1)]
+        rows = [line for line in md.splitlines() if line.startswith(f"| {label} (2) |") and paper in line]
+        assert len(rows) == 1, md  # Table I's row: both seeds, the paper's numbers beside
+        row = rows[0]
+        assert pct_spread([e["average_success_rate"] for e in evals]) in row, (row, evals)
+        assert pct_spread([e["per_task"]["place the bolt"]["success_rate"] for e in evals]) in row
+    for label in ("DSRL", "HIL-ConRFT flat", "Ours w/o dual actor"):
+        assert f"{label:<22} 0 run(s): -  <- no runs" in stream
+    # chains: K = 1 succeeded in 2/4 (seed 0) and 3/4 (seed 1); K = 2 in 1/4 and 2/4
+    assert "| Ours (dual actor) (2) | 62 +- 12 [50, 75] | 38 +- 12 [25, 50] | - | - |" in md, md
+    assert "| paper (ours, real robot) | 90 | 60 | 60 | 50 |" in md
+    assert "no chain_commands.json in any run: skipped" in stream
+    assert "With a simulated operator speaking refinement commands" in md  # dual-s0 has eval_commands.json
+    tb = stream.split("rollout/intervention_rate: ")[1].splitlines()[0]
+    assert "dual-s0" in tb and "dual-s0 0 points" not in tb, tb
+    assert len(outputs(nb, "image/png")) == 3  # curves, per-task curves, TensorBoard scalar
