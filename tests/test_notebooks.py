@@ -58,7 +58,8 @@ def test_committed_notebooks_are_clean(name):
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == "python3" and set(nb.metadata) <= {"kernelspec", "language_info"}
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)  # outputs come from the maintainer's runs
+    # committed with the outputs of the real runs (notebooks/README.md), never with a failed cell's
+    assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
     assert code[0].metadata.get("tags") == ["parameters"] and "TINY = False" in code[0].source
     assert all("tags" not in c.metadata for c in code[1:])
     text = "\n".join(c.source for c in nb.cells)
