@@ -129,3 +129,11 @@ def test_fit_run_skips_finished_runs_and_refuses_dead_ones(tmp_path):
     else:
         raise AssertionError("a run folder without last.ckpt must not be reused")
     assert sc.repo_path("checkpoints") == sc.REPO_ROOT / "checkpoints" and sc.repo_path(tmp_path) == tmp_path
+
+
+def test_steps_to_counts_an_average_rounded_below_the_threshold():
+    avg = (0.9 + 0.8 + 0.7) / 3  # 0.7999999999999999: three tasks at 90 / 80 / 70 % are an 80% average
+    assert avg < 0.8
+    curve = [{"online_steps": 0, "average_success_rate": 0.9}, {"online_steps": 1500, "average_success_rate": 0.7},
+             {"online_steps": 3000, "average_success_rate": avg}]
+    assert sc.steps_to(curve, 0.8) == 3000 and sc.steps_to(curve[:2], 0.8) is None
