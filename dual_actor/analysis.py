@@ -141,7 +141,7 @@ def steps_to(curve: list[dict], threshold: float = 0.8) -> int | None:
     """Online steps of the first learning-curve point after the warm-up one (``online_steps`` > 0) whose average
     success is >= ``threshold`` (None: never). The warm-up point is left out: a warm-up already at the threshold
     would otherwise read as "0 steps" although the online phase first dips below it. The comparison allows for
-    float rounding: an average of 0.9, 0.8 and 0.7 is stored as 0.7999999999999999 and counts as 80%."""
+    float rounding: the average of 0.9, 0.9 and 0.6 is stored as 0.7999999999999999 and counts as 80%."""
     for p in curve:
         if p["online_steps"] > 0 and p["average_success_rate"] >= threshold - 1e-9:
             return int(p["online_steps"])
