@@ -249,6 +249,15 @@ def shared_warmup_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run_root) / "warmups" / f"seed{int(cfg.seed)}-{hashlib.sha256(fp.encode()).hexdigest()[:12]}"
 
 
+def _copy_shared_files(src: Path, dest: Path) -> None:
+    """The :data:`SHARED_FILES` that ``src`` holds, copied into ``dest`` (folders whole)."""
+    for name in SHARED_FILES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name)
+        elif (src / name).exists():
+            shutil.copy2(src / name, dest / name)
+
+
 def publish_shared_warmup(r: "Run") -> None:
     """Copy the finished warm-up (checkpoint, policy, warm-up point, probes) to the shared folder, whole or not
     at all: a temporary folder renamed into place, ``done.json`` last. A folder someone finished first wins."""
@@ -259,12 +268,7 @@ def publish_shared_warmup(r: "Run") -> None:
     tmp = dest.parent / f".{dest.name}.{r.run_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for name in SHARED_FILES:
-        src = r.run_dir / name
-        if src.is_dir():
-            shutil.copytree(src, tmp / name)
-        elif src.exists():
-            shutil.copy2(src, tmp / name)
+    _copy_shared_files(r.run_dir, tmp)
     atomic_write_text(tmp / SHARED_DONE, json.dumps({"from_run": str(r.run_dir), "updates": r.module.num_updates,
                                                      "fingerprint": warmup_fingerprint(r.cfg)}, indent=2))
     try:
@@ -508,12 +512,7 @@ def prepare(cfg: DictConfig) -> Run:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if resume_phase is not None:  # the shared warm-up: its checkpoint, policy and warm-up point
             print(f"[warm-up] shared: {shared}", flush=True)
-            for name in SHARED_FILES:
-                src = shared / name
-                if src.is_dir():
-                    shutil.copytree(src, run_dir / name)
-                elif src.exists():
-                    shutil.copy2(src, run_dir / name)
+            _copy_shared_files(shared, run_dir)
     r = Run(cfg, module, dm, run_dir, resume_phase, shared_warmup=shared)
     r.logger = L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tb", version="", default_hp_metric=False)
     from dual_actor.eval import LearningCurve

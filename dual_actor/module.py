@@ -452,10 +452,8 @@ class DualActorModule(L.LightningModule):
             feat = refinement.encode_obs(obs)
             null = torch.full(feat.shape[:-1], self.policy.null_command_id, device=h.device, dtype=torch.long)
             mu = refinement.from_features(feat, null).reshape(t * b, -1)
-            z = torch.randn_like(mu)
-            with torch.no_grad():
-                offset, _ = primary.offset_and_action(h, proprio, z)
-            a = primary.action_at(mu + primary.temperature * primary.K * z, h, proprio, offset=offset)
+            z = torch.randn_like(mu)  # the map's M(h) and f(0, K) come with f(w, K) from one batched call
+            a = primary.action_at(mu + primary.temperature * primary.K * z, h, proprio)
             q = self._reduce_members(self.critics(obs, self._critic_proprio(s[K.PROPRIO], s[K.TASK]), a.view(t, b, -1)))
             loss = losses.refine_q_loss(q.reshape(-1))
             norm = self._step(opt, loss, refinement.parameters(), want_log)

@@ -335,10 +335,12 @@ class DualActorPolicy(nn.Module):
         loop and ``evaluate`` do): a ResNet encoder's BatchNorm would otherwise use and update batch
         statistics."""
         mean = None
+        if commands is None and self.null_latent == "zero":  # primary mode: the acting hot path
+            return self.primary(h, proprio)
         cmds = [c if c else NULL_COMMAND for c in (commands if commands is not None else [None] * h.shape[0])]
         if self.null_latent == "learned":
             mean = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
-        elif commands is not None:
+        else:
             refine_rows = torch.tensor([c != NULL_COMMAND for c in cmds], device=h.device)
             if bool(refine_rows.any()):
                 mu = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
