@@ -2,10 +2,13 @@
 
     python notebooks/execute.py NOTEBOOK.ipynb [KEY=VALUE ...] [--out OUT.ipynb] [--timeout SECONDS]
 
-Each ``KEY=VALUE`` replaces the assignment ``KEY = ...`` in the notebook's first code cell, the one tagged
-``parameters``; VALUE is read as a Python literal (``SEEDS=[0,1,2]``, ``TINY=True``, ``TRIALS=25``) and otherwise
-taken as a string (``RUN_ROOT=checkpoints/ablations``). A KEY that the cell does not assign is an error (a typo
-would otherwise be ignored). The notebook runs with its own folder as the working directory (as in Jupyter) on
+The notebook's first code cell, tagged ``parameters``, holds the defaults and is never edited. The ``KEY=VALUE``
+pairs go into a cell of their own right after it, tagged ``injected-parameters`` (as papermill does), which
+replaces the one an earlier execution left there; so a notebook committed after a real run keeps its defaults and
+shows what that run changed, and executing it again with other parameters starts from the defaults, not from the
+last run's values. VALUE is read as a Python literal (``SEEDS=[0,1,2]``, ``TINY=True``, ``TRIALS=25``) and
+otherwise taken as a string (``RUN_ROOT=checkpoints/ablations``). A KEY that the parameters cell does not assign
+is an error (a typo would otherwise be ignored). The notebook runs with its own folder as the working directory (as in Jupyter) on
 the ``python3`` kernel of the Python running this script; the executed notebook, outputs included, is written
 over NOTEBOOK (or to ``--out``), also when a cell fails (then the exit status is 1 and the error is printed).
 ``--timeout`` limits each cell (default: none). ``tests/test_notebooks.py`` runs the notebooks through
@@ -43,23 +46,29 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return code[0]
 
 
+INJECTED = "injected-parameters"
+
+
 def inject(nb: nbformat.NotebookNode, params: Mapping[str, Any]) -> nbformat.NotebookNode:
-    """Replace the assignments of ``params``' keys in the parameters cell with ``KEY = repr(value)``."""
+    """Drop any earlier ``injected-parameters`` cell; with ``params``, put one assigning ``KEY = repr(value)`` right
+    after the parameters cell."""
     cell = parameters_cell(nb)
-    lines = cell.source.splitlines()
-    spans = {}
+    names = set()
     for node in ast.parse(cell.source).body:
         if isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    spans[t.id] = (node.lineno - 1, node.end_lineno)
-    unknown = sorted(set(params) - set(spans))
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    unknown = sorted(set(params) - names)
     if unknown:
-        raise KeyError(f"not parameters of this notebook: {unknown} (it has {sorted(spans)})")
-    for key, (start, end) in sorted(((k, spans[k]) for k in params), key=lambda kv: -kv[1][0]):
-        lines[start:end] = [f"{key} = {params[key]!r}  # injected"]
-    cell.source = "\n".join(lines)
+        raise KeyError(f"not parameters of this notebook: {unknown} (it has {sorted(names)})")
+    nb.cells = [c for c in nb.cells if INJECTED not in c.get("metadata", {}).get("tags", [])]
+    if params:
+        src = "# Parameters injected by notebooks/execute.py (the defaults are in the cell above)\n"
+        src += "\n".join(f"{key} = {value!r}" for key, value in params.items())
+        new = nbformat.v4.new_code_cell(src, metadata={"tags": [INJECTED]})
+        if "id" in new:
+            new.id = INJECTED
+        nb.cells.insert(nb.cells.index(cell) + 1, new)
     return nb
 
 

@@ -61,20 +61,30 @@ def test_committed_notebooks_are_clean(name):
     # committed with the outputs of the real runs (notebooks/README.md), never with a failed cell's
     assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
     assert code[0].metadata.get("tags") == ["parameters"] and "TINY = False" in code[0].source
-    assert all("tags" not in c.metadata for c in code[1:])
+    assert all("tags" not in c.metadata or c.metadata.tags == [ex.INJECTED] for c in code[1:])
+    # the defaults stay in the parameters cell: a committed run's values are in their own cell
+    assert "# injected" not in code[0].source
     text = "\n".join(c.source for c in nb.cells)
     assert "argparse" not in text and "matplotlib.use" not in text
 
 
-def test_inject_replaces_parameters_and_refuses_unknown_ones():
+def test_inject_adds_a_cell_after_the_defaults_and_refuses_unknown_ones():
     nb = nbformat.read(NOTEBOOKS / "02_offline_ablations.ipynb", as_version=4)
+    defaults = ex.parameters_cell(nb).source
     ex.inject(nb, {"SEEDS": [4, 5], "RUN_ROOT": "/x y", "TINY": True})
-    src = ex.parameters_cell(nb).source
-    assert "SEEDS = [4, 5]  # injected" in src and "RUN_ROOT = '/x y'  # injected" in src and "TINY = True" in src
-    assert "TRIALS = 25" in src and "SEEDS = [0, 1, 2]" not in src
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].source == defaults and code[1].metadata.tags == [ex.INJECTED]
+    assert "SEEDS = [4, 5]" in code[1].source and "RUN_ROOT = '/x y'" in code[1].source
     ns = {}
-    exec(src, ns)  # still valid Python
-    assert ns["SEEDS"] == [4, 5] and ns["TINY"] is True
+    exec(code[0].source + "\n" + code[1].source, ns)  # still valid Python, injected values win
+    assert ns["SEEDS"] == [4, 5] and ns["TINY"] is True and ns["TRIALS"] == 25 and ns["ARMS"] is None
+    # a second injection starts again from the defaults: nothing of the first one is left
+    ex.inject(nb, {"TRIALS": 3})
+    injected = [c for c in nb.cells if ex.INJECTED in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "TRIALS = 3" in injected[0].source and "SEEDS" not in injected[0].source
+    ex.inject(nb, {})
+    assert not [c for c in nb.cells if ex.INJECTED in c.metadata.get("tags", [])]
+    nbformat.validate(nb)
     with pytest.raises(KeyError, match="SEED"):
         ex.inject(nb, {"SEED": 1})
     assert ex.parse_value("[0,1]") == [0, 1] and ex.parse_value("checkpoints/x") == "checkpoints/x"
