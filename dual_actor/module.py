@@ -28,7 +28,7 @@ from dual_actor.utils import slug  # noqa: F401  (re-exported)
 
 PHASES = ("warmup", "online")
 CRITICS = ("per_task", "shared", "none")
-BC_ROWS = ("all", "people")
+BC_ROWS = ("all", "people", "successes")
 REFINE_OBJECTIVES = ("talk_tweak", "dsrl")
 
 
@@ -70,8 +70,10 @@ class DualActorModule(L.LightningModule):
             input appended to its proprio: ``algo=conrft_flat``) or "none" (no critic and no Q term: supervised
             learning only, ``algo=hg_dagger``). A shared critic takes one pooled batch slice or pools the task
             slices itself.
-        bc_rows: the rows the BC term imitates: "all" (Eq. 6) or "people" (rows from the demo buffers and
-            intervened steps, i.e. actions a person gave: HG-DAgger's aggregated dataset).
+        bc_rows: the rows the BC term imitates: "all" (Eq. 6), "people" (rows from the demo buffers and
+            intervened steps, i.e. actions a person gave: HG-DAgger's aggregated dataset) or "successes" (those
+            and the rollout rows with a positive return-to-go: with a sparse 0/1 success reward, the steps of
+            episodes that reached success; the bench's default, docs/algorithm.md "BC rows online").
         actor_phases, critic_phases: the phases in which the primary actor / the critics are trained
             (``algo=dsrl``: warm-up only, both frozen online).
         refine_objective: "talk_tweak" (Eq. 8-11 on the talk-and-tweak buffer, ours) or "dsrl" (DSRL: the
@@ -112,7 +114,7 @@ class DualActorModule(L.LightningModule):
         distill_weight: float = 1.0,
         refine_phases: Sequence[str] = ("online",),
         critic: str = "per_task",
-        bc_rows: str = "all",
+        bc_rows: str = "successes",
         actor_phases: Sequence[str] = PHASES,
         critic_phases: Sequence[str] = PHASES,
         refine_objective: str = "talk_tweak",
@@ -325,13 +327,18 @@ class DualActorModule(L.LightningModule):
                     logs[f"loss/td_{sl}"] = td[i].detach()
 
     def _bc_rows(self, s: dict) -> torch.Tensor | slice:
-        """The rows (flattened) the BC term imitates: every row, or with ``bc_rows="people"`` the rows sampled
-        from a demo buffer and the intervened steps (the sampler marks ``from_demos``)."""
-        if self.hparams.bc_rows == "all":
+        """The rows (flattened) the BC term imitates: every row; with ``bc_rows="people"`` the rows sampled from
+        a demo buffer (the sampler marks ``from_demos``) and the intervened steps; with ``"successes"`` also the
+        rows whose Monte-Carlo return-to-go is positive (rollout steps of episodes that reached success)."""
+        mode = self.hparams.bc_rows
+        if mode == "all":
             return slice(None)
         if K.FROM_DEMOS not in s:
-            raise KeyError(f"bc_rows='people' needs the sampler's {K.FROM_DEMOS!r} mark on every batch row")
-        return (s[K.FROM_DEMOS].bool() | s[K.INTERVENTION].bool()).reshape(-1)
+            raise KeyError(f"bc_rows={mode!r} needs the sampler's {K.FROM_DEMOS!r} mark on every batch row")
+        rows = s[K.FROM_DEMOS].bool() | s[K.INTERVENTION].bool()
+        if mode == "successes":
+            rows = rows | (s[K.MC_RETURN] > 0)
+        return rows.reshape(-1)
 
     def _actor_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
         """Primary actor on all task slices: Eq. 6 with the Eq. 15/16 weighted Q term (no Q term without
@@ -385,7 +392,7 @@ class DualActorModule(L.LightningModule):
                 logs.update({"loss/actor_denoise": bc_den.detach(), "loss/actor_mean": bc_mean.detach(),
                              "loss/actor_distill": distill.detach()})
             if hp.bc_rows != "all":
-                logs["bc/people_rows"] = torch.as_tensor(m).float().mean()
+                logs["bc/imitated_rows"] = torch.as_tensor(m).float().mean()
             for i, sl in enumerate(self.critic_slugs if eps is not None else []):
                 logs[f"eps/{sl}"] = eps[i]
                 logs[f"q_pi/{sl}"] = q_means[i]

@@ -45,6 +45,8 @@ def transition_batch(b: int, task_id: int, h_dim: int, gen: torch.Generator, com
         K.NEXT_H: r(b, h_dim), K.NEXT_OBS: r(b, OBS_DIM), K.NEXT_PROPRIO: r(b, PROPRIO_DIM),
         K.MC_RETURN: torch.rand(b, generator=gen), K.COMMAND: torch.randint(0, commands, (b,), generator=gen),
         K.TASK: torch.full((b,), task_id, dtype=torch.long),
+        # the sampler's marks (no generator draws: the random values above do not move)
+        K.FROM_DEMOS: torch.arange(b) < b // 2, K.INTERVENTION: torch.zeros(b, dtype=torch.bool),
     }
 
 

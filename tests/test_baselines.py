@@ -52,6 +52,26 @@ def test_people_rows_bc_ignores_the_policy_own_actions(bc_rows, invariant):
     assert same == invariant
 
 
+@pytest.mark.parametrize("changed_row, invariant", [(7, True), (5, False), (6, False)])
+def test_successes_rows_bc_imitates_successful_rollouts_only(changed_row, invariant):
+    """bc_rows=successes (the bench default): besides demo rows and interventions, BC imitates the rollout rows
+    with a positive return-to-go. Rows 5 and 6 are uncorrected rollout steps of a successful episode
+    (mc_return 0.9, 0.95), row 7 one of a failed episode (0): changing row 7's action leaves the trained weights
+    bit-identical, changing row 5's or 6's does not."""
+    weights = []
+    for garbage in (0.9, -0.9):
+        m = module(critic="none", task_weighting=False, bc_rows="successes", refine_enabled=False, max_updates=1)
+        b = online_batch()
+        for s in b[K.TASKS]:
+            s[K.MC_RETURN][5:] = torch.tensor([0.9, 0.95, 0.0])
+            s[K.ACTION][changed_row] = garbage
+        torch.manual_seed(1)
+        fit(m, b)
+        weights.append(snapshot(m.policy.primary))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]) == invariant
+    assert m.last_logs["bc/imitated_rows"] == pytest.approx(7 / 8)  # 4 demo rows + 1 intervention + 2 successful
+
+
 def test_no_critic_learner_is_supervised_only():
     m = module(critic="none", task_weighting=False, bc_rows="people", refine_enabled=False, max_updates=3)
     assert m.critics is None and m.target_critics is None
@@ -60,13 +80,17 @@ def test_no_critic_learner_is_supervised_only():
     assert len(m.trainer.optimizers) == 2 and m.num_updates == 3
     logs = m.last_logs
     assert logs["loss/actor_q"] == 0.0 and not any(k.startswith(("q/", "eps/", "loss/critic")) for k in logs)
-    assert logs["bc/people_rows"] == pytest.approx(5 / 8)  # 4 demo rows + 1 intervention of 8 per task
+    assert logs["bc/imitated_rows"] == pytest.approx(5 / 8)  # 4 demo rows + 1 intervention of 8 per task
 
 
-def test_people_rows_need_the_sampler_mark():
-    m = module(critic="none", task_weighting=False, bc_rows="people", refine_enabled=False, max_updates=1)
-    with pytest.raises(KeyError, match="from_demos"):
-        fit(m, training_batch())
+@pytest.mark.parametrize("bc_rows", ["people", "successes"])
+def test_bc_rows_need_the_sampler_mark(bc_rows):
+    m = module(critic="none", task_weighting=False, bc_rows=bc_rows, refine_enabled=False, max_updates=1)
+    b = training_batch()
+    for s in b[K.TASKS]:
+        del s[K.FROM_DEMOS]
+    with pytest.raises(KeyError, match=f"bc_rows='{bc_rows}' needs the sampler's 'from_demos' mark"):
+        fit(m, b)
 
 
 # ------------------------------------------------------------------------------------------ ConRFT flat

@@ -255,3 +255,18 @@ def test_default_run_keeps_the_warmup_lambda_online_and_paper_keeps_the_papers()
         got = {exp: list(compose("config", overrides=[f"experiment={exp}"]).algo.lambdas.online)
                for exp in ("default", "paper", "smoke")}
     assert got == {"default": [1.0, 0.1], "paper": [0.5, 0.5], "smoke": [0.5, 0.5]}
+
+
+def test_bc_rows_per_arm():
+    """Ours (and ours without the dual actor) imitate demos, interventions and successful rollouts online
+    (docs/algorithm.md "BC rows online"); HG-DAgger people's actions only; ConRFT flat every row (its Eq. 6)."""
+    from hydra import compose, initialize_config_dir
+
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    arms = {"dual_actor": [], "single": ["algo.refine_enabled=false"], "hg_dagger": ["algo=hg_dagger"],
+            "conrft_flat": ["algo=conrft_flat"]}
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        got = {(arm, exp): compose("config", overrides=[f"experiment={exp}", *over]).algo.bc_rows
+               for arm, over in arms.items() for exp in ("default", "paper")}
+    for exp in ("default", "paper"):
+        assert [got[a, exp] for a in arms] == ["successes", "successes", "people", "all"]
