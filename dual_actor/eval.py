@@ -243,14 +243,26 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def format_table(result: Mapping[str, Any], fps: float = DEMO_FPS) -> str:
-    """``result`` (an :func:`evaluate` dict) as a plain-text table, for printing."""
+def format_table(result: Mapping[str, Any], fps: float = DEMO_FPS, warmup: Mapping[str, Any] | None = None) -> str:
+    """``result`` (an :func:`evaluate` dict) as a plain-text table, for printing. ``warmup``: the learning curve's
+    warm-up point (a :class:`LearningCurve` point) adds its success per task and the change beside it."""
     header = ("task", "success", "mean length", "trials")
     rows = [
         (task, _pct(r["success_rate"]), f"{r['mean_episode_length']:.1f}", str(r["trials"]))
         for task, r in result["per_task"].items()
     ]
     avg = ("average", _pct(result["average_success_rate"]), "", "")
+    if warmup is not None:
+        before = dict(warmup["per_task"])
+        n = warmup.get("trials")
+        header = (*header, "warm-up" + (f" ({n})" if n is not None else ""), "change")
+
+        def extra(rate: float, was: float | None) -> tuple[str, str]:
+            return ("", "") if was is None else (_pct(was), f"{100 * (rate - was):+.1f}")
+
+        rows = [(*row, *extra(result["per_task"][task]["success_rate"], before.get(task)))
+                for row, task in zip(rows, result["per_task"])]
+        avg = (*avg, *extra(result["average_success_rate"], warmup["average_success_rate"]))
     widths = [max(len(r[i]) for r in [header, *rows, avg]) for i in range(len(header))]
 
     def fmt(row: Sequence[str]) -> str:
@@ -297,6 +309,7 @@ class LearningCurve:
             "per_task": {t: float(r["success_rate"]) for t, r in result["per_task"].items()},
             "average_success_rate": float(result["average_success_rate"]),
             "intervention_rate": float(result["intervention_rate"]),
+            "trials": min(int(r["trials"]) for r in result["per_task"].values()),
         }
         if "wall_seconds" in result:  # seconds since the online phase began (multi-robot runs: the paper's RQ5 axis)
             point["wall_seconds"] = float(result["wall_seconds"])

@@ -545,7 +545,8 @@ def warmup(r: Run) -> None:
                                                         step=module.num_updates))
         if (int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point and int(cfg.eval.trials) > 0
                 and not any(p["online_steps"] == 0 for p in r.curve.points)):
-            res = _evaluate(cfg, module.policy, None, int(cfg.eval.curve_trials))
+            # the final evaluation's trials (same count, same seeds): the printed table compares the two
+            res = _evaluate(cfg, module.policy, None, int(cfg.eval.trials))
             r.curve.add(0, res)
             r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
     publish_shared_warmup(r)
@@ -641,7 +642,8 @@ def summarize(r: Run, result: dict | None) -> None:
                     png if png.exists() else None, module.num_updates)
     r.logger.finalize("success")
     if result is not None:
-        print(format_table(result, fps=float(r.cfg.env.fps)), flush=True)
+        start = next((p for p in r.curve.points if p["online_steps"] == 0), None) if inter is not None else None
+        print(format_table(result, fps=float(r.cfg.env.fps), warmup=start), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
           f"Run: {r.run_dir} (eval.json, learning_curve.png, TensorBoard: tensorboard --logdir {r.run_dir / 'tb'})",
           flush=True)

@@ -228,9 +228,9 @@ def test_learning_curve_json_png_tensorboard(tmp_path):
         "fps": 10.0,
         "points": [
             {"online_steps": 0, "minutes": 0.0, "per_task": {PLACE: 0.5, "pick up the bolt": 0.25},
-             "average_success_rate": 0.375, "intervention_rate": 0.0},
+             "average_success_rate": 0.375, "intervention_rate": 0.0, "trials": 4},
             {"online_steps": 3000, "minutes": 5.0, "per_task": {PLACE: 1.0, "pick up the bolt": 0.75},
-             "average_success_rate": 0.875, "intervention_rate": 0.2},
+             "average_success_rate": 0.875, "intervention_rate": 0.2, "trials": 4},
         ],
     }
     # A resumed run reads the curve back; re-adding a step replaces that point.
@@ -240,6 +240,15 @@ def test_learning_curve_json_png_tensorboard(tmp_path):
     pts = json.loads((tmp_path / "learning_curve.json").read_text())["points"]
     assert [p["online_steps"] for p in pts] == [0, 3000] and pts[1]["per_task"][PLACE] == 0.75
     assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curve.json"]
+
+    # the final table beside the warm-up point: success per task then, and the change in points
+    table = format_table(_result({PLACE: 0.75, "pick up the bolt": 0.5}, 3000, 0.1), warmup=pts[0]).splitlines()
+    assert table[0].split()[-3:] == ["warm-up", "(4)", "change"]
+    assert table[1].split()[-5:] == ["75.0%", "50.0", "4", "50.0%", "+25.0"]  # place: 0.5 -> 0.75
+    assert table[1].split()[-2:] == ["50.0%", "+25.0"] and table[2].split()[-2:] == ["25.0%", "+25.0"]
+    assert [ln.split() for ln in table if ln.startswith("average")] == [["average", "62.5%", "37.5%", "+25.0"]]
+    assert format_table(_result({PLACE: 0.5}, 0, 0.0), warmup=dict(pts[0], trials=None)).splitlines()[0].split()[-2:] \
+        == ["warm-up", "change"]
 
     png = again.plot()
     assert png == tmp_path / "learning_curve.png"

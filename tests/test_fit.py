@@ -54,6 +54,14 @@ def test_smoke_default_bench(tmp_path):
         assert 0.0 <= res["success_rate"] <= 1.0
     assert 0.0 < ev["intervention_rate"] < 1.0  # the simulated operator stepped in on a 30-update policy
     assert "average" in r.stdout and "intervention rate" in r.stdout  # the results table
+    # beside the warm-up point, evaluated on the final evaluation's trials
+    start = json.loads((run / "learning_curve.json").read_text())["points"][0]
+    assert start["online_steps"] == 0 and start["trials"] == 2
+    head = [line for line in r.stdout.splitlines() if line.startswith("task ")][-1]  # the last table: the final one
+    assert head.split()[-3:] == ["warm-up", "(2)", "change"]
+    avg = [line for line in r.stdout.splitlines() if line.startswith("average ")][-1]
+    change = 100 * (ev["average_success_rate"] - start["average_success_rate"])
+    assert avg.split()[-1] == f"{change:+.1f}"
     # a run you can watch: totals (updates in the warm-up, interaction steps online) and losses, no library tips
     bars = r.stdout.replace("\r", "\n")
     assert "warm-up: 100%" in bars and "30/30" in bars and "bc=" in bars and "critic=" in bars
