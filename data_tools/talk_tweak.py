@@ -42,6 +42,30 @@ def sentence(parts: Sequence[str]) -> str:
     return f"move {', '.join(parts[:-1])} and {parts[-1]}"
 
 
+def parse_command(command: str, words: Mapping[str, Sequence[str]] | None = None) -> list[tuple[int, int]]:
+    """The inverse of :func:`sentence` under ``words``: ``[(axis index, sign), ...]`` in sentence order
+    ("move left and up" -> [(1, +1), (2, +1)]; "[null]" -> []). Raises ValueError for a sentence the rule
+    cannot produce (an unknown word, an axis named twice, a malformed join)."""
+    if command == NULL_COMMAND:
+        return []
+    table = _words(words)
+    lookup = {w: (_AXIS_INDEX[axis], 1 if k == 0 else -1) for axis, pair in table.items() for k, w in enumerate(pair)}
+    if not command.startswith("move "):
+        raise ValueError(f"not a refinement command: {command!r} (expected 'move ...' or {NULL_COMMAND!r})")
+    body = command[len("move "):]
+    head, _, last = body.rpartition(" and ")
+    parts = ([p for p in head.split(", ")] + [last]) if head else [last]
+    out = []
+    for p in parts:
+        if p not in lookup:
+            raise ValueError(f"refinement command {command!r}: unknown direction word {p!r} (words: {sorted(lookup)})")
+        out.append(lookup[p])
+    if len({a for a, _ in out}) != len(out) or sentence([p for p in parts]) != command:
+        raise ValueError(f"refinement command {command!r}: not a sentence of the rule (one word per axis, "
+                         f"'move A, B and C')")
+    return out
+
+
 def refinement_command(
     window: np.ndarray, sigma: float = 0.001, words: Mapping[str, Sequence[str]] | None = None
 ) -> str:

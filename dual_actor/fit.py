@@ -235,8 +235,9 @@ def warmup_fingerprint(cfg: DictConfig) -> dict:
         a.pop(k, None)
     a["lambdas"] = a["lambdas"]["warmup"]
     enabled, phases, objective = a.pop("refine_enabled"), a.pop("refine_phases"), a.pop("refine_objective")
+    subcommands = a.pop("refine_subcommands", 0.0)
     refine_warm = bool(enabled) and "warmup" in phases
-    a["refine_in_warmup"] = objective if refine_warm else None
+    a["refine_in_warmup"] = (objective if not subcommands else [objective, subcommands]) if refine_warm else None
     for k in ("actor_phases", "critic_phases"):
         a[k] = "warmup" in a[k]
     return c

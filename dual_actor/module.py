@@ -118,6 +118,7 @@ class DualActorModule(L.LightningModule):
         actor_phases: Sequence[str] = PHASES,
         critic_phases: Sequence[str] = PHASES,
         refine_objective: str = "talk_tweak",
+        refine_subcommands: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -141,6 +142,8 @@ class DualActorModule(L.LightningModule):
                              f"set task_weighting=false")
         if refine_objective == "dsrl" and critic == "none":
             raise ValueError("refine_objective='dsrl' maximises a critic's Q: it needs critic 'per_task' or 'shared'")
+        if not 0.0 <= float(refine_subcommands) <= 1.0:
+            raise ValueError(f"refine_subcommands is a probability in [0, 1], got {refine_subcommands!r}")
         if actor_q_reduce not in ("min", "mean"):
             raise ValueError(f"actor_q_reduce must be 'min' or 'mean', got {actor_q_reduce!r}")
         self.policy = DualActorPolicy(**policy)
@@ -167,6 +170,7 @@ class DualActorModule(L.LightningModule):
         self.set_phase(phase)
         self.num_updates = 0
         self.last_logs: dict[str, float] = {}
+        self._subcommand_ids = self._subcommand_table() if refine_subcommands > 0 else None
 
     # ------------------------------------------------------------------------- switches
     def set_phase(self, phase: str) -> None:
@@ -401,6 +405,45 @@ class DualActorModule(L.LightningModule):
         """(N, E, b) -> (N, b): min or mean over each task critic's members (``actor_q_reduce``)."""
         return q.min(1).values if self.hparams.actor_q_reduce == "min" else q.mean(1)
 
+    def _subcommand_table(self) -> torch.Tensor:
+        """(V, 3) long: for each command of the policy's vocabulary, the id of its single-axis sub-command on
+        each translational axis it names ("move left and up" -> "move left" on y, "move up" on z), -1 on the
+        axes it does not name (``refine_subcommands``)."""
+        from data_tools.talk_tweak import parse_command, sentence
+
+        vocab = self.policy.commands
+        index = {c: i for i, c in enumerate(vocab)}
+        table = torch.full((len(vocab), 3), -1, dtype=torch.long)
+        for i, cmd in enumerate(vocab):
+            try:
+                axes = parse_command(cmd)
+            except ValueError as e:
+                raise ValueError(f"refine_subcommands needs the default talk-and-tweak words: {e}") from None
+            for axis, sign in axes:
+                single = next((c for c in vocab if parse_command(c) == [(axis, sign)]), None)
+                if single is None:
+                    raise ValueError(f"refine_subcommands: the vocabulary has no single-axis command for "
+                                     f"{cmd!r}'s axis {axis} (sign {sign:+d})")
+                table[i, axis] = index[single]
+        return table
+
+    def _subcommand_rows(self, command: torch.Tensor, action: torch.Tensor, a_null: torch.Tensor):
+        """Sub-command relabelling of talk-and-tweak rows (``refine_subcommands`` = p): each row whose command
+        names at least one axis is, with probability p, trained as one of those axes' single-axis commands
+        (uniformly), with the target ``a_null`` (the primary's action at the same latent noise, no gradient)
+        whose component on that axis is the operator's. Eq. 13 labels each axis on its own, so "move left"
+        is what the rule would have said had the operator corrected only that axis. Returns (command, target,
+        relabelled mask)."""
+        sub = self._subcommand_ids.to(command.device)[command]  # (B, 3)
+        avail = sub >= 0
+        pick = (torch.rand(avail.shape, device=command.device) * avail).argmax(1)  # uniform over named axes
+        use = (torch.rand(command.shape, device=command.device) < float(self.hparams.refine_subcommands))
+        use = use & avail.any(1)
+        rows = torch.arange(command.shape[0], device=command.device)
+        projected = a_null.clone()
+        projected[rows, pick] = action[rows, pick]
+        return (torch.where(use, sub[rows, pick], command), torch.where(use[:, None], projected, action), use)
+
     def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
         """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped).
 
@@ -410,14 +453,19 @@ class DualActorModule(L.LightningModule):
         hp = self.hparams
         primary, refinement = self.deployed_primary, self.policy.refinement
         h, obs, proprio, action = b[K.H], self._obs(b), b[K.PROPRIO], b[K.ACTION]
+        command = b[K.COMMAND]
         bsz = h.shape[0]
         with self.toggled_optimizer(opt):
             feat = refinement.encode_obs(obs)
-            null = torch.full_like(b[K.COMMAND], self.policy.null_command_id)
-            mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([b[K.COMMAND], null]))
             z, z0 = torch.randn_like(action), torch.randn_like(action)
             with torch.no_grad():  # Eq. 10's primary-mode action (the same z0) and the map's offset
                 offset, a_base = primary.offset_and_action(h, proprio, z0)
+                relabelled = None
+                if self._subcommand_ids is not None:
+                    a_z = primary.action_at(primary.temperature * primary.K * z, h, proprio, offset=offset)
+                    command, action, relabelled = self._subcommand_rows(command, action, a_z)
+            null = torch.full_like(command, self.policy.null_command_id)
+            mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([command, null]))
             w_both = mu_both + primary.temperature * primary.K * torch.cat([z, z0])
             offset2 = None if offset is None else torch.cat([offset, offset])
             a_both = primary.action_at(w_both, torch.cat([h, h]), torch.cat([proprio, proprio]), offset=offset2)
@@ -444,6 +492,8 @@ class DualActorModule(L.LightningModule):
                     "refine/mu_abs": mu.detach().abs().mean(),
                 }
             )
+            if relabelled is not None:
+                logs["refine/subcommand_rows"] = relabelled.float().mean()
 
     def _dsrl_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
         """DSRL (``refine_objective="dsrl"``): the refinement actor with the null command, mu(s, "[null]"), is a
