@@ -76,7 +76,8 @@ def test_losses_equal_the_reference_implementation(variant):
     kw["policy"] = {**kw["policy"], **policy_over}
     torch.manual_seed(0)
     old = ref.DualActorModule(**kw)
-    new = DualActorModule(**kw, bc_rows="all")  # the reference predates the BC-rows switch: Eq. 6 on every row
+    # the reference predates the BC-rows and sub-command switches: Eq. 6 on every row, Eq. 8 as printed
+    new = DualActorModule(**kw, bc_rows="all", refine_subcommands=0.0)
     load_reference_weights(new, old)
     batch = training_batch(per_task=8, seed=3)
     compared = 0

@@ -162,6 +162,25 @@ def test_command_vocabulary():
     assert "move right and forward" in v and "move left, backward and down" in v
 
 
+def test_parse_command_inverts_the_rule():
+    from data_tools.talk_tweak import parse_command
+
+    assert parse_command("[null]") == []
+    assert parse_command("move right and forward") == [(1, -1), (0, 1)]
+    assert parse_command("move left, backward and down") == [(1, 1), (0, -1), (2, -1)]
+    assert parse_command("move higher", words={"z": ("higher", "lower")}) == [(2, 1)]
+    # every sentence the rule produces parses back to the signs of the displacement that produced it
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        delta = rng.choice([-0.01, 0.0, 0.01], size=3)
+        cmd = refinement_command(delta[None])
+        assert sorted(parse_command(cmd)) == [(d, int(np.sign(delta[d]))) for d in range(3) if delta[d] != 0], cmd
+    for bad in ("go left", "move sideways", "move left and left", "move left and right", "move left, up",
+                "move left and forward and up"):
+        with pytest.raises(ValueError, match="refinement command|not a refinement"):
+            parse_command(bad)
+
+
 def test_streaming_labeler_equals_label_episode():
     from data_tools.talk_tweak import StreamingLabeler
 

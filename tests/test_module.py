@@ -245,7 +245,7 @@ def test_refinement_actor_is_trained_against_the_deployed_ema_primary():
     """With actor_ema on, Eq. 8 scores a(mu(s, c)) of the averaged primary actor (what the robot runs), not of
     the raw training weights. Temperature 0 makes the update deterministic, so the logged value is exact."""
     torch.manual_seed(0)
-    m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online"))
+    m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", refine_subcommands=0.0))  # Eq. 8 as printed
     with torch.no_grad():
         for p in m.policy.primary.parameters():
             p.add_(0.5 * torch.randn_like(p))  # raw weights now differ from the EMA copy
@@ -302,3 +302,91 @@ def test_bf16_mixed_update_keeps_losses_finite_and_near_fp32(phase):
         assert np.isfinite(got[k]), k
         assert abs(got[k] - want[k]) <= 0.03 * abs(want[k]) + 0.02, (k, got[k], want[k])
     assert any(got[k] != want[k] for k in loss_keys)  # autocast did run the matmuls in bf16
+
+
+def test_subcommand_table_names_each_axis_single_command():
+    """``refine_subcommands``: each command's row of the table holds, per axis the sentence names, the id of
+    "move <that word>"; derived here from the sentence's words, not from the parser."""
+    from data_tools.talk_tweak import DEFAULT_WORDS
+
+    m = DualActorModule(**tiny_module_kwargs(refine_subcommands=0.5))
+    vocab = m.policy.commands
+    axis_of = {w: i for i, ax in enumerate("xyz") for w in DEFAULT_WORDS[ax]}
+    table = m._subcommand_ids
+    assert table.shape == (len(vocab), 3)
+    for i, cmd in enumerate(vocab):
+        words = [] if cmd == "[null]" else cmd.removeprefix("move ").replace(",", "").replace(" and ", " ").split()
+        want = [-1, -1, -1]
+        for w in words:
+            want[axis_of[w]] = vocab.index(f"move {w}")
+        assert table[i].tolist() == want, cmd
+    assert DualActorModule(**tiny_module_kwargs(refine_subcommands=0.0))._subcommand_ids is None  # off: nothing built
+
+
+def test_subcommand_rows_relabel_to_one_named_axis():
+    """With p = 1 every row whose command names an axis becomes one of those axes' single-axis commands, and its
+    target is the primary's action with that axis replaced by the operator's; "[null]" rows are left alone.
+    With p = 0 nothing changes; with p = 0.5 about half the rows change, each named axis about equally often."""
+    m = DualActorModule(**tiny_module_kwargs(refine_subcommands=1.0))
+    vocab = m.policy.commands
+    ids = lambda cs: torch.tensor([vocab.index(c) for c in cs])  # noqa: E731
+    cmds = ["[null]", "move left and up", "move down", "move left, forward and up"]
+    allowed = [set(), {"move left", "move up"}, {"move down"}, {"move left", "move forward", "move up"}]
+    axis = {"move left": 1, "move up": 2, "move down": 2, "move forward": 0}
+    action = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [-0.1, -0.2, -0.3, -0.4], [0.9, -0.9, 0.5, 1.0]])
+    a_null = torch.zeros(4, 4)
+    torch.manual_seed(0)
+    for _ in range(20):
+        cmd, target, used = m._subcommand_rows(ids(cmds), action, a_null)
+        assert used.tolist() == [False, True, True, True]
+        assert vocab[int(cmd[0])] == "[null]" and torch.equal(target[0], action[0])
+        for r in (1, 2, 3):
+            c = vocab[int(cmd[r])]
+            assert c in allowed[r], (r, c)
+            want = torch.zeros(4)
+            want[axis[c]] = action[r, axis[c]]
+            assert torch.equal(target[r], want), (r, c)
+    m.hparams.refine_subcommands = 0.0
+    cmd, target, used = m._subcommand_rows(ids(cmds), action, a_null)
+    assert torch.equal(cmd, ids(cmds)) and torch.equal(target, action) and not used.any()
+    m.hparams.refine_subcommands = 0.5
+    n = 4000
+    cmd, _, used = m._subcommand_rows(ids(["move left and up"] * n), action[1:2].expand(n, 4), a_null[:1].expand(n, 4))
+    assert abs(float(used.float().mean()) - 0.5) < 0.04
+    left = float((cmd[used] == vocab.index("move left")).float().mean())
+    assert abs(left - 0.5) < 0.05
+
+
+def test_refine_subcommands_must_be_a_probability():
+    with pytest.raises(ValueError, match="refine_subcommands"):
+        DualActorModule(**tiny_module_kwargs(refine_subcommands=1.5))
+
+
+def test_refine_update_imitates_the_sub_command_target():
+    """Eq. 8 with ``refine_subcommands=1`` and single-axis commands (the pick is forced): the logged BC loss is
+    ||a(mu(s, c)) - a'||^2 with a' the deployed primary's action at mu = 0 whose commanded axis is the
+    operator's, hand-built here (temperature 0: deterministic); p = 0 gives the plain Eq. 8 on the same batch."""
+    vocab_axis = {"move forward": 0, "move backward": 0, "move left": 1, "move right": 1, "move up": 2,
+                  "move down": 2}
+    for p in (1.0, 0.0):
+        torch.manual_seed(0)
+        m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", refine_subcommands=p))
+        with torch.no_grad():
+            for q in m.policy.refinement.head[-1].parameters():
+                q.normal_()
+        batch = training_batch()
+        tt = batch[K.TALK_TWEAK]
+        names = list(vocab_axis) + ["move left"] * 2
+        tt[K.COMMAND] = torch.tensor([m.policy.commands.index(c) for c in names])
+        with torch.no_grad():
+            mu = m.policy.refinement(tt[K.OBS], tt[K.COMMAND])
+            a_ref = m.primary_ema(tt[K.H], tt[K.PROPRIO], noise_mean=mu)
+            target = tt[K.ACTION].clone()
+            if p:
+                target = m.primary_ema(tt[K.H], tt[K.PROPRIO]).clone()
+                for r, c in enumerate(names):
+                    target[r, vocab_axis[c]] = tt[K.ACTION][r, vocab_axis[c]]
+            want = losses_refine_bc(a_ref, target)
+        fit(m, batch)
+        assert float(m.logs["loss/refine_bc"]) == pytest.approx(want, rel=1e-5), p
+        assert ("refine/subcommand_rows" in m.logs) == bool(p)
