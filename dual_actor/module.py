@@ -418,7 +418,8 @@ class DualActorModule(L.LightningModule):
             try:
                 axes = parse_command(cmd)
             except ValueError as e:
-                raise ValueError(f"refine_subcommands needs the default talk-and-tweak words: {e}") from None
+                raise ValueError(f"refine_subcommands needs the default talk-and-tweak words ({e}); "
+                                 f"set refine_subcommands=0 for another vocabulary") from None
             for axis, sign in axes:
                 single = next((c for c in vocab if parse_command(c) == [(axis, sign)]), None)
                 if single is None:
