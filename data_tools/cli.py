@@ -119,6 +119,13 @@ def _add_words(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", action="append", metavar="AXIS=POS,NEG", help=WORDS_HELP)
 
 
+def _add_label(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", choices=("action", "correction"), default="action",
+                   help="what the talk-and-tweak window sums: action = the executed actions (Eq. 12 as printed, "
+                        "default); correction = executed minus the logged policy_action (which way the operator "
+                        "corrected the policy; every intervened step needs a policy_action)")
+
+
 def _add_force(p: argparse._ActionsContainer, help: str = "overwrite an existing output file") -> None:
     p.add_argument("--force", action="store_true", help=help)
 
@@ -148,6 +155,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         words=parse_words(args.words),
         progress=not args.quiet,
         workers=args.workers,
+        label=args.label,
     )
     if not args.quiet:
         print(summary)
@@ -172,6 +180,7 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sigma", type=float, default=0.001, metavar="M",
                    help="talk-and-tweak threshold in metres (default 0.001)")
     _add_words(p)
+    _add_label(p)
     p.add_argument("--workers", type=int, default=None, metavar="N", help="PNG decoding threads")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=_cmd_convert)
@@ -221,7 +230,7 @@ def _cmd_split(args: argparse.Namespace) -> int:
 def _cmd_relabel(args: argparse.Namespace) -> int:
     stats = curate.relabel(args.src, args.out, window=args.window, sigma=args.sigma, words=parse_words(args.words),
                            translation_scale_m=args.translation_scale_m, force=args.force,
-                           progress=_progress_on(args))
+                           progress=_progress_on(args), label=args.label)
     print(f"relabelled {stats['intervened_steps']} intervened steps in {stats['episodes']} episodes: "
           f"{stats['changed']} commands changed -> {args.out}")
     return 0
@@ -280,12 +289,13 @@ def _add_split(subparsers) -> None:
 def _add_relabel(subparsers) -> None:
     p = subparsers.add_parser("relabel", help="recompute refinement commands",
                               description="Recompute the talk-and-tweak command of every intervened step "
-                                          "with another window J, threshold sigma or words.")
+                                          "with another window J, threshold sigma, words or label source.")
     p.add_argument("src", help="input dataset")
     p.add_argument("-o", "--out", required=True, help="output dataset (new file)")
     p.add_argument("--window", type=int, default=5, metavar="J", help="window length in steps (default 5)")
     p.add_argument("--sigma", type=float, default=0.001, help="threshold in metres (default 0.001)")
     _add_words(p)
+    _add_label(p)
     p.add_argument("--translation-scale-m", type=float, metavar="X",
                    help="metres per action unit, when the file's env_args does not say")
     _add_force(p)

@@ -94,7 +94,9 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _check_options(window: int, sigma: float, words) -> None:
+def _check_options(window: int, sigma: float, words, label: str = "action") -> None:
+    if label not in talk_tweak.LABELS:
+        raise DataToolsError(f"label must be one of {talk_tweak.LABELS}, got {label!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise DataToolsError(f"window must be an integer >= 1, got {window!r}")
     if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
@@ -110,7 +112,7 @@ def _layout(log: LogEpisode) -> tuple:
 
 
 def _plan(
-    sessions: Sequence[Session], window: int, sigma: float, words, progress: bool
+    sessions: Sequence[Session], window: int, sigma: float, words, progress: bool, label: str = "action"
 ) -> tuple[list[_Planned], list[str]]:
     """Pass 1: read and validate every episode (low-dim data, PNG presence/headers), label."""
     planned: list[_Planned] = []
@@ -155,9 +157,15 @@ def _plan(
                     "the translation",
                 )
             for lg in logs:
-                derived = talk_tweak.label_episode(
-                    lg.actions, lg.intervention, window, sigma, s.translation_scale_m, words
-                )
+                try:
+                    derived = talk_tweak.label_episode(
+                        lg.actions, lg.intervention, window, sigma, s.translation_scale_m, words,
+                        policy_actions=lg.policy_actions, label=label,
+                    )
+                except ValueError as e:  # label "correction" on an intervened step without policy_action
+                    bad = np.flatnonzero(lg.intervention & np.isnan(lg.policy_actions).any(axis=1))
+                    raise TeleopLogError(lg.steps_path, f"--label {label}: {e}",
+                                         int(bad[0]) + 1 if len(bad) else None) from None
                 commands = [spoken if spoken is not None else d for spoken, d in zip(lg.commands, derived)]
                 planned.append(_Planned(s, lg, "online" if online else "demo", commands))
     return planned, truncated
@@ -289,12 +297,13 @@ def _check_append_labelling(out: Path, info: DatasetInfo, labelling: dict) -> No
     """Commands appended must follow the rule the dataset's commands were labelled with."""
     if "talk_tweak" in info.env_args:
         stored = info.env_args["talk_tweak"]
+        stored = {"label": "action", **stored}  # datasets from before the option: Eq. 12 as printed
         differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
         if differ:
             listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
             raise DataToolsError(
                 f"{out}: its commands were labelled with {listed}; append with the same --window / --sigma / "
-                "--words, or relabel the dataset afterwards"
+                "--words / --label, or relabel the dataset afterwards"
             )
 
 
@@ -308,11 +317,12 @@ def _check_episode_ids(planned: Sequence[_Planned], existing_ids: set[str], out:
         raise DataToolsError(f"{out}: already holds episode(s) {clash[:3]} (appending the same session twice?)")
 
 
-def _labelling(window: int, sigma: float, words, translation_scale_m: float) -> dict:
+def _labelling(window: int, sigma: float, words, translation_scale_m: float, label: str = "action") -> dict:
     """The talk-and-tweak parameters recorded in env_args ``"talk_tweak"``."""
     return {
         "window": window,
         "sigma": float(sigma),
+        "label": label,
         "translation_scale_m": translation_scale_m,
         "words": {k: list(v) for k, v in {**talk_tweak.DEFAULT_WORDS, **dict(words or {})}.items()},
     }
@@ -348,11 +358,14 @@ def convert(
     words: Mapping[str, Sequence[str]] | None = None,
     progress: bool = True,
     workers: int | None = None,
+    label: str = "action",
 ) -> ConvertSummary:
     """Convert teleoperation log sessions into one HDF5 talk-and-tweak dataset at ``out``.
 
     ``window`` (J) / ``sigma`` (metres) / ``words``: the talk-and-tweak rule for steps where the
-    operator intervened without speaking. ``append``: add the episodes to the existing dataset
+    operator intervened without speaking; ``label``: what Eq. 12 sums, ``"action"`` (the executed
+    actions, as printed) or ``"correction"`` (executed minus the logged ``policy_action``, which every
+    intervened step must then have; :mod:`data_tools.talk_tweak`). ``append``: add the episodes to the existing dataset
     ``out`` in place (same fps and layout required; an episode already in it, by
     ``episode_id``, is refused). Otherwise ``out`` must not exist unless ``force``.
     ``workers``: PNG decoding threads (default ``min(8, cpu count)``; see the module docstring
@@ -365,20 +378,20 @@ def convert(
     dataset to append to. On any error no output file is left (append: the file is as before).
     """
     t0 = time.perf_counter()
-    _check_options(window, sigma, words)
+    _check_options(window, sigma, words, label)
     out, paths = Path(out), [Path(s) for s in sessions]
     _check_arguments(paths, out, append, force)
     info = dataset_info(out) if append else None
     existing_ids = {ep.episode_id for ep in read_episodes(out, load_images=False)} if append else set()
 
     opened = [read_session(p) for p in paths]
-    planned, truncated = _plan(opened, window, sigma, words, progress)  # each session on its own
+    planned, truncated = _plan(opened, window, sigma, words, progress, label)  # each session on its own
     _check_sessions_agree(opened)
     ref = opened[0]
     if append:
         _check_append_target(out, info, ref)
     _check_episode_ids(planned, existing_ids, out)
-    labelling = _labelling(window, sigma, words, ref.translation_scale_m)
+    labelling = _labelling(window, sigma, words, ref.translation_scale_m, label)
     if append:
         _check_append_labelling(out, info, labelling)
     env_args = {

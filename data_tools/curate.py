@@ -44,7 +44,7 @@ from data_tools.hdf5_format import EPISODE_KINDS, Episode, dataset_info, read_ep
 from data_tools.outputs import check_output
 from data_tools.preview import preview
 from data_tools.stats import format_info, info
-from data_tools.talk_tweak import DEFAULT_WORDS, label_episode, refinement_command
+from data_tools.talk_tweak import DEFAULT_WORDS, LABELS, label_episode, refinement_command
 
 __all__ = [
     "CurateError",
@@ -392,14 +392,18 @@ def _relabel_scale(src: Path, env_args: dict, translation_scale_m: float | None)
 
 def _relabelled(
     src: Path, window: int, sigma: float, scale: float, words: Mapping[str, Sequence[str]] | None,
-    stats: dict, progress: bool,
+    stats: dict, progress: bool, label: str = "action",
 ) -> Iterator[Episode]:
     """The episodes of ``src`` with new commands on intervened steps; counts go to ``stats``."""
     for ep in _stream(src, None, "relabel", progress):
         if ep.actions.shape[1] < 3:
             raise CurateError(f"{src}:/data/{ep.name}/actions: {ep.actions.shape[1]} dims, "
                               "talk-and-tweak needs 3 translation dims")
-        derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words)
+        try:
+            derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words,
+                                    policy_actions=ep.policy_actions, label=label)
+        except ValueError as e:  # label "correction" on an intervened step without a policy action
+            raise CurateError(f"{src}:/data/{ep.name}: relabel --label {label}: {e}") from None
         new = [d if iv else old for d, iv, old in zip(derived, ep.intervention, ep.refinement_command)]
         stats["episodes"] += 1
         stats["steps"] += ep.num_samples
@@ -418,12 +422,15 @@ def relabel(
     translation_scale_m: float | None = None,
     force: bool = False,
     progress: bool = False,
+    label: str = "action",
 ) -> dict:
-    """Recompute ``refinement_command`` of every intervened step with other J / sigma / words.
+    """Recompute ``refinement_command`` of every intervened step with other J / sigma / words / label.
 
     Uses :func:`data_tools.talk_tweak.label_episode` (windows of ``window`` steps cut at the end
     of each intervention segment; ``words`` maps an axis "x"|"y"|"z" to (positive, negative)
-    words, defaults for axes not given). Commands of non-intervened steps are copied unchanged
+    words, defaults for axes not given; ``label``: what Eq. 12 sums, ``"action"`` (the executed
+    actions) or ``"correction"`` (actions - policy_actions; every intervened step needs a finite
+    policy action, :mod:`data_tools.talk_tweak`). Commands of non-intervened steps are copied unchanged
     (they are "[null]" unless an operator spoke one). Note: the dataset does not record which
     commands were spoken, so a spoken command on an intervened step is replaced too.
 
@@ -438,14 +445,16 @@ def relabel(
     src = Path(src)
     out = _check_output(out, [src], force)
     table = _relabel_words(window, sigma, words)
+    if label not in LABELS:
+        raise CurateError(f"relabel: label must be one of {LABELS}, got {label!r}")
     window = int(window)
     meta = dataset_info(src)
     env_args = dict(meta.env_args)
     scale = _relabel_scale(src, env_args, translation_scale_m)
-    env_args["talk_tweak"] = {"window": window, "sigma": float(sigma), "translation_scale_m": scale,
-                              "words": table}
+    env_args["talk_tweak"] = {"window": window, "sigma": float(sigma), "label": label,
+                              "translation_scale_m": scale, "words": table}
     stats = {"episodes": 0, "steps": 0, "intervened_steps": 0, "changed": 0, "translation_scale_m": scale}
-    episodes = _relabelled(src, window, sigma, scale, words, stats, progress)
+    episodes = _relabelled(src, window, sigma, scale, words, stats, progress, label)
     write_dataset(out, episodes, fps=meta.fps, env_args=env_args, masks=meta.masks, force=force)
     return stats
 

@@ -3,6 +3,11 @@
 For an intervened step t, Delta_t = sum of the translations (dims 0..2, in metres) of the
 intervened actions t .. t+J-1, cut at the end of the contiguous intervention segment holding t.
 Per axis: Delta > sigma -> positive word, Delta < -sigma -> negative word, else nothing.
+
+What is summed is the label source (``label``): ``"action"`` sums the executed actions a^intv (Eq. 12
+as printed: where the operator's hand went); ``"correction"`` sums a^intv - a^pi, the executed action
+minus what the policy proposed at that step (which way the operator corrected the policy: what a
+refinement command is asked to do, and what the simulated operator speaks). docs/algorithm.md.
 Sentence order: y word, x word, z word: "move A", "move A and B", "move A, B and C".
 No word, and every non-intervened step: "[null]".
 """
@@ -22,6 +27,35 @@ DEFAULT_WORDS: dict[str, tuple[str, str]] = {
 }
 _AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 SENTENCE_ORDER = ("y", "x", "z")
+LABELS = ("action", "correction")
+
+
+def check_label(label: str) -> str:
+    if label not in LABELS:
+        raise ValueError(f"talk-and-tweak label must be one of {LABELS}, got {label!r}")
+    return label
+
+
+def tweaks(actions: np.ndarray, policy_actions: np.ndarray | None, intervention: np.ndarray,
+           label: str = "action") -> np.ndarray:
+    """The per-step vectors Eq. 12 sums: ``actions`` (``"action"``) or, on intervened steps,
+    ``actions - policy_actions`` (``"correction"``; other steps are never summed). Raises ValueError
+    naming the first intervened step without a finite policy action under ``"correction"``."""
+    actions = np.asarray(actions, dtype=np.float64)
+    if check_label(label) == "action":
+        return actions
+    if policy_actions is None:
+        raise ValueError("label 'correction' needs the policy's proposed action on every intervened step; "
+                         "there are no policy actions")
+    pol = np.asarray(policy_actions, dtype=np.float64)
+    if pol.shape != actions.shape:
+        raise ValueError(f"policy_actions shape {pol.shape} != actions {actions.shape}")
+    intervention = np.asarray(intervention, dtype=bool)
+    missing = np.flatnonzero(intervention & ~np.isfinite(pol[:, :3]).all(axis=1))
+    if len(missing):
+        raise ValueError(f"label 'correction' needs the policy's proposed action on every intervened step; "
+                         f"step {int(missing[0])} has none ({len(missing)} such step(s)); use label 'action'")
+    return np.where(intervention[:, None], actions - np.nan_to_num(pol), actions)
 
 
 def _words(words: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, str]]:
@@ -92,8 +126,11 @@ def label_episode(
     sigma: float = 0.001,
     translation_scale_m: float = 1.0,
     words: Mapping[str, Sequence[str]] | None = None,
+    policy_actions: np.ndarray | None = None,
+    label: str = "action",
 ) -> list[str]:
-    """One command per step; "[null]" where not intervened. ``actions``: (N, A>=3) in action units."""
+    """One command per step; "[null]" where not intervened. ``actions``: (N, A>=3) in action units;
+    ``policy_actions`` (N, A), needed on intervened steps by ``label="correction"``."""
     actions = np.asarray(actions, dtype=np.float64)
     intervention = np.asarray(intervention, dtype=bool)
     n = len(actions)
@@ -101,7 +138,7 @@ def label_episode(
         raise ValueError(f"intervention must have shape ({n},), got {intervention.shape}")
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    trans = actions[:, :3] * translation_scale_m
+    trans = tweaks(actions, policy_actions, intervention, label)[:, :3] * translation_scale_m
     out = [NULL_COMMAND] * n
     t = 0
     while t < n:
@@ -135,14 +172,16 @@ class StreamingLabeler:
     ``(step_index, command)`` pairs: a non-intervened step is "[null]" at once; an intervened
     step is final once its window of J steps is complete or its intervention segment ends.
     ``flush()`` finalises what is pending at the end of an episode. The labels are exactly
-    :func:`label_episode`'s on the same episode (tested).
+    :func:`label_episode`'s on the same episode (tested). ``label="correction"`` needs
+    ``policy_action`` with every intervened step.
     """
 
     def __init__(self, window: int = 5, sigma: float = 0.001, translation_scale_m: float = 1.0,
-                 words: Mapping[str, Sequence[str]] | None = None):
+                 words: Mapping[str, Sequence[str]] | None = None, label: str = "action"):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.window, self.sigma, self.scale, self.words = window, sigma, translation_scale_m, words
+        self.label = check_label(label)
         self.reset()
 
     def reset(self) -> None:
@@ -156,18 +195,27 @@ class StreamingLabeler:
         hi = min(s + self.window, end) - self._seg_start
         return s, refinement_command(np.asarray(self._seg[lo:hi]), self.sigma, self.words)
 
-    def push(self, action: Sequence[float], intervened: bool) -> list[tuple[int, str]]:
+    def push(self, action: Sequence[float], intervened: bool,
+             policy_action: Sequence[float] | None = None) -> list[tuple[int, str]]:
         out: list[tuple[int, str]] = []
         t = self._t
-        self._t += 1
         if intervened:
+            tweak = np.asarray(action, dtype=np.float64)[:3]
+            if self.label == "correction":
+                pol = None if policy_action is None else np.asarray(policy_action, dtype=np.float64)[:3]
+                if pol is None or pol.shape != tweak.shape or not np.isfinite(pol).all():
+                    raise ValueError(f"step {t}: label 'correction' needs the policy's proposed action on every "
+                                     f"intervened step, got {policy_action!r}")
+                tweak = tweak - pol
+            self._t += 1
             if self._seg_start is None:
                 self._seg_start, self._seg, self._next = t, [], t
-            self._seg.append(np.asarray(action, dtype=np.float64)[:3] * self.scale)
+            self._seg.append(tweak * self.scale)
             while self._next + self.window - 1 <= t:
                 out.append(self._label(self._next, t + 1))
                 self._next += 1
             return out
+        self._t += 1
         out.extend(self.flush_segment())
         out.append((t, NULL_COMMAND))
         return out

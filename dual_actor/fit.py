@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_tools.atomic import atomic_path, atomic_write_text
 from data_tools.hdf5_format import DatasetFormatError
+from data_tools.talk_tweak import LABELS
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.data.hdf5 import DataSpec
 from dual_actor.module import DualActorModule
@@ -478,6 +479,8 @@ def check_run_config(cfg: DictConfig) -> Path:
         raise ConfigError(f"algo.batch_size={b} must be divisible by {n} tasks")
     if int(cfg.online.env_steps) > 0 and b % (2 * n):
         raise ConfigError(f"algo.batch_size={b} must be divisible by 2 x tasks for the online phase")
+    if cfg.online.get("label", "action") not in LABELS:
+        raise ConfigError(f"online.label must be one of {LABELS}, got {cfg.online.label!r}")
     if cfg.eval.robot_b and cfg.env.get("robot_shift") is None:
         raise ConfigError("eval.robot_b=true needs env.robot_shift (robot B's frame error)")
     check_encoder_groups(cfg)

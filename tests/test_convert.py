@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,12 +29,14 @@ def _img(k: int) -> np.ndarray:
     return np.full((3, 4, 3), k, np.uint8)
 
 
-def _hand_session(root: Path, policy: bool, robot="arm", scale=0.01, task="pick up the bolt") -> Path:
+def _hand_session(root: Path, policy: bool, robot="arm", scale=0.01, task="pick up the bolt",
+                  proposal_at_3: bool = False) -> Path:
     """One episode of 6 steps with hand-picked translations (action units; x0.01 -> metres).
 
     Steps 2..4: x = +0.5, +0.5, -0.08 -> 5, 5, -0.8 mm; y = -0.2 each -> -2 mm; z = 0. Step 3
     carries a spoken command. ``policy``: a policy acted (policy actions except at step 3) and the
     operator intervened on steps 2..4 (one segment); otherwise pure teleoperation (no flags).
+    ``proposal_at_3``: the policy action is logged at step 3 too.
     """
     actions = np.zeros((6, 4))
     actions[2:5, 0] = [0.5, 0.5, -0.08]
@@ -43,7 +46,7 @@ def _hand_session(root: Path, policy: bool, robot="arm", scale=0.01, task="pick 
         with w.episode("e0") as ep:
             for t in range(6):
                 ep.step(t=t / 10, task=task, obs={"proprio": [t, -t], "joints": [0.5 * t]}, action=actions[t],
-                        policy_action=(np.full(4, 0.25) if policy and t != 3 else None),
+                        policy_action=(np.full(4, 0.25) if policy and (t != 3 or proposal_at_3) else None),
                         intervention=policy and 2 <= t <= 4, command="slow down" if t == 3 else None,
                         reward=float(t == 5), done=t == 5, images={"cam": _img(t)})
     return root
@@ -123,6 +126,37 @@ def test_labelling_options(tmp_path):
         with pytest.raises(DataToolsError):
             convert([s], tmp_path / "c.hdf5", progress=False, **bad)
     assert not (tmp_path / "c.hdf5").exists()
+
+
+def test_correction_labels(tmp_path):
+    # policy proposes 0.25 on every dim; corrections on steps 2..4 (mm): x 2.5, 2.5, -3.3; y -4.5 each; z -2.5 each
+    s = _hand_session(tmp_path / "s", policy=True, proposal_at_3=True)
+    convert([s], tmp_path / "c.hdf5", label="correction", progress=False)
+    (c,) = read_episodes(tmp_path / "c.hdf5", load_images=False)
+    # t2: x +1.7, y -13.5, z -7.5 -> right, forward, down; t3: spoken; t4: x -3.3, y -4.5, z -2.5
+    assert c.refinement_command == ["[null]", "[null]", "move right, forward and down", "slow down",
+                                    "move right, backward and down", "[null]"]
+    assert dataset_info(tmp_path / "c.hdf5").env_args["talk_tweak"]["label"] == "correction"
+    assert main(["convert", str(s), "-o", str(tmp_path / "cli.hdf5"), "-q", "--label", "correction"]) == 0
+    assert next(iter(read_episodes(tmp_path / "cli.hdf5", load_images=False))).refinement_command == c.refinement_command
+    # the same session labelled as printed (Eq. 12 on executed actions): x +9.2, -0.8 mm; y -6, -2 mm
+    convert([s], tmp_path / "a.hdf5", progress=False)
+    (a,) = read_episodes(tmp_path / "a.hdf5", load_images=False)
+    assert a.refinement_command[2] == "move right and forward" and a.refinement_command[4] == "move right"
+    assert dataset_info(tmp_path / "a.hdf5").env_args["talk_tweak"]["label"] == "action"
+    # appending under the other label is refused, the file untouched
+    before = hashlib.sha256((tmp_path / "a.hdf5").read_bytes()).hexdigest()
+    with pytest.raises(DataToolsError, match="label 'action' \\(now 'correction'\\).*--label"):
+        convert([_hand_session(tmp_path / "s2", policy=True, proposal_at_3=True)], tmp_path / "a.hdf5",
+                append=True, label="correction", progress=False)
+    assert hashlib.sha256((tmp_path / "a.hdf5").read_bytes()).hexdigest() == before
+    # an intervened step without a logged proposal: the file and line, and no output
+    bad = _hand_session(tmp_path / "bad", policy=True)
+    with pytest.raises(TeleopLogError, match=r"steps.jsonl:4: --label correction: .*step 3 has none"):
+        convert([bad], tmp_path / "x.hdf5", label="correction", progress=False)
+    with pytest.raises(DataToolsError, match="label must be one of"):
+        convert([s], tmp_path / "x.hdf5", label="delta", progress=False)
+    assert not (tmp_path / "x.hdf5").exists()
 
 
 def test_overwrite_and_append(tmp_path):

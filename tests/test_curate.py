@@ -420,6 +420,28 @@ def test_relabel_hand_derived_windows(tmp_path):
     assert info.env_args["talk_tweak"]["window"] == 2 and info.env_args["translation_scale_m"] == 0.01
 
 
+def test_relabel_correction_labels(tmp_path):
+    e = ep("pick", 7, "online", intervention=RELABEL_IV, actions=RELABEL_ACTIONS,
+           commands=["stop", NULL, NULL, "move up", NULL, NULL, NULL])
+    e.policy_actions = np.tile(np.float32([1, 0, 0, 0]), (7, 1))  # the policy proposed x = +1 unit every step
+    src = write_dataset(tmp_path / "r.hdf5", [e], fps=10, env_args={"translation_scale_m": 0.01})
+    stats = curate.relabel(src, tmp_path / "o.hdf5", window=2, label="correction")
+    # corrections (units): t1 (0,0,0) t2 (-1,-1,0) t3 (-1,0,0.05) t5 (-1,0,-1) t6 (-0.8,0.2,0); J=2, x0.01 m:
+    # t1: (-1,-1,0) -> right, backward; t2: (-2,-1,0.05) -> right, backward; t3: (-1,0,0.05) -> backward;
+    # t5: (-1.8,0.2,-1) -> left, backward, down; t6: (-0.8,0.2,0) -> left, backward
+    (o,) = episodes(tmp_path / "o.hdf5")
+    assert o.refinement_command == ["stop", "move right and backward", "move right and backward", "move backward",
+                                    NULL, "move left, backward and down", "move left and backward"]
+    assert stats["changed"] == 5 and dataset_info(tmp_path / "o.hdf5").env_args["talk_tweak"]["label"] == "correction"
+    e.policy_actions[5] = np.nan  # an intervened step without a proposal
+    src2 = write_dataset(tmp_path / "r2.hdf5", [e], fps=10, env_args={"translation_scale_m": 0.01})
+    with pytest.raises(CurateError, match="demo_0: relabel --label correction: .*step 5 has none"):
+        curate.relabel(src2, tmp_path / "o2.hdf5", label="correction")
+    with pytest.raises(CurateError, match="label must be one of"):
+        curate.relabel(src, tmp_path / "o2.hdf5", label="delta")
+    assert not (tmp_path / "o2.hdf5").exists() and leftovers(tmp_path) == []
+
+
 def test_relabel_default_window_and_words(tmp_path):
     src = relabel_src(tmp_path)
     curate.relabel(src, tmp_path / "o.hdf5", words={"y": ("port", "starboard")}, sigma=0.001)
@@ -474,6 +496,13 @@ def test_relabel_cli(tmp_path, capsys):
                     "--words", '{"y": ["port", "starboard"]}']) == 0
     assert episodes(out)[0].refinement_command[1] == "move starboard and forward"
     assert run_cli(["relabel", str(src), "-o", str(out), "--force", "--words", '{"y": "port"}']) == 2
+    capsys.readouterr()
+    # --label correction on a file without policy actions: one error line, the output as it was
+    before = episodes(out)[0].refinement_command
+    assert run_cli(["relabel", str(src), "-o", str(out), "--force", "-q", "--label", "correction"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "relabel --label correction" in err[0] and "step 1 has none" in err[0]
+    assert episodes(out)[0].refinement_command == before
 
 
 # ---------------------------------------------------------------------------------- preview

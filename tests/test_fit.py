@@ -91,6 +91,17 @@ def test_smoke_default_bench(tmp_path):
     c = subprocess.run([sys.executable, "-m", "data_tools", "convert", *map(str, sessions), "-o",
                         str(tmp_path / "online.hdf5"), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert c.returncode == 0, c.stderr
+    # ... under either label source: the log keeps the policy's proposal on intervened steps
+    c = subprocess.run([sys.executable, "-m", "data_tools", "convert", *map(str, sessions), "-o",
+                        str(tmp_path / "online_c.hdf5"), "--quiet", "--label", "correction"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
+
+
+def test_bad_talk_tweak_label_is_refused_before_anything_runs(tmp_path):
+    r = fit(f"run_root={tmp_path / 'runs'}", "run_name=x", *SYN, "online.label=delta")
+    assert r.returncode == 2 and "online.label must be one of ('action', 'correction'), got 'delta'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):

@@ -156,6 +156,32 @@ def test_label_episode_windows_cut_at_segment_end():
     assert cmds == ["[null]", "move right and forward", "move right", "move right", "[null]", "[null]"]
 
 
+def test_label_episode_correction_hand_derived():
+    from data_tools.talk_tweak import tweaks
+
+    # steps 1..3 intervened; the operator executes x = +0.3 while the policy proposed x = +0.5, y = -0.1
+    a = np.zeros((5, 4))
+    a[1:4, 0] = 0.3
+    pol = np.zeros((5, 4))
+    pol[1:4, 0], pol[1:4, 1] = 0.5, -0.1
+    pol[0] = pol[4] = np.nan  # no proposal where nobody intervened: never read
+    intv = np.array([0, 1, 1, 1, 0], bool)
+    # "action" (Eq. 12 as printed): x 9, 6, 3 mm -> forward each time
+    assert label_episode(a, intv, translation_scale_m=0.01) == ["[null]"] + ["move forward"] * 3 + ["[null]"]
+    # "correction": per step x -2 mm, y +1 mm; t1: x -6, y +3 -> left, backward; t2: x -4, y +2;
+    # t3: x -2, y +1 (not > 1 mm) -> backward
+    assert label_episode(a, intv, translation_scale_m=0.01, policy_actions=pol, label="correction") == [
+        "[null]", "move left and backward", "move left and backward", "move backward", "[null]"]
+    assert label_episode(a, intv, policy_actions=pol, label="action") == label_episode(a, intv)
+    pol[2, 1] = np.nan
+    with pytest.raises(ValueError, match="step 2 has none"):
+        label_episode(a, intv, policy_actions=pol, label="correction")
+    with pytest.raises(ValueError, match="no policy actions"):
+        tweaks(a, None, intv, "correction")
+    with pytest.raises(ValueError, match="must be one of"):
+        label_episode(a, intv, label="delta")
+
+
 def test_command_vocabulary():
     v = command_vocabulary()
     assert len(v) == 27 and v[0] == "[null]" and len(set(v)) == 27
@@ -190,13 +216,20 @@ def test_streaming_labeler_equals_label_episode():
         actions = rng.normal(scale=0.3, size=(n, 4))
         intv = rng.random(n) < 0.5
         window = int(rng.integers(1, 7))
-        expect = label_episode(actions, intv, window=window, translation_scale_m=0.01)
-        lab = StreamingLabeler(window=window, translation_scale_m=0.01)
+        label = ("action", "correction")[trial % 2]
+        proposed = rng.normal(scale=0.3, size=(n, 4))
+        expect = label_episode(actions, intv, window=window, translation_scale_m=0.01, policy_actions=proposed,
+                               label=label)
+        lab = StreamingLabeler(window=window, translation_scale_m=0.01, label=label)
         got = {}
-        for a, i in zip(actions, intv):
-            for s, c in lab.push(a, bool(i)):
+        for a, i, p in zip(actions, intv, proposed):
+            for s, c in lab.push(a, bool(i), p):
                 assert s not in got
                 got[s] = c
         for s, c in lab.flush():
             got[s] = c
         assert [got[s] for s in range(n)] == expect, trial
+    lab = StreamingLabeler(label="correction")
+    lab.push([0.1, 0, 0, 0], False)  # no proposal needed where nobody intervenes
+    with pytest.raises(ValueError, match="step 1: label 'correction' needs"):
+        lab.push([0.1, 0, 0, 0], True, None)

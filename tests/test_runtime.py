@@ -101,6 +101,25 @@ def test_runtime_labels_equal_label_episode_and_rows():
     assert transport_has(loop.transport, 1)
 
 
+def test_runtime_correction_labels_and_logged_proposals(tmp_path):
+    """label="correction": the window sums executed - proposed; the teleop log keeps the proposal on
+    intervened steps too, so a converted dataset can be relabelled either way."""
+    from data_tools.teleop_log import SessionWriter, read_session
+
+    env = FakeEnv(horizon=12)
+    with SessionWriter(tmp_path / "s", fps=10, action_dim=4, translation_scale_m=0.01) as w:
+        loop = make_loop(env, label="correction", log_episode=w.episode)
+        rec = loop.run_episode("e0")
+    acts, pol = np.stack(env.actions), np.stack(rec.extra["policy_actions"])
+    intv = np.array([3 <= t < 9 for t in range(12)])
+    corr = label_episode(acts - pol, intv, window=5, translation_scale_m=0.01)
+    assert rec.extra["commands"] == corr
+    assert corr != label_episode(acts, intv, window=5, translation_scale_m=0.01)  # the scripted takeover
+    log = read_session(tmp_path / "s").read_episode("e0")
+    assert log.has_policy_action.all()
+    np.testing.assert_allclose(log.policy_actions, pol, atol=1e-6)
+
+
 def transport_has(transport, n):
     return len(transport.poll_episodes()) == n
 

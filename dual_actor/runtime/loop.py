@@ -96,7 +96,8 @@ class ControlLoop:
             an object with ``intervening``, ``action``, ``command``; None: no human.
         transport: where finished episodes go; ``proprio_slice``: proprio inside the state vector.
         period_s: control period (None: as fast as possible). ``low``/``high``: action limits.
-        window, sigma, translation_scale_m, words: the talk-and-tweak rule.
+        window, sigma, translation_scale_m, words, label: the talk-and-tweak rule (``label``: "action" sums
+            the executed actions, Eq. 12 as printed; "correction" sums executed - proposed, data_tools.talk_tweak).
         gamma: discount for the Monte-Carlo return-to-go stored with each transition.
         log_episode: optional ``callable(episode_id) -> EpisodeWriter`` (data_tools.teleop_log).
         gate: optional ``callable(step) -> bool`` asked before every step; False: the robot holds (zero
@@ -120,6 +121,7 @@ class ControlLoop:
         sigma: float = 0.001,
         translation_scale_m: float = 1.0,
         words=None,
+        label: str = "action",
         gamma: float = 0.99,
         gripper_index: int | None = -1,
         log_episode: Callable[[str], Any] | None = None,
@@ -132,7 +134,7 @@ class ControlLoop:
         self.proprio_slice = proprio_slice
         self.period_s = period_s
         self.low, self.high = low, high
-        self.labeler = StreamingLabeler(window, sigma, translation_scale_m, words)
+        self.labeler = StreamingLabeler(window, sigma, translation_scale_m, words, label)
         self.gamma = gamma
         self.gripper_index = gripper_index
         self.log_episode = log_episode
@@ -224,7 +226,7 @@ class ControlLoop:
             command = human.command
             next_obs, reward, terminated, truncated, info = self.env.step(executed)
             next_obs = np.asarray(next_obs, dtype=np.float32)
-            for s, c in self.labeler.push(executed, intv):
+            for s, c in self.labeler.push(executed, intv, a_pi):
                 labels[s] = c
             states.append(obs)
             hs.append(h)
@@ -237,7 +239,7 @@ class ControlLoop:
             spoken.append(command)
             if writer is not None:
                 writer.step(task=self.task, obs={"proprio": obs[self.proprio_slice].tolist(), "state": obs.tolist()},
-                            action=executed.tolist(), policy_action=None if intv else a_pi.tolist(),
+                            action=executed.tolist(), policy_action=a_pi.tolist(),
                             intervention=intv, command=command, reward=float(reward), done=bool(terminated),
                             images=frames or None)
             previous = executed

@@ -90,7 +90,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
             env, task, policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
             period_s=None if on.period_s is None else float(on.period_s),
             window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
-            gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
+            label=str(on.get("label", "action")), gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
             gate=gate,
         ))
     return loops
