@@ -118,7 +118,7 @@ class DualActorModule(L.LightningModule):
         actor_phases: Sequence[str] = PHASES,
         critic_phases: Sequence[str] = PHASES,
         refine_objective: str = "talk_tweak",
-        refine_subcommands: float = 0.5,
+        refine_subcommands: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
