@@ -31,6 +31,7 @@ from data_tools.errors import DataToolsError, DataToolsWarning
 from data_tools.hdf5_format import EPISODE_KINDS, DatasetFormatError, dataset_info
 from data_tools.preview import preview
 from data_tools.stats import format_info, info
+from data_tools.talk_tweak import LABELS
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -120,7 +121,7 @@ def _add_words(p: argparse.ArgumentParser) -> None:
 
 
 def _add_label(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label", choices=("action", "correction"), default="action",
+    p.add_argument("--label", choices=LABELS, default="action",
                    help="what the talk-and-tweak window sums: action = the executed actions (Eq. 12 as printed, "
                         "default); correction = executed minus the logged policy_action (which way the operator "
                         "corrected the policy; every intervened step needs a policy_action)")

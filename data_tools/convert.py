@@ -95,8 +95,10 @@ def _tree_bytes(root: Path) -> int:
 
 
 def _check_options(window: int, sigma: float, words, label: str = "action") -> None:
-    if label not in talk_tweak.LABELS:
-        raise DataToolsError(f"label must be one of {talk_tweak.LABELS}, got {label!r}")
+    try:
+        talk_tweak.check_label(label)
+    except ValueError as e:
+        raise DataToolsError(str(e)) from None
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise DataToolsError(f"window must be an integer >= 1, got {window!r}")
     if not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma < 0:
@@ -162,10 +164,8 @@ def _plan(
                         lg.actions, lg.intervention, window, sigma, s.translation_scale_m, words,
                         policy_actions=lg.policy_actions, label=label,
                     )
-                except ValueError as e:  # label "correction" on an intervened step without policy_action
-                    bad = np.flatnonzero(lg.intervention & np.isnan(lg.policy_actions).any(axis=1))
-                    raise TeleopLogError(lg.steps_path, f"--label {label}: {e}",
-                                         int(bad[0]) + 1 if len(bad) else None) from None
+                except talk_tweak.MissingProposalError as e:  # line L holds step L-1
+                    raise TeleopLogError(lg.steps_path, f"--label {label}: {e}", e.step + 1) from None
                 commands = [spoken if spoken is not None else d for spoken, d in zip(lg.commands, derived)]
                 planned.append(_Planned(s, lg, "online" if online else "demo", commands))
     return planned, truncated
@@ -296,8 +296,7 @@ def _check_append_target(out: Path, info: DatasetInfo, ref: Session) -> None:
 def _check_append_labelling(out: Path, info: DatasetInfo, labelling: dict) -> None:
     """Commands appended must follow the rule the dataset's commands were labelled with."""
     if "talk_tweak" in info.env_args:
-        stored = info.env_args["talk_tweak"]
-        stored = {"label": "action", **stored}  # datasets from before the option: Eq. 12 as printed
+        stored = {"label": "action", **info.env_args["talk_tweak"]}  # datasets from before the option: Eq. 12
         differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
         if differ:
             listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())

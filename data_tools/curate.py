@@ -44,7 +44,7 @@ from data_tools.hdf5_format import EPISODE_KINDS, Episode, dataset_info, read_ep
 from data_tools.outputs import check_output
 from data_tools.preview import preview
 from data_tools.stats import format_info, info
-from data_tools.talk_tweak import DEFAULT_WORDS, LABELS, label_episode, refinement_command
+from data_tools.talk_tweak import DEFAULT_WORDS, MissingProposalError, check_label, label_episode, refinement_command
 
 __all__ = [
     "CurateError",
@@ -402,7 +402,7 @@ def _relabelled(
         try:
             derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words,
                                     policy_actions=ep.policy_actions, label=label)
-        except ValueError as e:  # label "correction" on an intervened step without a policy action
+        except MissingProposalError as e:  # label "correction" on an intervened step without a policy action
             raise CurateError(f"{src}:/data/{ep.name}: relabel --label {label}: {e}") from None
         new = [d if iv else old for d, iv, old in zip(derived, ep.intervention, ep.refinement_command)]
         stats["episodes"] += 1
@@ -445,8 +445,10 @@ def relabel(
     src = Path(src)
     out = _check_output(out, [src], force)
     table = _relabel_words(window, sigma, words)
-    if label not in LABELS:
-        raise CurateError(f"relabel: label must be one of {LABELS}, got {label!r}")
+    try:
+        check_label(label)
+    except ValueError as e:
+        raise CurateError(f"relabel: {e}") from None
     window = int(window)
     meta = dataset_info(src)
     env_args = dict(meta.env_args)

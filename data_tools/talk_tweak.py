@@ -28,6 +28,15 @@ DEFAULT_WORDS: dict[str, tuple[str, str]] = {
 _AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 SENTENCE_ORDER = ("y", "x", "z")
 LABELS = ("action", "correction")
+_ONE_INTERVENED = np.ones(1, dtype=bool)
+
+
+class MissingProposalError(ValueError):
+    """Label ``"correction"`` on an intervened step without a finite policy action; ``step`` is its index."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def check_label(label: str) -> str:
@@ -39,22 +48,23 @@ def check_label(label: str) -> str:
 def tweaks(actions: np.ndarray, policy_actions: np.ndarray | None, intervention: np.ndarray,
            label: str = "action") -> np.ndarray:
     """The per-step vectors Eq. 12 sums: ``actions`` (``"action"``) or, on intervened steps,
-    ``actions - policy_actions`` (``"correction"``; other steps are never summed). Raises ValueError
-    naming the first intervened step without a finite policy action under ``"correction"``."""
+    ``actions - policy_actions`` (``"correction"``; other steps are never summed). Raises
+    :class:`MissingProposalError` for the first intervened step without a finite policy action
+    under ``"correction"``."""
     actions = np.asarray(actions, dtype=np.float64)
     if check_label(label) == "action":
         return actions
-    if policy_actions is None:
-        raise ValueError("label 'correction' needs the policy's proposed action on every intervened step; "
-                         "there are no policy actions")
-    pol = np.asarray(policy_actions, dtype=np.float64)
+    pol = np.full_like(actions, np.nan) if policy_actions is None else np.asarray(policy_actions, dtype=np.float64)
     if pol.shape != actions.shape:
         raise ValueError(f"policy_actions shape {pol.shape} != actions {actions.shape}")
     intervention = np.asarray(intervention, dtype=bool)
     missing = np.flatnonzero(intervention & ~np.isfinite(pol[:, :3]).all(axis=1))
     if len(missing):
-        raise ValueError(f"label 'correction' needs the policy's proposed action on every intervened step; "
-                         f"step {int(missing[0])} has none ({len(missing)} such step(s)); use label 'action'")
+        raise MissingProposalError(
+            f"label 'correction' needs the policy's proposed action on every intervened step; step "
+            f"{int(missing[0])} has none ({len(missing)} such step(s)"
+            f"{'; there are no policy actions' if policy_actions is None else ''}); use label 'action'",
+            int(missing[0]))
     return np.where(intervention[:, None], actions - np.nan_to_num(pol), actions)
 
 
@@ -200,13 +210,13 @@ class StreamingLabeler:
         out: list[tuple[int, str]] = []
         t = self._t
         if intervened:
-            tweak = np.asarray(action, dtype=np.float64)[:3]
-            if self.label == "correction":
-                pol = None if policy_action is None else np.asarray(policy_action, dtype=np.float64)[:3]
-                if pol is None or pol.shape != tweak.shape or not np.isfinite(pol).all():
-                    raise ValueError(f"step {t}: label 'correction' needs the policy's proposed action on every "
-                                     f"intervened step, got {policy_action!r}")
-                tweak = tweak - pol
+            try:
+                tweak = tweaks(np.asarray(action, dtype=np.float64)[None],
+                               None if policy_action is None else np.asarray(policy_action, dtype=np.float64)[None],
+                               _ONE_INTERVENED, self.label)[0, :3]
+            except MissingProposalError:
+                raise MissingProposalError(f"step {t}: label 'correction' needs the policy's proposed action on "
+                                           f"every intervened step, got {policy_action!r}", t) from None
             self._t += 1
             if self._seg_start is None:
                 self._seg_start, self._seg, self._next = t, [], t
