@@ -187,6 +187,41 @@ def _evaluate_task(
     }
 
 
+def evaluate_expert(
+    tasks: Sequence[str],
+    trials: int = 25,
+    max_episode_steps: int = 200,
+    seed: int = DEFAULT_EVAL_SEED,
+    noise: float = 0.0,
+) -> dict[str, Any]:
+    """The simulated operator's own success on the bench: Metaworld's scripted expert
+    (:class:`~dual_actor.runtime.sim.ScriptedExpert`, ``noise`` = its action noise; 0 is what the simulated
+    operator executes when it takes over, up to its correction noise) acting alone on the very trials
+    :func:`evaluate` gives a policy (same env seeds per task). It is the bench's reference: a policy taught by
+    this operator is not expected to beat it on a task where the expert itself fails. Same result dict."""
+    from dual_actor.runtime.sim import ScriptedExpert
+
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    per_task: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        resolved = resolve_task(task)[0]
+        env_seed, torch_seed = eval_seeds(seed, resolved)
+        expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed))
+        successes, lengths = 0, []
+        with MetaworldTaskEnv(task=resolved, seed=env_seed, max_episode_steps=max_episode_steps) as env:
+            for _ in range(trials):
+                obs, terminated, truncated = env.reset(), False, False
+                while not (terminated or truncated):
+                    obs, _, terminated, truncated, _ = env.step(expert.act(obs))
+                successes += int(terminated)
+                lengths.append(env.elapsed_steps)
+        per_task[resolved] = {"success_rate": successes / trials, "mean_episode_length": float(np.mean(lengths)),
+                              "trials": int(trials)}
+    return {"per_task": per_task, "average_success_rate": float(np.mean([r["success_rate"] for r in per_task.values()])),
+            "online_steps": 0, "intervention_rate": 0.0}
+
+
 def run_episode(
     policy: DualActorPolicy,
     env: Any,
@@ -380,12 +415,17 @@ class LearningCurve:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--chain K] [--out eval.json]``:
     evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table;
-    with ``--chain K``, ``--trials`` chains of K bolts x 3 sub-tasks instead (docs/chain.md)."""
+    with ``--chain K``, ``--trials`` chains of K bolts x 3 sub-tasks instead (docs/chain.md); with ``--expert``
+    (no POLICY_DIR) the simulated operator's scripted expert on the same trials, the bench's reference."""
     import argparse
     import sys
 
     p = argparse.ArgumentParser(prog="python -m dual_actor.eval", description=main.__doc__.split(":", 1)[1].strip())
-    p.add_argument("policy", type=Path, help="a policy folder (config.json + model.safetensors)")
+    p.add_argument("policy", type=Path, nargs="?", help="a policy folder (config.json + model.safetensors)")
+    p.add_argument("--expert", action="store_true",
+                   help="evaluate the simulated operator's scripted expert instead of a policy (no POLICY_DIR)")
+    p.add_argument("--expert-noise", type=float, default=0.0,
+                   help="--expert: Gaussian action noise of the expert (the demos' is 0.1)")
     p.add_argument("--tasks", nargs="+", default=None, help="task strings (default: all the policy's tasks)")
     p.add_argument("--trials", type=int, default=25)
     p.add_argument("--max-episode-steps", type=int, default=200)
@@ -397,6 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "carried between sub-tasks; reports success for k = 1..K (dual_actor/chain.py)")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here (atomically)")
     args = p.parse_args(argv)
+    if args.expert == (args.policy is not None):
+        print("error: give a POLICY_DIR or --expert (the bench's scripted expert), not both", file=sys.stderr)
+        return 2
+    if args.expert and (args.chain is not None or args.with_commands):
+        print("error: --expert evaluates the scripted expert alone; --chain and --with-commands do not apply",
+              file=sys.stderr)
+        return 2
     if args.chain is not None and args.chain < 1:
         print(f"error: --chain K needs K >= 1 bolts, got {args.chain}", file=sys.stderr)
         return 2
@@ -404,6 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
         return 2
     try:
+        if args.expert:
+            res = evaluate_expert(args.tasks or list(BENCH_TASKS), trials=args.trials,
+                                  max_episode_steps=args.max_episode_steps, seed=args.seed, noise=args.expert_noise)
+            table = format_table(res).rsplit("\n", 3)[0]  # no online steps / intervention lines
+            if args.out is not None:
+                atomic_write_text(args.out, json.dumps(res, indent=2))
+            print(table)
+            return 0
         policy = DualActorPolicy.from_pretrained(args.policy)
         tasks = args.tasks or list(policy.tasks)
         speaker = None

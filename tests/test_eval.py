@@ -283,6 +283,32 @@ def test_cli_evaluates_a_saved_policy_and_rejects_a_missing_one(tmp_path, capsys
     assert "error:" in capsys.readouterr().err
 
 
+def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
+    """``evaluate_expert`` / ``eval --expert``: the scripted expert alone on the very trials a policy gets. Derived
+    independently: the noise-free expert rolled out on each task's eval-seed env, episode after episode; and a
+    policy whose act() is that expert scores the same through ``evaluate``."""
+    from dual_actor.eval import evaluate_expert, main
+
+    res = evaluate_expert([PLACE, "assemble the bolt"], trials=3, max_episode_steps=120)
+    for task in (PLACE, "assemble the bolt"):
+        with MetaworldTaskEnv(task, seed=eval_seeds(10_000, task)[0], max_episode_steps=120) as env:
+            eps = [rollout_expert(env, ScriptedExpert(task, noise=0.0)) for _ in range(3)]
+        want = {"success_rate": float(np.mean([e.dones[-1] for e in eps])),
+                "mean_episode_length": float(np.mean([len(e.actions) for e in eps])), "trials": 3}
+        assert res["per_task"][task] == want, task
+    pol = tiny_policy()
+    expert = ScriptedExpert(PLACE, noise=0.0)
+    pol.act = lambda h, obs, proprio, commands=None: torch.from_numpy(expert.act(obs[0].numpy()))[None]
+    assert evaluate(pol, [PLACE], trials=3, max_episode_steps=120)["per_task"][PLACE] == res["per_task"][PLACE]
+    out = tmp_path / "expert.json"
+    assert main(["--expert", "--tasks", PLACE, "--trials", "3", "--max-episode-steps", "120", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["per_task"][PLACE] == res["per_task"][PLACE]
+    assert "intervention rate" not in capsys.readouterr().out
+    for argv in ([], ["--expert", str(tmp_path)], ["--expert", "--chain", "2"]):
+        assert main(argv) == 2
+        assert "error:" in capsys.readouterr().err
+
+
 def test_evaluate_takes_any_robot_env(tmp_path):
     """A non-Metaworld env following dual_actor/runtime/env.py: succeeds when the action's first dim is positive
     on 3 consecutive steps; the evaluator builds it through ``make_env`` and reads proprio as the first dims."""
