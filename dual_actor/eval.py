@@ -193,10 +193,12 @@ def evaluate_expert(
     max_episode_steps: int = 200,
     seed: int = DEFAULT_EVAL_SEED,
     noise: float = 0.0,
+    variant: str = "metaworld",
 ) -> dict[str, Any]:
     """The simulated operator's own success on the bench: Metaworld's scripted expert
     (:class:`~dual_actor.runtime.sim.ScriptedExpert`, ``noise`` = its action noise; 0 is what the simulated
-    operator executes when it takes over, up to its correction noise) acting alone on the very trials
+    operator executes when it takes over, up to its correction noise; ``variant``: ``metaworld`` | ``corrected``,
+    as the operator's ``expert``) acting alone on the very trials
     :func:`evaluate` gives a policy (same env seeds per task). It is the bench's reference: a policy taught by
     this operator is not expected to beat it on a task where the expert itself fails. Same result dict."""
     from dual_actor.runtime.sim import ScriptedExpert
@@ -207,7 +209,7 @@ def evaluate_expert(
     for task in tasks:
         resolved = resolve_task(task)[0]
         env_seed, torch_seed = eval_seeds(seed, resolved)
-        expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed))
+        expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
         successes, lengths = 0, []
         with MetaworldTaskEnv(task=resolved, seed=env_seed, max_episode_steps=max_episode_steps) as env:
             for _ in range(trials):
@@ -422,8 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m dual_actor.eval", description=main.__doc__.split(":", 1)[1].strip())
     p.add_argument("policy", type=Path, nargs="?", help="a policy folder (config.json + model.safetensors)")
-    p.add_argument("--expert", action="store_true",
-                   help="evaluate the simulated operator's scripted expert instead of a policy (no POLICY_DIR)")
+    p.add_argument("--expert", nargs="?", const="metaworld", default=None, choices=["metaworld", "corrected"],
+                   help="evaluate the simulated operator's scripted expert (as shipped, or corrected: "
+                        "operator.expert) instead of a policy (no POLICY_DIR)")
     p.add_argument("--expert-noise", type=float, default=0.0,
                    help="--expert: Gaussian action noise of the expert (the demos' is 0.1)")
     p.add_argument("--tasks", nargs="+", default=None, help="task strings (default: all the policy's tasks)")
@@ -437,10 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "carried between sub-tasks; reports success for k = 1..K (dual_actor/chain.py)")
     p.add_argument("--out", type=Path, default=None, help="write the result JSON here (atomically)")
     args = p.parse_args(argv)
-    if args.expert == (args.policy is not None):
+    if (args.expert is not None) == (args.policy is not None):
         print("error: give a POLICY_DIR or --expert (the bench's scripted expert), not both", file=sys.stderr)
         return 2
-    if args.expert and (args.chain is not None or args.with_commands):
+    if args.expert is not None and (args.chain is not None or args.with_commands):
         print("error: --expert evaluates the scripted expert alone; --chain and --with-commands do not apply",
               file=sys.stderr)
         return 2
@@ -451,9 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
         return 2
     try:
-        if args.expert:
+        if args.expert is not None:
             res = evaluate_expert(args.tasks or list(BENCH_TASKS), trials=args.trials,
-                                  max_episode_steps=args.max_episode_steps, seed=args.seed, noise=args.expert_noise)
+                                  max_episode_steps=args.max_episode_steps, seed=args.seed, noise=args.expert_noise,
+                                  variant=args.expert)
             table = format_table(res).rsplit("\n", 3)[0]  # no online steps / intervention lines
             if args.out is not None:
                 atomic_write_text(args.out, json.dumps(res, indent=2))

@@ -304,7 +304,7 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
     assert main(["--expert", "--tasks", PLACE, "--trials", "3", "--max-episode-steps", "120", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["per_task"][PLACE] == res["per_task"][PLACE]
     assert "intervention rate" not in capsys.readouterr().out
-    for argv in ([], ["--expert", str(tmp_path)], ["--expert", "--chain", "2"]):
+    for argv in ([], [str(tmp_path), "--expert"], ["--expert", "--chain", "2"]):
         assert main(argv) == 2
         assert "error:" in capsys.readouterr().err
 

@@ -612,6 +612,8 @@ class SimulatedOperator(Operator):
         speak_commands, command_window, translation_scale_m (metres per action unit, Metaworld
         0.01), sigma, words: the speaking rule (``sigma`` / ``words`` as ``data_tools.talk_tweak``).
         seed: seeds the correction noise (one generator for the operator's lifetime).
+        expert: the scripted expert's variant (``dual_actor.runtime.sim.EXPERTS``): ``metaworld`` as shipped, or
+            ``corrected`` (its known loops fixed: ``sim._corrected_policy``).
     """
 
     action_dim = 4
@@ -634,7 +636,13 @@ class SimulatedOperator(Operator):
         sigma: float = 0.001,
         words: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
+        expert: str = "metaworld",
     ) -> None:
+        from dual_actor.runtime.sim import EXPERTS
+
+        if expert not in EXPERTS:
+            raise ValueError(f"expert must be one of {EXPERTS}, got {expert!r}")
+        self.expert_variant = expert
         for name, value, lo in (
             ("reaction_delay", reaction_delay, 0), ("patience", patience, 1),
             ("correction_steps", correction_steps, 1), ("no_progress_steps", no_progress_steps, 1),
@@ -678,7 +686,7 @@ class SimulatedOperator(Operator):
 
         key = resolve_task(task)[0]
         if key not in self._experts:
-            self._experts[key] = ScriptedExpert(key, noise=0.0)
+            self._experts[key] = ScriptedExpert(key, noise=0.0, variant=self.expert_variant)
         return self._experts[key]
 
     def reset(self, task: str) -> None:

@@ -343,22 +343,61 @@ class MetaworldTaskEnv:
         self.close()
 
 
+EXPERTS = ("metaworld", "corrected")
+"""Scripted experts: ``metaworld`` (Metaworld's policies as shipped) | ``corrected`` (the same, with the known
+loops of a policy fixed where the bench needs it: :func:`_corrected_policy`)."""
+
+
+def _corrected_policy(env_name: str):
+    """Metaworld's scripted policy for ``env_name`` with its loops fixed, or None where it has none known.
+
+    ``peg-insert-side-v3`` ("assemble the bolt"): the policy re-descends onto the peg whenever the hand is more
+    than 2.5 cm above it, and that is about the height at which its own grasp holds the peg. A grasp a few mm
+    low sends the hand down with the peg in it, then up again: a loop until the time limit (the policy alone
+    fails 14 of 100 evaluation trials, 4 of the default 25). Once the gripper is closed (``obs[3] < 0.5``) the
+    corrected policy allows 4 cm (98 of 100). Everything else is Metaworld's."""
+    if env_name != "peg-insert-side-v3":
+        return None
+    from metaworld.policies.sawyer_peg_insertion_side_v3_policy import SawyerPegInsertionSideV3Policy
+
+    class PegInsertSideCorrected(SawyerPegInsertionSideV3Policy):
+        @staticmethod
+        def _desired_pos(o_d):
+            pos_curr, pos_peg = o_d["hand_pos"], o_d["peg_pos"]
+            pos_hole = np.array([-0.35, o_d["goal_pos"][1], 0.16])
+            holding = o_d["gripper_distance_apart"] < 0.5
+            if np.linalg.norm(pos_curr[:2] - pos_peg[:2]) > 0.04:
+                return pos_peg + np.array([0.0, 0.0, 0.3])
+            if abs(pos_curr[2] - pos_peg[2]) > (0.04 if holding else 0.025):
+                return pos_peg
+            if np.linalg.norm(pos_peg[1:] - pos_hole[1:]) > 0.03:
+                return pos_hole + np.array([0.4, 0.0, 0.0])
+            return pos_hole
+
+    return PegInsertSideCorrected()
+
+
 class ScriptedExpert:
     """Metaworld's scripted policy for one task, plus optional Gaussian action noise.
 
     ``act(obs)`` returns ``clip(policy(obs) + N(0, noise^2), -1, 1)`` as float32 (4,), the noise
-    drawn from ``rng`` (the call's, else the constructor's, else a fresh unseeded one).
+    drawn from ``rng`` (the call's, else the constructor's, else a fresh unseeded one). ``variant``: one of
+    :data:`EXPERTS` (``corrected``: :func:`_corrected_policy` where it has one, else Metaworld's).
     """
 
-    def __init__(self, task: str, noise: float = 0.1, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, task: str, noise: float = 0.1, rng: np.random.Generator | None = None,
+                 variant: str = "metaworld") -> None:
         from metaworld.policies import ENV_POLICY_MAP
 
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
+        if variant not in EXPERTS:
+            raise ValueError(f"expert variant must be one of {EXPERTS}, got {variant!r}")
         self.task, self.env_name = resolve_task(task)
         if self.env_name not in ENV_POLICY_MAP:
             raise KeyError(f"Metaworld has no scripted policy for {self.env_name!r}")
-        self.policy = ENV_POLICY_MAP[self.env_name]()
+        self.policy = (variant == "corrected" and _corrected_policy(self.env_name)) or ENV_POLICY_MAP[self.env_name]()
+        self.variant = variant
         self.noise = float(noise)
         self.rng = rng
 
