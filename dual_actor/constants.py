@@ -19,6 +19,9 @@ key                shape       meaning
 ``task``           B           task index
 ``intervention``   B           bool: the human's action (a correction) at this step
 ``from_demos``     B           bool: the row was sampled from a demo buffer (set by the sampler)
+``policy_action``  B, A        the policy's proposal at that step (NaN where none is known); only in the rows
+                               handed to ``TaskBuffers.add_episode``, which keeps it as ``correction``
+``correction``     B, A        talk-and-tweak rows only: executed - proposed (NaN where no proposal is known)
 ``obs_images``     B, C, 3,    uint8 camera images of s_t, cameras in the policy's ``cameras``
                    H, W        order; only when the policy's image encoder uses images
 ``next_obs_images`` B, C, 3,   the same for s_{t+1}
@@ -49,6 +52,8 @@ COMMAND = "command"
 TASK = "task"
 INTERVENTION = "intervention"
 FROM_DEMOS = "from_demos"
+POLICY_ACTION = "policy_action"
+CORRECTION = "correction"
 OBS_IMAGES = "obs_images"
 NEXT_OBS_IMAGES = "next_obs_images"
 

@@ -237,8 +237,10 @@ def warmup_fingerprint(cfg: DictConfig) -> dict:
     a["lambdas"] = a["lambdas"]["warmup"]
     enabled, phases, objective = a.pop("refine_enabled"), a.pop("refine_phases"), a.pop("refine_objective")
     subcommands = a.pop("refine_subcommands", 0.0)
+    target = a.pop("refine_target", "absolute")
     refine_warm = bool(enabled) and "warmup" in phases
-    a["refine_in_warmup"] = (objective if not subcommands else [objective, subcommands]) if refine_warm else None
+    how = [objective] + ([subcommands] if subcommands else []) + ([target] if target != "absolute" else [])
+    a["refine_in_warmup"] = (how[0] if len(how) == 1 else how) if refine_warm else None
     for k in ("actor_phases", "critic_phases"):
         a[k] = "warmup" in a[k]
     return c

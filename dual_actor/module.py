@@ -79,6 +79,11 @@ class DualActorModule(L.LightningModule):
         refine_objective: "talk_tweak" (Eq. 8-11 on the talk-and-tweak buffer, ours) or "dsrl" (DSRL: the
             refinement actor with the null command is a latent-noise policy trained to maximise the frozen
             critics' Q of the frozen primary's action on the task rows; no BC, no regulariser).
+        refine_target: the action Eq. 8 pulls a(mu(s, c)) to on a talk-and-tweak row: "absolute" (the executed
+            action, Eq. 8 as printed) or "residual" (the deployed primary's action now plus the row's correction,
+            executed - proposed when it was recorded; rows without a known proposal keep the executed action).
+            The primary imitates the corrections too, so on the rows it has learned an absolute target says
+            nothing about the command's direction; a residual one keeps it (docs/algorithm.md "Residual target").
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class DualActorModule(L.LightningModule):
         critic_phases: Sequence[str] = PHASES,
         refine_objective: str = "talk_tweak",
         refine_subcommands: float = 0.0,
+        refine_target: str = "absolute",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -142,6 +148,8 @@ class DualActorModule(L.LightningModule):
                              f"set task_weighting=false")
         if refine_objective == "dsrl" and critic == "none":
             raise ValueError("refine_objective='dsrl' maximises a critic's Q: it needs critic 'per_task' or 'shared'")
+        if refine_target not in ("absolute", "residual"):
+            raise ValueError(f"refine_target must be 'absolute' or 'residual', got {refine_target!r}")
         if not 0.0 <= float(refine_subcommands) <= 1.0:
             raise ValueError(f"refine_subcommands is a probability in [0, 1], got {refine_subcommands!r}")
         if actor_q_reduce not in ("min", "mean"):
@@ -462,8 +470,14 @@ class DualActorModule(L.LightningModule):
             with torch.no_grad():  # Eq. 10's primary-mode action (the same z0) and the map's offset
                 offset, a_base = primary.offset_and_action(h, proprio, z0)
                 relabelled = None
-                if self._subcommand_ids is not None:
+                residual = hp.refine_target == "residual" and K.CORRECTION in b
+                if self._subcommand_ids is not None or residual:
                     a_z = primary.action_at(primary.temperature * primary.K * z, h, proprio, offset=offset)
+                if residual:  # the deployed primary's action at the same noise, moved by the recorded correction
+                    correction = b[K.CORRECTION].to(action.dtype)
+                    known = ~torch.isnan(correction).any(-1, keepdim=True)
+                    action = torch.where(known, (a_z + correction.nan_to_num()).clamp(-1.0, 1.0), action)
+                if self._subcommand_ids is not None:
                     command, action, relabelled = self._subcommand_rows(command, action, a_z)
             null = torch.full_like(command, self.policy.null_command_id)
             mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([command, null]))

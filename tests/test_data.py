@@ -74,6 +74,35 @@ def test_online_episode_split_into_buffers(tmp_path):
     sizes = bufs.sizes()
     assert sizes[TASKS[1]] == {"demos": 3 + 2, "rollouts": 4, "interventions": 2}
     assert sizes["talk_tweak"] == {"all": 2}
+    # the proposals live on only in the talk-and-tweak buffer, as executed - proposed (NaN: none recorded)
+    assert all(K.POLICY_ACTION not in b.keys for kinds in bufs.per_task.values() for b in kinds.values())
+    assert torch.isnan(bufs.talk_tweak.all()[K.CORRECTION]).all()
+
+
+def test_talk_tweak_rows_keep_the_correction():
+    """``policy_action`` in an episode's rows becomes the talk-and-tweak rows' ``correction`` = action - proposal
+    (hand-computed), per-task buffers never hold it, and a buffer state saved before the column existed loads
+    with NaN corrections (no proposal known), so a resumed run can keep adding rows."""
+    n = 4
+    action = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, -0.5, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 1.0, 0.2, 0.0]])
+    proposal = torch.tensor([[0.0, 0.2, 0.1, 0.4], [0.5, 0.5, 0.0, 1.0], [9.0, 9.0, 9.0, 9.0], [0.0, 0.0, 0.0, 0.0]])
+    rows = {"action": action, "x": torch.arange(n, dtype=torch.float32)[:, None],
+            "intervention": torch.tensor([True, True, False, True]), K.POLICY_ACTION: proposal}
+    bufs = TaskBuffers(TASKS)
+    bufs.add_episode(TASKS[0], "online", rows)
+    tt = bufs.talk_tweak.all()
+    want = torch.tensor([[0.1, 0.0, 0.2, 0.0], [0.0, -1.0, 0.0, 0.0], [-1.0, 1.0, 0.2, 0.0]])
+    assert torch.allclose(tt[K.CORRECTION], want) and torch.equal(tt["x"][:, 0], torch.tensor([0.0, 1.0, 3.0]))
+    assert set(bufs[TASKS[0]]["rollouts"].keys) == set(bufs[TASKS[0]]["demos"].keys) == {"action", "x", "intervention"}
+    bufs.add_episode(TASKS[1], "demo", rows)  # a demo's proposals are dropped
+    assert K.POLICY_ACTION not in bufs[TASKS[1]]["demos"].keys
+    old = bufs.state_dict()
+    del old["talk_tweak"]["rows"][K.CORRECTION]
+    again = TaskBuffers(TASKS)
+    again.load_state_dict(old)
+    assert torch.isnan(again.talk_tweak.all()[K.CORRECTION]).all() and len(again.talk_tweak) == 3
+    again.add_episode(TASKS[0], "online", rows)
+    assert len(again.talk_tweak) == 6
 
 
 def _corrupt(path, fn):

@@ -390,3 +390,36 @@ def test_refine_update_imitates_the_sub_command_target():
         fit(m, batch)
         assert float(m.logs["loss/refine_bc"]) == pytest.approx(want, rel=1e-5), p
         assert ("refine/subcommand_rows" in m.logs) == bool(p)
+
+
+def test_refine_update_residual_target():
+    """``refine_target="residual"``: Eq. 8 pulls a(mu(s, c)) to the deployed primary's action at the same noise
+    plus the row's recorded correction, clipped to [-1, 1]; a row without a known correction (NaN) keeps the
+    executed action. Hand-built here (temperature 0: deterministic); "absolute" is Eq. 8 as printed."""
+    for target in ("residual", "absolute"):
+        torch.manual_seed(0)
+        m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", refine_target=target))
+        with torch.no_grad():
+            for q in m.policy.refinement.head[-1].parameters():
+                q.normal_()
+        batch = training_batch()
+        tt = batch[K.TALK_TWEAK]
+        n, a_dim = tt[K.ACTION].shape
+        correction = torch.linspace(-0.8, 0.8, n * a_dim).reshape(n, a_dim)
+        correction[0] = 3.0  # clipped
+        correction[1, 2] = float("nan")  # no proposal known: the executed action
+        tt[K.CORRECTION] = correction
+        with torch.no_grad():
+            mu = m.policy.refinement(tt[K.OBS], tt[K.COMMAND])
+            a_ref = m.primary_ema(tt[K.H], tt[K.PROPRIO], noise_mean=mu)
+            want = tt[K.ACTION].clone()
+            if target == "residual":
+                a_now = m.primary_ema(tt[K.H], tt[K.PROPRIO])
+                want = (a_now + correction).clamp(-1.0, 1.0)
+                assert torch.equal(want[0], torch.ones(a_dim))
+                want[1] = tt[K.ACTION][1]
+            expect = losses_refine_bc(a_ref, want)
+        fit(m, batch)
+        assert float(m.logs["loss/refine_bc"]) == pytest.approx(expect, rel=1e-5), target
+    with pytest.raises(ValueError, match="refine_target"):
+        DualActorModule(**tiny_module_kwargs(refine_target="relative"))

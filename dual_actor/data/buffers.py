@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import torch
 
+from dual_actor.constants import CORRECTION, POLICY_ACTION
+
 BUFFER_KINDS = ("demos", "rollouts", "interventions")
 
 
@@ -92,7 +94,10 @@ class TaskBuffers:
         """Algorithm 1 lines 27-34 for one episode's rows (with an ``intervention`` column):
         a demo episode -> D_demos; an online episode's autonomous steps -> D_rollouts and its
         intervened steps -> D_intv, then (after the episode) D_demos and the global
-        talk-and-tweak buffer."""
+        talk-and-tweak buffer. An optional ``policy_action`` column (the proposals) is kept only in the
+        talk-and-tweak buffer, as ``correction`` = action - policy_action (NaN where not known)."""
+        rows = dict(rows)
+        proposals = rows.pop(POLICY_ACTION, None)
         if kind == "demo":
             self.per_task[task]["demos"].add(rows)
             return
@@ -104,7 +109,10 @@ class TaskBuffers:
         if int(intv.sum()):
             self.per_task[task]["interventions"].add(human)
             self.per_task[task]["demos"].add(human)
-            self.talk_tweak.add(human)
+            action = human["action"].float()
+            correction = (action - proposals[intv].float() if proposals is not None
+                          else torch.full_like(action, float("nan")))
+            self.talk_tweak.add({**human, CORRECTION: correction})
 
     def sizes(self) -> dict[str, dict[str, int]]:
         out = {t: {k: len(b) for k, b in d.items()} for t, d in self.per_task.items()}
@@ -124,4 +132,8 @@ class TaskBuffers:
         for t, d in state["per_task"].items():
             for k, s in d.items():
                 self.per_task[t][k].load_state_dict(s)
-        self.talk_tweak.load_state_dict(state["talk_tweak"])
+        tt = dict(state["talk_tweak"])
+        rows = dict(tt.get("rows") or {})
+        if rows and CORRECTION not in rows:  # saved before the column existed: no proposal known
+            rows[CORRECTION] = torch.full_like(rows["action"].float(), float("nan"))
+        self.talk_tweak.load_state_dict({**tt, "rows": rows})

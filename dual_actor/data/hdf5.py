@@ -118,6 +118,7 @@ def episode_transitions(
         K.COMMAND: command_ids(ep.refinement_command),
         K.TASK: torch.full((n,), task_id, dtype=torch.long),
         K.INTERVENTION: torch.from_numpy(ep.intervention),
+        K.POLICY_ACTION: torch.from_numpy(ep.policy_actions),
     }
     if spec.store_images:
         stacked = torch.stack([images[c] for c in spec.cameras], 1)  # (n, C, 3, H, W) uint8

@@ -258,6 +258,7 @@ class ControlLoop:
             writer.close()
         commands = [spoken[s] if (intervened[s] and spoken[s]) else labels[s] for s in range(t)]
         rows = self._rows(states, hs, obs, actions, rewards, terminated, intervened, commands, images)
+        rows[K.POLICY_ACTION] = torch.from_numpy(np.stack(policy_actions).astype(np.float32))
         record = EpisodeRecord(
             task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
             interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
