@@ -362,6 +362,17 @@ def test_refine_subcommands_must_be_a_probability():
         DualActorModule(**tiny_module_kwargs(refine_subcommands=1.5))
 
 
+def _refine_case(**kw):
+    """A seeded online module that logs one refinement update (EMA on, a random refinement head, so that mu is
+    not ~0) and a training batch for it."""
+    torch.manual_seed(0)
+    m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", **kw))
+    with torch.no_grad():
+        for q in m.policy.refinement.head[-1].parameters():
+            q.normal_()
+    return m, training_batch()
+
+
 def test_refine_update_imitates_the_sub_command_target():
     """Eq. 8 with ``refine_subcommands=1`` and single-axis commands (the pick is forced): the logged BC loss is
     ||a(mu(s, c)) - a'||^2 with a' the deployed primary's action at mu = 0 whose commanded axis is the
@@ -369,12 +380,7 @@ def test_refine_update_imitates_the_sub_command_target():
     vocab_axis = {"move forward": 0, "move backward": 0, "move left": 1, "move right": 1, "move up": 2,
                   "move down": 2}
     for p in (1.0, 0.0):
-        torch.manual_seed(0)
-        m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", refine_subcommands=p))
-        with torch.no_grad():
-            for q in m.policy.refinement.head[-1].parameters():
-                q.normal_()
-        batch = training_batch()
+        m, batch = _refine_case(refine_subcommands=p)
         tt = batch[K.TALK_TWEAK]
         names = list(vocab_axis) + ["move left"] * 2
         tt[K.COMMAND] = torch.tensor([m.policy.commands.index(c) for c in names])
@@ -397,12 +403,7 @@ def test_refine_update_residual_target():
     plus the row's recorded correction, clipped to [-1, 1]; a row without a known correction (NaN) keeps the
     executed action. Hand-built here (temperature 0: deterministic); "absolute" is Eq. 8 as printed."""
     for target in ("residual", "absolute"):
-        torch.manual_seed(0)
-        m = RefineLogs(**tiny_module_kwargs(actor_ema=0.01, phase="online", refine_target=target))
-        with torch.no_grad():
-            for q in m.policy.refinement.head[-1].parameters():
-                q.normal_()
-        batch = training_batch()
+        m, batch = _refine_case(refine_target=target)
         tt = batch[K.TALK_TWEAK]
         n, a_dim = tt[K.ACTION].shape
         correction = torch.linspace(-0.8, 0.8, n * a_dim).reshape(n, a_dim)
