@@ -84,6 +84,9 @@ class DualActorModule(L.LightningModule):
             executed - proposed when it was recorded; rows without a known proposal keep the executed action).
             The primary imitates the corrections too, so on the rows it has learned an absolute target says
             nothing about the command's direction; a residual one keeps it (docs/algorithm.md "Residual target").
+        refine_subcommands: probability in [0, 1] that a talk-and-tweak row whose sentence names an axis also
+            trains a copy as one of those axes' single-axis commands (:meth:`_subcommand_copies`; docs/algorithm.md
+            "Sub-command copies"). 0: Eq. 8 as printed.
     """
 
     def __init__(
@@ -436,22 +439,23 @@ class DualActorModule(L.LightningModule):
                 table[i, axis] = index[single]
         return table
 
-    def _subcommand_rows(self, command: torch.Tensor, action: torch.Tensor, a_null: torch.Tensor):
-        """Sub-command relabelling of talk-and-tweak rows (``refine_subcommands`` = p): each row whose command
-        names at least one axis is, with probability p, trained as one of those axes' single-axis commands
-        (uniformly), with the target ``a_null`` (the primary's action at the same latent noise, no gradient)
-        whose component on that axis is the operator's. Eq. 13 labels each axis on its own, so "move left"
-        is what the rule would have said had the operator corrected only that axis. Returns (command, target,
-        relabelled mask)."""
+    def _subcommand_copies(self, command: torch.Tensor, target: torch.Tensor, a_now: torch.Tensor):
+        """Sub-command copies of talk-and-tweak rows (``refine_subcommands`` = p): each row whose command names at
+        least one axis gets, with probability p, one extra training row: one of those axes' single-axis commands
+        (uniformly), with the target ``a_now`` (the deployed primary's action at the row's latent noise, no
+        gradient) whose component on that axis is the row's own target's. The row itself is kept as it is. Eq. 13
+        labels each axis on its own, so "move left" is what the rule would have said had the operator corrected
+        only that axis. Returns (rows: the copied rows' indices, their single-axis command ids, their targets)."""
         sub = self._subcommand_ids.to(command.device)[command]  # (B, 3)
         avail = sub >= 0
         pick = (torch.rand(avail.shape, device=command.device) * avail).argmax(1)  # uniform over named axes
         use = (torch.rand(command.shape, device=command.device) < float(self.hparams.refine_subcommands))
-        use = use & avail.any(1)
-        rows = torch.arange(command.shape[0], device=command.device)
-        projected = a_null.clone()
-        projected[rows, pick] = action[rows, pick]
-        return (torch.where(use, sub[rows, pick], command), torch.where(use[:, None], projected, action), use)
+        rows = (use & avail.any(1)).nonzero(as_tuple=True)[0]
+        pick = pick[rows]
+        copy = a_now[rows].clone()
+        n = torch.arange(rows.shape[0], device=command.device)
+        copy[n, pick] = target[rows, pick]
+        return rows, sub[rows, pick], copy
 
     def _refine_update(self, b: dict, opt, want_log: bool, logs: dict) -> None:
         """Refinement actor on the talk-and-tweak batch: Eq. 8-11 (only phi is stepped).
@@ -469,7 +473,7 @@ class DualActorModule(L.LightningModule):
             z, z0 = torch.randn_like(action), torch.randn_like(action)
             with torch.no_grad():  # Eq. 10's primary-mode action (the same z0) and the map's offset
                 offset, a_base = primary.offset_and_action(h, proprio, z0)
-                relabelled = None
+                copies = None
                 residual = hp.refine_target == "residual" and K.CORRECTION in b
                 if self._subcommand_ids is not None or residual:
                     a_z = primary.action_at(primary.temperature * primary.K * z, h, proprio, offset=offset)
@@ -478,25 +482,36 @@ class DualActorModule(L.LightningModule):
                     known = ~torch.isnan(correction).any(-1, keepdim=True)
                     action = torch.where(known, (a_z + correction.nan_to_num()).clamp(-1.0, 1.0), action)
                 if self._subcommand_ids is not None:
-                    command, action, relabelled = self._subcommand_rows(command, action, a_z)
-            null = torch.full_like(command, self.policy.null_command_id)
-            mu_both = refinement.from_features(torch.cat([feat, feat]), torch.cat([command, null]))
-            w_both = mu_both + primary.temperature * primary.K * torch.cat([z, z0])
-            offset2 = None if offset is None else torch.cat([offset, offset])
-            a_both = primary.action_at(w_both, torch.cat([h, h]), torch.cat([proprio, proprio]), offset=offset2)
-            mu, a_ref, a_null = mu_both[:bsz], a_both[:bsz], a_both[bsz:]
-            bc = losses.refine_bc_loss(a_ref, action)  # Eq. 8
+                    copies = self._subcommand_copies(command, action, a_z)
+            # Eq. 8/9's rows: the batch, then any sub-command copies (the same state and latent noise z)
             task_ids = b[K.TASK]
-            q = torch.zeros(bsz, device=h.device, dtype=h.dtype)
+            if copies is not None:
+                rows, sub_command, sub_target = copies
+                idx = torch.cat([torch.arange(bsz, device=h.device), rows])
+                feat_c, h_c, proprio_c, z_c = feat[idx], h[idx], proprio[idx], z[idx]
+                obs_c, task_ids = select_rows(obs, idx), task_ids[idx]
+                offset_c = None if offset is None else offset[idx]
+                command, action = torch.cat([command, sub_command]), torch.cat([action, sub_target])
+            else:
+                feat_c, h_c, proprio_c, z_c, obs_c, offset_c = feat, h, proprio, z, obs, offset
+            n = command.shape[0]
+            null = torch.full((bsz,), self.policy.null_command_id, device=command.device, dtype=command.dtype)
+            mu_both = refinement.from_features(torch.cat([feat_c, feat]), torch.cat([command, null]))
+            w_both = mu_both + primary.temperature * primary.K * torch.cat([z_c, z0])
+            offset2 = None if offset is None else torch.cat([offset_c, offset])
+            a_both = primary.action_at(w_both, torch.cat([h_c, h]), torch.cat([proprio_c, proprio]), offset=offset2)
+            mu, a_ref, a_null = mu_both[:n], a_both[:n], a_both[n:]
+            bc = losses.refine_bc_loss(a_ref, action)  # Eq. 8
+            q = torch.zeros(n, device=h.device, dtype=h.dtype)
             if self.hparams.critic == "shared":
-                q = self._reduce(self.critics(obs, self._critic_proprio(proprio, task_ids), a_ref, task=0)).to(q.dtype)
+                q = self._reduce(self.critics(obs_c, self._critic_proprio(proprio_c, task_ids), a_ref, task=0)).to(q.dtype)
             elif self.critics is not None:
                 for i in torch.unique(task_ids).tolist():  # each row scored by its own task's critic
-                    rows = task_ids == i
-                    q_i = self.critics(select_rows(obs, rows), proprio[rows], a_ref[rows], task=i)
-                    q = q.index_put((rows,), self._reduce(q_i).to(q.dtype))
+                    sel = task_ids == i
+                    q_i = self.critics(select_rows(obs_c, sel), proprio_c[sel], a_ref[sel], task=i)
+                    q = q.index_put((sel,), self._reduce(q_i).to(q.dtype))
             q_loss = losses.refine_q_loss(q)  # Eq. 9 (0 without critics)
-            reg = losses.refine_reg_loss(a_null, a_base)  # Eq. 10, same z for both terms
+            reg = losses.refine_reg_loss(a_null, a_base)  # Eq. 10 on the batch's rows, same z0 for both terms
             loss = losses.refine_loss(bc, q_loss, reg, hp.eta)  # Eq. 11
             norm = self._step(opt, loss, refinement.parameters(), want_log)
         if want_log:
@@ -507,8 +522,8 @@ class DualActorModule(L.LightningModule):
                     "refine/mu_abs": mu.detach().abs().mean(),
                 }
             )
-            if relabelled is not None:
-                logs["refine/subcommand_rows"] = relabelled.float().mean()
+            if copies is not None:  # copies per batch row
+                logs["refine/subcommand_rows"] = torch.tensor(copies[0].shape[0] / bsz)
 
     def _dsrl_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
         """DSRL (``refine_objective="dsrl"``): the refinement actor with the null command, mu(s, "[null]"), is a

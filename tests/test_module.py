@@ -323,10 +323,11 @@ def test_subcommand_table_names_each_axis_single_command():
     assert DualActorModule(**tiny_module_kwargs(refine_subcommands=0.0))._subcommand_ids is None  # off: nothing built
 
 
-def test_subcommand_rows_relabel_to_one_named_axis():
-    """With p = 1 every row whose command names an axis becomes one of those axes' single-axis commands, and its
-    target is the primary's action with that axis replaced by the operator's; "[null]" rows are left alone.
-    With p = 0 nothing changes; with p = 0.5 about half the rows change, each named axis about equally often."""
+def test_subcommand_copies_name_one_axis_each():
+    """With p = 1 every row whose command names an axis gets one copy: one of those axes' single-axis commands,
+    and as target the primary's action with that axis replaced by the row's own target; "[null]" rows get none.
+    With p = 0 there are no copies; with p = 0.5 about half the rows are copied, each named axis about equally
+    often."""
     m = DualActorModule(**tiny_module_kwargs(refine_subcommands=1.0))
     vocab = m.policy.commands
     ids = lambda cs: torch.tensor([vocab.index(c) for c in cs])  # noqa: E731
@@ -334,27 +335,28 @@ def test_subcommand_rows_relabel_to_one_named_axis():
     allowed = [set(), {"move left", "move up"}, {"move down"}, {"move left", "move forward", "move up"}]
     axis = {"move left": 1, "move up": 2, "move down": 2, "move forward": 0}
     action = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [-0.1, -0.2, -0.3, -0.4], [0.9, -0.9, 0.5, 1.0]])
-    a_null = torch.zeros(4, 4)
+    a_now = torch.full((4, 4), 0.05)
     torch.manual_seed(0)
+    seen = set()
     for _ in range(20):
-        cmd, target, used = m._subcommand_rows(ids(cmds), action, a_null)
-        assert used.tolist() == [False, True, True, True]
-        assert vocab[int(cmd[0])] == "[null]" and torch.equal(target[0], action[0])
-        for r in (1, 2, 3):
-            c = vocab[int(cmd[r])]
+        rows, cmd, target = m._subcommand_copies(ids(cmds), action, a_now)
+        assert rows.tolist() == [1, 2, 3] and cmd.shape == (3,) and target.shape == (3, 4)
+        for j, r in enumerate(rows.tolist()):
+            c = vocab[int(cmd[j])]
             assert c in allowed[r], (r, c)
-            want = torch.zeros(4)
+            seen.add((r, c))
+            want = torch.full((4,), 0.05)
             want[axis[c]] = action[r, axis[c]]
-            assert torch.equal(target[r], want), (r, c)
+            assert torch.equal(target[j], want), (r, c)
+    assert len(seen) == 6  # every named axis of every row came up
     m.hparams.refine_subcommands = 0.0
-    cmd, target, used = m._subcommand_rows(ids(cmds), action, a_null)
-    assert torch.equal(cmd, ids(cmds)) and torch.equal(target, action) and not used.any()
+    rows, cmd, target = m._subcommand_copies(ids(cmds), action, a_now)
+    assert rows.numel() == 0 and cmd.numel() == 0 and target.shape == (0, 4)
     m.hparams.refine_subcommands = 0.5
     n = 4000
-    cmd, _, used = m._subcommand_rows(ids(["move left and up"] * n), action[1:2].expand(n, 4), a_null[:1].expand(n, 4))
-    assert abs(float(used.float().mean()) - 0.5) < 0.04
-    left = float((cmd[used] == vocab.index("move left")).float().mean())
-    assert abs(left - 0.5) < 0.05
+    rows, cmd, _ = m._subcommand_copies(ids(["move left and up"] * n), action[1:2].expand(n, 4), a_now[:1].expand(n, 4))
+    assert abs(rows.numel() / n - 0.5) < 0.04
+    assert abs(float((cmd == vocab.index("move left")).float().mean()) - 0.5) < 0.05
 
 
 def test_refine_subcommands_must_be_a_probability():
@@ -373,29 +375,40 @@ def _refine_case(**kw):
     return m, training_batch()
 
 
-def test_refine_update_imitates_the_sub_command_target():
-    """Eq. 8 with ``refine_subcommands=1`` and single-axis commands (the pick is forced): the logged BC loss is
-    ||a(mu(s, c)) - a'||^2 with a' the deployed primary's action at mu = 0 whose commanded axis is the
-    operator's, hand-built here (temperature 0: deterministic); p = 0 gives the plain Eq. 8 on the same batch."""
+def test_refine_update_adds_sub_command_copies():
+    """Eq. 8 with ``refine_subcommands=1`` and single-axis commands (the copy's command is the row's own, at the
+    same latent noise): the logged BC loss is the mean over the batch's rows (target: the executed action) and
+    one copy per row (target: the deployed primary's action at mu = 0 whose commanded axis is the row's
+    target's), hand-built here (temperature 0: deterministic); p = 0 gives the plain Eq. 8 on the same batch.
+    With ``refine_target="residual"`` both targets come from the primary's action now plus the correction."""
     vocab_axis = {"move forward": 0, "move backward": 0, "move left": 1, "move right": 1, "move up": 2,
                   "move down": 2}
-    for p in (1.0, 0.0):
-        m, batch = _refine_case(refine_subcommands=p)
+    reg = {}
+    for p, target_kind in ((1.0, "absolute"), (0.0, "absolute"), (1.0, "residual")):
+        m, batch = _refine_case(refine_subcommands=p, refine_target=target_kind)
         tt = batch[K.TALK_TWEAK]
         names = list(vocab_axis) + ["move left"] * 2
         tt[K.COMMAND] = torch.tensor([m.policy.commands.index(c) for c in names])
+        n, a_dim = tt[K.ACTION].shape
+        tt[K.CORRECTION] = torch.linspace(-0.5, 0.5, n * a_dim).reshape(n, a_dim)
         with torch.no_grad():
             mu = m.policy.refinement(tt[K.OBS], tt[K.COMMAND])
             a_ref = m.primary_ema(tt[K.H], tt[K.PROPRIO], noise_mean=mu)
-            target = tt[K.ACTION].clone()
+            a_now = m.primary_ema(tt[K.H], tt[K.PROPRIO])
+            row_target = tt[K.ACTION].clone()
+            if target_kind == "residual":
+                row_target = (a_now + tt[K.CORRECTION]).clamp(-1.0, 1.0)
+            want = losses_refine_bc(a_ref, row_target)
             if p:
-                target = m.primary_ema(tt[K.H], tt[K.PROPRIO]).clone()
+                copy = a_now.clone()
                 for r, c in enumerate(names):
-                    target[r, vocab_axis[c]] = tt[K.ACTION][r, vocab_axis[c]]
-            want = losses_refine_bc(a_ref, target)
+                    copy[r, vocab_axis[c]] = row_target[r, vocab_axis[c]]
+                want = losses_refine_bc(torch.cat([a_ref, a_ref]), torch.cat([row_target, copy]))
         fit(m, batch)
-        assert float(m.logs["loss/refine_bc"]) == pytest.approx(want, rel=1e-5), p
-        assert ("refine/subcommand_rows" in m.logs) == bool(p)
+        assert float(m.logs["loss/refine_bc"]) == pytest.approx(want, rel=1e-5), (p, target_kind)
+        assert float(m.logs.get("refine/subcommand_rows", 0.0)) == p
+        reg[p, target_kind] = float(m.logs["loss/refine_reg"])
+    assert reg[1.0, "absolute"] == reg[0.0, "absolute"]  # Eq. 10 is on the batch's rows only
 
 
 def test_refine_update_residual_target():
