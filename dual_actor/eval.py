@@ -42,6 +42,7 @@ import zlib
 from pathlib import Path
 
 from data_tools.atomic import atomic_path, atomic_write_text
+from data_tools.outputs import check_output
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -424,9 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m dual_actor.eval", description=main.__doc__.split(":", 1)[1].strip())
     p.add_argument("policy", type=Path, nargs="?", help="a policy folder (config.json + model.safetensors)")
-    p.add_argument("--expert", nargs="?", const="metaworld", default=None, choices=["metaworld", "corrected"],
-                   help="evaluate the simulated operator's scripted expert (as shipped, or corrected: "
-                        "operator.expert) instead of a policy (no POLICY_DIR)")
+    p.add_argument("--expert", nargs="?", const="corrected", default=None, choices=["corrected", "metaworld"],
+                   help="evaluate the simulated operator's scripted expert instead of a policy (no POLICY_DIR): "
+                        "corrected (the default operator.expert) or metaworld (as shipped)")
     p.add_argument("--expert-noise", type=float, default=0.0,
                    help="--expert: Gaussian action noise of the expert (the demos' is 0.1)")
     p.add_argument("--tasks", nargs="+", default=None, help="task strings (default: all the policy's tasks)")
@@ -438,8 +439,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--chain", type=int, default=None, metavar="K",
                    help="long-horizon chains (paper RQ4): K bolts x (place, pick up, assemble) in sequence, the hand "
                         "carried between sub-tasks; reports success for k = 1..K (dual_actor/chain.py)")
-    p.add_argument("--out", type=Path, default=None, help="write the result JSON here (atomically)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the result JSON here (atomically; refuses an existing file without --force)")
+    p.add_argument("--force", action="store_true", help="--out: overwrite an existing file")
     args = p.parse_args(argv)
+    if args.out is not None:  # before the evaluation: a finished run's result is not thrown away at the end
+        try:
+            check_output(args.out, force=args.force, exists_error=FileExistsError, error=ValueError)
+        except (FileExistsError, ValueError) as e:
+            print(f"error: --out {e}", file=sys.stderr)
+            return 2
     if (args.expert is not None) == (args.policy is not None):
         print("error: give a POLICY_DIR or --expert (the bench's scripted expert), not both", file=sys.stderr)
         return 2

@@ -406,7 +406,7 @@ def _evaluate_with_commands(cfg: DictConfig, policy, interaction, run_dir: Path)
 
     speaker = SimulatedOperator(list(cfg.env.tasks)[0], speak_commands=True,
                                 translation_scale_m=float(cfg.online.translation_scale_m), seed=int(cfg.eval.seed),
-                                expert=str(cfg.operator.get("expert", "metaworld")))
+                                expert=str(cfg.operator.get("expert", "corrected")))
     res = _evaluate(cfg, policy, interaction, int(cfg.eval.trials), speaker=speaker)
     return _record_eval(cfg, res, run_dir / "eval_commands.json", "with spoken refinement commands (simulated operator)")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,6 +308,38 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
     for argv in ([], [str(tmp_path), "--expert"], ["--expert", "--chain", "2"]):
         assert main(argv) == 2
         assert "error:" in capsys.readouterr().err
+    # --out refuses an existing file before evaluating (nothing lost); --force overwrites it
+    out.write_text("kept")
+    base = ["--expert", "--tasks", PLACE, "--trials", "1", "--max-episode-steps", "5", "--out", str(out)]
+    assert main(base) == 2
+    assert f"error: --out {out}: exists" in capsys.readouterr().err and out.read_text() == "kept"
+    assert main(base + ["--force"]) == 0
+    assert json.loads(out.read_text())["per_task"][PLACE]["trials"] == 1
+    assert main(base[:-1] + [str(tmp_path), "--force"]) == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_expert_reference_default_is_the_operators_expert():
+    """``eval --expert`` with no variant evaluates the default operator's expert (``corrected``), which differs from
+    Metaworld's only on assemble; the simulated operator's code default matches conf/operator/simulated.yaml."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from dual_actor.eval import main
+    from dual_actor.runtime.operators import SimulatedOperator
+
+    conf = OmegaConf.load(Path(__file__).parents[1] / "conf" / "operator" / "simulated.yaml")
+    assert inspect.signature(SimulatedOperator).parameters["expert"].default == conf.expert == "corrected"
+    calls = []
+    import dual_actor.eval as ev
+
+    real = ev.evaluate_expert
+    ev.evaluate_expert = lambda *a, **k: calls.append(k["variant"]) or real(*a, **{**k, "trials": 1, "max_episode_steps": 2})
+    try:
+        assert main(["--expert", "--tasks", PLACE]) == 0 and main(["--expert", "metaworld", "--tasks", PLACE]) == 0
+    finally:
+        ev.evaluate_expert = real
+    assert calls == ["corrected", "metaworld"]
 
 
 def test_evaluate_takes_any_robot_env(tmp_path):

@@ -612,8 +612,8 @@ class SimulatedOperator(Operator):
         speak_commands, command_window, translation_scale_m (metres per action unit, Metaworld
         0.01), sigma, words: the speaking rule (``sigma`` / ``words`` as ``data_tools.talk_tweak``).
         seed: seeds the correction noise (one generator for the operator's lifetime).
-        expert: the scripted expert's variant (``dual_actor.runtime.sim.EXPERTS``): ``metaworld`` as shipped, or
-            ``corrected`` (its known loops fixed: ``sim._corrected_policy``).
+        expert: the scripted expert's variant (``dual_actor.runtime.sim.EXPERTS``): ``corrected`` (default: its known
+            loops fixed, ``sim._corrected_policy``; docs/operators.md) or ``metaworld`` as shipped.
     """
 
     action_dim = 4
@@ -636,7 +636,7 @@ class SimulatedOperator(Operator):
         sigma: float = 0.001,
         words: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
-        expert: str = "metaworld",
+        expert: str = "corrected",
     ) -> None:
         from dual_actor.runtime.sim import EXPERTS
 
