@@ -405,11 +405,11 @@ def _rate(steps):
 @pytest.mark.parametrize("task", BENCH)
 def test_simulated_operator_rate_falls_as_the_policy_improves(task):
     """A random policy is corrected most of the time; the expert's noisy actions less; the
-    noise-free expert itself never."""
+    noise-free expert itself (the operator's own variant) never."""
     from dual_actor.runtime.sim import ScriptedExpert
 
-    expert = ScriptedExpert(task, noise=0.0)
-    noisy = ScriptedExpert(task, noise=0.5, rng=np.random.default_rng(1))
+    expert = ScriptedExpert(task, noise=0.0, variant="corrected")
+    noisy = ScriptedExpert(task, noise=0.5, rng=np.random.default_rng(1), variant="corrected")
     rng = np.random.default_rng(2)
     rates = {}
     for name, policy_fn, episodes in (
@@ -417,7 +417,7 @@ def test_simulated_operator_rate_falls_as_the_policy_improves(task):
         ("noisy expert", noisy.act, 1),
         ("expert", expert.act, 2),
     ):
-        op = SimulatedOperator(task, talk_then_tweak=False, seed=0)
+        op = SimulatedOperator(task, talk_then_tweak=False, seed=0, expert="corrected")
         rates[name] = _rate(_rollout(task, policy_fn, op, episodes=episodes))
     assert rates["random"] > 0.5, rates  # at most 10 of every 15 steps (patience 3 + delay 2)
     assert rates["random"] > rates["noisy expert"] > rates["expert"], rates
