@@ -2,8 +2,11 @@
 
 Subcommands: ``convert`` (:mod:`data_tools.convert`); ``info`` (:mod:`data_tools.stats`),
 ``filter``, ``merge``, ``split``, ``relabel`` (:mod:`data_tools.curate`), ``preview``
-(:mod:`data_tools.preview`); ``export-hf``, ``export-lerobot``, ``push``
-(:mod:`data_tools.publish`). Each subparser's ``func(args) -> int`` returns the exit status.
+(:mod:`data_tools.preview`); ``export-hf``, ``export-lerobot``, ``push`` (:mod:`data_tools.hf_export`,
+:mod:`data_tools.lerobot_export`, :mod:`data_tools.push`). Each subparser's ``func(args) -> int``
+returns the exit status. The library modules never import this one: a program that wants some of
+the subcommands on its own parser uses :func:`add_convert`, :func:`add_curate_subcommands` or
+:func:`add_publish_subcommands`.
 
 Shared by every subcommand:
 
@@ -25,13 +28,16 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
-from data_tools import curate, publish
+from data_tools import curate
 from data_tools.convert import convert
 from data_tools.errors import DataToolsError, DataToolsWarning
 from data_tools.hdf5_format import EPISODE_KINDS, DatasetFormatError, dataset_info
+from data_tools.hf_export import export_hf
+from data_tools.lerobot_export import export_lerobot
 from data_tools.preview import preview
+from data_tools.push import push
 from data_tools.stats import format_info, info
-from data_tools.talk_tweak import LABELS
+from data_tools.talk_tweak import LABELS, SIGMA_M, WINDOW
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -177,9 +183,10 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--append", action="store_true", help="add the episodes to the existing dataset OUT")
     _add_force(mode, "overwrite OUT if it exists")
-    p.add_argument("--window", type=int, default=5, metavar="J", help="talk-and-tweak window J (default 5)")
-    p.add_argument("--sigma", type=float, default=0.001, metavar="M",
-                   help="talk-and-tweak threshold in metres (default 0.001)")
+    p.add_argument("--window", type=int, default=WINDOW, metavar="J",
+                   help=f"talk-and-tweak window J (default {WINDOW})")
+    p.add_argument("--sigma", type=float, default=SIGMA_M, metavar="M",
+                   help=f"talk-and-tweak threshold in metres (default {SIGMA_M})")
     _add_words(p)
     _add_label(p)
     p.add_argument("--workers", type=int, default=None, metavar="N", help="PNG decoding threads")
@@ -293,8 +300,9 @@ def _add_relabel(subparsers) -> None:
                                           "with another window J, threshold sigma, words or label source.")
     p.add_argument("src", help="input dataset")
     p.add_argument("-o", "--out", required=True, help="output dataset (new file)")
-    p.add_argument("--window", type=int, default=5, metavar="J", help="window length in steps (default 5)")
-    p.add_argument("--sigma", type=float, default=0.001, help="threshold in metres (default 0.001)")
+    p.add_argument("--window", type=int, default=WINDOW, metavar="J",
+                   help=f"window length in steps (default {WINDOW})")
+    p.add_argument("--sigma", type=float, default=SIGMA_M, help=f"threshold in metres (default {SIGMA_M})")
     _add_words(p)
     _add_label(p)
     p.add_argument("--translation-scale-m", type=float, metavar="X",
@@ -350,22 +358,21 @@ def add_curate_subcommands(subparsers) -> None:
 
 @command
 def _cmd_export_hf(args: argparse.Namespace) -> int:
-    out = publish.export_hf(args.dataset, args.output, force=args.force, progress=_progress_on(args))
+    out = export_hf(args.dataset, args.output, force=args.force, progress=_progress_on(args))
     print(f"wrote {out}")
     return 0
 
 
 @command
 def _cmd_export_lerobot(args: argparse.Namespace) -> int:
-    out = publish.export_lerobot(args.dataset, args.output, args.repo_id, force=args.force,
-                                 progress=_progress_on(args))
+    out = export_lerobot(args.dataset, args.output, args.repo_id, force=args.force, progress=_progress_on(args))
     print(f"wrote {out}")
     return 0
 
 
 @command
 def _cmd_push(args: argparse.Namespace) -> int:
-    url = publish.push(args.dir, args.repo_id, private=args.private)
+    url = push(args.dir, args.repo_id, private=args.private)
     print(f"pushed {args.dir} to {url}")
     return 0
 

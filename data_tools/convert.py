@@ -46,9 +46,10 @@ from . import talk_tweak
 from .errors import DataToolsError, TeleopLogError
 from .hdf5_format import DatasetInfo, Episode, append_episodes, dataset_info, read_episodes, write_dataset
 from .outputs import check_output
-from .teleop_log import SESSION_FILE, LogEpisode, Session, decode_png, read_session
+from .teleop_format import FORMAT, SESSION_FILE
+from .teleop_reader import LogEpisode, Session, decode_png, read_session
 
-SOURCE = "dual-actor-teleop-log"
+SOURCE = FORMAT  # env_args "source": the log format the episodes were converted from
 
 
 @dataclass
@@ -352,8 +353,8 @@ def convert(
     out: str | os.PathLike,
     append: bool = False,
     force: bool = False,
-    window: int = 5,
-    sigma: float = 0.001,
+    window: int = talk_tweak.WINDOW,
+    sigma: float = talk_tweak.SIGMA_M,
     words: Mapping[str, Sequence[str]] | None = None,
     progress: bool = True,
     workers: int | None = None,

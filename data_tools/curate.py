@@ -21,8 +21,7 @@ not in the file, masks dropped by ``merge``, ...) are :class:`CurateWarning` war
 command-line front end (:mod:`data_tools.cli`) prints them as ``warning: ...`` lines on stderr.
 
 ``info`` / ``format_info`` (:mod:`data_tools.stats`) and ``preview`` (:mod:`data_tools.preview`)
-are importable from here too, as is ``add_subcommands`` (the curation subcommands of
-:mod:`data_tools.cli`).
+are importable from here too. The subcommands are :func:`data_tools.cli.add_curate_subcommands`.
 """
 
 from __future__ import annotations
@@ -44,7 +43,15 @@ from data_tools.hdf5_format import EPISODE_KINDS, Episode, dataset_info, read_ep
 from data_tools.outputs import check_output
 from data_tools.preview import preview
 from data_tools.stats import format_info, info
-from data_tools.talk_tweak import DEFAULT_WORDS, MissingProposalError, check_label, label_episode, refinement_command
+from data_tools.talk_tweak import (
+    DEFAULT_WORDS,
+    SIGMA_M,
+    WINDOW,
+    MissingProposalError,
+    check_label,
+    label_episode,
+    refinement_command,
+)
 
 __all__ = [
     "CurateError",
@@ -56,7 +63,6 @@ __all__ = [
     "split",
     "relabel",
     "preview",
-    "add_subcommands",
 ]
 
 PathLike = str | os.PathLike
@@ -416,8 +422,8 @@ def _relabelled(
 def relabel(
     src: PathLike,
     out: PathLike,
-    window: int = 5,
-    sigma: float = 0.001,
+    window: int = WINDOW,
+    sigma: float = SIGMA_M,
     words: Mapping[str, Sequence[str]] | None = None,
     translation_scale_m: float | None = None,
     force: bool = False,
@@ -459,14 +465,3 @@ def relabel(
     episodes = _relabelled(src, window, sigma, scale, words, stats, progress, label)
     write_dataset(out, episodes, fps=meta.fps, env_args=env_args, masks=meta.masks, force=force)
     return stats
-
-# --------------------------------------------------------------------------------------------
-# command line
-
-
-def add_subcommands(subparsers) -> None:
-    """Register ``info``, ``filter``, ``merge``, ``split``, ``relabel`` and ``preview`` on an
-    ``argparse`` subparsers object (see :func:`data_tools.cli.add_curate_subcommands`)."""
-    from data_tools.cli import add_curate_subcommands
-
-    add_curate_subcommands(subparsers)

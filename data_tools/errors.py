@@ -18,6 +18,10 @@ class OutputExistsError(DataToolsError, FileExistsError):
     """The output exists and ``force`` was not given (also a ``FileExistsError``)."""
 
 
+class HubUnreachableError(DataToolsError):
+    """The Hub cannot be used: offline mode is on, or it cannot be reached."""
+
+
 class CurateError(DataToolsError):
     """Bad arguments or data for a curation command; the message names the file (and key)."""
 
@@ -47,3 +51,7 @@ class DataToolsWarning(UserWarning):
 
 class CurateWarning(DataToolsWarning):
     """Something the user probably wants to know about, that does not stop the command."""
+
+
+class TeleopLogWarning(DataToolsWarning):
+    """A recoverable defect in a log (a truncated final line); the message names file and line."""

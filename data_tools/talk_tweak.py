@@ -20,6 +20,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 NULL_COMMAND = "[null]"
+WINDOW = 5          # J (Eq. 12): intervened steps summed from t on, cut at the end of the segment
+SIGMA_M = 0.001     # sigma (Eq. 13): per-axis threshold on the summed translation, metres
 DEFAULT_WORDS: dict[str, tuple[str, str]] = {
     "x": ("forward", "backward"),
     "y": ("left", "right"),
@@ -111,7 +113,7 @@ def parse_command(command: str, words: Mapping[str, Sequence[str]] | None = None
 
 
 def refinement_command(
-    window: np.ndarray, sigma: float = 0.001, words: Mapping[str, Sequence[str]] | None = None
+    window: np.ndarray, sigma: float = SIGMA_M, words: Mapping[str, Sequence[str]] | None = None
 ) -> str:
     """Eq. 12-13 for one window: ``window`` (J, >=3) of translations already in metres."""
     w = np.asarray(window, dtype=np.float64)
@@ -132,8 +134,8 @@ def refinement_command(
 def label_episode(
     actions: np.ndarray,
     intervention: np.ndarray,
-    window: int = 5,
-    sigma: float = 0.001,
+    window: int = WINDOW,
+    sigma: float = SIGMA_M,
     translation_scale_m: float = 1.0,
     words: Mapping[str, Sequence[str]] | None = None,
     policy_actions: np.ndarray | None = None,
@@ -186,7 +188,7 @@ class StreamingLabeler:
     ``policy_action`` with every intervened step.
     """
 
-    def __init__(self, window: int = 5, sigma: float = 0.001, translation_scale_m: float = 1.0,
+    def __init__(self, window: int = WINDOW, sigma: float = SIGMA_M, translation_scale_m: float = 1.0,
                  words: Mapping[str, Sequence[str]] | None = None, label: str = "action"):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")

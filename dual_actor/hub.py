@@ -37,8 +37,6 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*
 TAGS = ["dual-actor", "talk-and-tweak", "robotics", "reinforcement-learning", "vision-language-action"]
 
 
-
-
 def is_repo_id(text: str) -> bool:
     return bool(REPO_ID_RE.match(str(text)))
 
@@ -54,15 +52,15 @@ def resolve_policy_dir(repo_id_or_path, revision: str | None = None, cache_dir=N
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    from data_tools.publish import _hub_offline, _redact, _unreachable_types
+    from data_tools.hub import hub_offline, redact, unreachable_types
 
     try:
         return Path(snapshot_download(str(repo_id_or_path), repo_type="model", revision=revision, cache_dir=cache_dir,
                                       token=token, allow_patterns=list(POLICY_FILES)))
-    except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, *_unreachable_types()) as e:
+    except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, *unreachable_types()) as e:
         where = f"{repo_id_or_path}" + (f"@{revision}" if revision else "")
-        mode = "offline: not in the local Hub cache" if _hub_offline() else "not found on the Hub / unreachable"
-        raise FileNotFoundError(f"{where}: no such local folder, and {mode} ({_redact(str(e), token)})") from None
+        mode = "offline: not in the local Hub cache" if hub_offline() else "not found on the Hub / unreachable"
+        raise FileNotFoundError(f"{where}: no such local folder, and {mode} ({redact(str(e), token)})") from None
 
 
 def _eval_table(result: Mapping[str, Any]) -> str:
@@ -131,7 +129,7 @@ def push_policy(policy_dir, repo_id: str, private: bool = False, token: str | No
     repo ``repo_id``; returns its URL. The folder itself is never modified (the card goes with a copy).
 
     Raises HubError: bad repo id or folder, offline, unreachable, no token, refused by the Hub."""
-    from data_tools.publish import check_online, hub_api, hub_errors
+    from data_tools.hub import check_online, hub_api, hub_errors
 
     folder = Path(policy_dir)
     if not is_repo_id(repo_id):

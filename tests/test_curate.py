@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from data_tools import curate
-from data_tools.curate import CurateError, CurateWarning, add_subcommands
+from data_tools.cli import add_curate_subcommands as add_subcommands
+from data_tools.curate import CurateError, CurateWarning
 from data_tools.errors import DataToolsError
 from data_tools.hdf5_format import DatasetFormatError, Episode, dataset_info, read_episodes, write_dataset
 

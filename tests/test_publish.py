@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from data_tools import publish
+from data_tools import hf_export, publish
+from data_tools.cli import add_publish_subcommands
 from data_tools.errors import DataToolsError
 from data_tools.hdf5_format import DatasetFormatError, Episode, write_dataset
 from data_tools.talk_tweak import command_vocabulary
@@ -132,7 +133,7 @@ def test_export_hf_round_trips_every_value(source, hf_dir, offline):
 def test_export_hf_shards(source, tmp_path, monkeypatch, offline):
     import datasets
 
-    monkeypatch.setattr(publish, "_SHARD_BYTES", 1)  # one shard per episode
+    monkeypatch.setattr(hf_export, "_SHARD_BYTES", 1)  # one shard per episode
     out = publish.export_hf(source, tmp_path / "sharded", progress=False)
     assert sorted(p.name for p in (out / "data").iterdir()) == [
         f"train-0000{i}-of-00003.parquet" for i in range(3)]
@@ -211,7 +212,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_output(source, tmp_path,
             raise OSError("disk full")
         return b"png"
 
-    monkeypatch.setattr(publish, "_png", broken_png)
+    monkeypatch.setattr(hf_export, "_png", broken_png)
     with pytest.raises(OSError, match="disk full"):
         publish.export_hf(source, tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
@@ -447,7 +448,7 @@ def test_push_token_is_resolved_by_huggingface_hub(hf_dir, tmp_path, monkeypatch
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="data_tools")
-    publish.add_subcommands(parser.add_subparsers(dest="command", required=True))
+    add_publish_subcommands(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
