@@ -217,3 +217,32 @@ def test_robot_shift_frames_hand_computed():
     np.testing.assert_allclose(sh.action(np.array([1.0, 0.0, 0.5, -1.0])), [0.0, 1.0, 0.5, -1.0], atol=1e-6)
     world = np.array([0.3, -0.2, 0.1, 1.0])
     np.testing.assert_allclose(sh.action(sh.command_for(world)), world, atol=1e-6)
+
+
+def test_bench_constants_are_defined_once():
+    """The bench's sizes and action scale are Metaworld's; the simulated operator's defaults are these and the
+    talk-and-tweak rule's constants (no second copy)."""
+    from data_tools.talk_tweak import SIGMA_M, WINDOW
+    from dual_actor.runtime.operators import SimulatedOperator
+    from dual_actor.runtime.sim import ACTION_DIM, ACTION_SCALE_M, OBS_DIM
+
+    with MetaworldTaskEnv("place the bolt", seed=0) as env:
+        assert env.unwrapped.action_scale == ACTION_SCALE_M
+        assert env.action_space.shape == (ACTION_DIM,) and env.reset().shape == (OBS_DIM,)
+    op = SimulatedOperator("place the bolt")
+    assert op.action_dim == ScriptedExpert.action_dim == ACTION_DIM
+    assert (op.command_window, op.sigma, op.translation_scale_m) == (WINDOW, SIGMA_M, ACTION_SCALE_M)
+
+
+def test_the_bench_does_not_import_operators():
+    """One direction: the simulated operator uses the bench's experts; the bench (robot B included) never
+    imports the operators."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, dual_actor.runtime.sim\nprint(sorted(m for m in sys.modules if 'runtime.operators' in m))\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout

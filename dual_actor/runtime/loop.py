@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from data_tools.talk_tweak import NULL_COMMAND, StreamingLabeler
+from data_tools.talk_tweak import NULL_COMMAND, SIGMA_M, WINDOW, StreamingLabeler
 from dual_actor import constants as K
 from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
@@ -117,8 +117,8 @@ class ControlLoop:
         period_s: float | None = None,
         low: float | np.ndarray = -1.0,
         high: float | np.ndarray = 1.0,
-        window: int = 5,
-        sigma: float = 0.001,
+        window: int = WINDOW,
+        sigma: float = SIGMA_M,
         translation_scale_m: float = 1.0,
         words=None,
         label: str = "action",
