@@ -56,9 +56,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from dual_actor.eval import DEFAULT_EVAL_SEED, _pct, eval_seeds, run_episode
+from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, eval_seeds, run_episode
+from dual_actor.eval.table import pct
 from dual_actor.policy import DualActorPolicy
-from dual_actor.runtime.sim import BENCH_TASKS, HAND_TOLERANCE, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv
+from dual_actor.runtime.sim import BENCH_TASKS, HAND_TOLERANCE, IMAGE_SIZE, MAX_EPISODE_STEPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv
 
 SUBTASKS: tuple[str, ...] = tuple(BENCH_TASKS)
 """One bolt's sub-tasks, in chain order."""
@@ -78,7 +79,7 @@ def evaluate_chain(
     policy: DualActorPolicy,
     bolts: int,
     trials: int = 25,
-    max_episode_steps: int = 200,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
     seed: int = DEFAULT_EVAL_SEED,
     speaker: Any = None,
     carry_hand: bool = True,
@@ -104,15 +105,15 @@ def evaluate_chain(
     if missing:
         raise ValueError(f"a chain runs all three bench tasks {list(SUBTASKS)}; the policy was not trained on "
                          f"{missing} (its tasks: {policy.tasks})")
-    if policy.config["obs_dim"] != OBS_DIM:
+    if policy.config.obs_dim != OBS_DIM:
         raise ValueError(f"chains run the Metaworld bench ({OBS_DIM}-d state); this policy has obs_dim "
-                         f"{policy.config['obs_dim']}")
+                         f"{policy.config.obs_dim}")
     from tqdm.auto import tqdm
 
     make_env = make_env or MetaworldTaskEnv
     device = next(policy.parameters()).device
-    cameras = list(policy.config.get("cameras") or [])
-    image_size = int(policy.config.get("image_size") or 128)
+    cameras = list(policy.config.cameras)
+    image_size = int(policy.config.image_size or IMAGE_SIZE)
     chains: list[dict[str, list]] = []
     hand_errors: list[float] = []
     was_training = policy.training
@@ -227,10 +228,10 @@ def format_chain_table(result: Mapping[str, Any]) -> str:
         f"hand {'carried' if result['carry_hand'] else 'reset'} between sub-tasks",
         "",
         *_columns(("bolts k", "success (first k bolts)", "chains"),
-                  [(str(r["k"]), _pct(r["success_rate"]), f"{r['successes']}/{n}") for r in result["success_at_k"]]),
+                  [(str(r["k"]), pct(r["success_rate"]), f"{r['successes']}/{n}") for r in result["success_at_k"]]),
         "",
         *_columns(("sub-task", "success | reached", "reached"),
-                  [(t, "-" if r["success_rate"] is None else _pct(r["success_rate"]), str(r["reached"]))
+                  [(t, "-" if r["success_rate"] is None else pct(r["success_rate"]), str(r["reached"]))
                    for t, r in result["per_subtask"].items()]),
         "",
         f"mean sub-tasks completed: {result['mean_subtasks_completed']:.2f} of "

@@ -11,7 +11,8 @@ import torch
 import metaworld  # noqa: F401  (a hard dependency: missing must fail, not skip)
 
 from dual_actor.chain import SUBTASKS, chain_summary, evaluate_chain, format_chain_table
-from dual_actor.eval import eval_seeds, evaluate, main
+from dual_actor.eval import eval_seeds, evaluate
+from dual_actor.eval.cli import main
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.operators import OperatorInput
 from dual_actor.runtime.sim import HAND_TOLERANCE, MetaworldTaskEnv, ScriptedExpert

@@ -23,7 +23,7 @@ from dual_actor.runtime.sim import (  # noqa: E402
     BENCH_TASKS,
     MetaworldTaskEnv,
     ScriptedExpert,
-    _task_seeds,
+    task_seeds,
     rollout_expert,
 )
 
@@ -35,7 +35,7 @@ def tiny_policy(seed: int = 0) -> DualActorPolicy:
     torch.manual_seed(seed)
     return DualActorPolicy(
         tasks=TASKS, obs_dim=39, proprio_dim=4, action_dim=4, actor_hidden=[32], refine_hidden=[32],
-        refine_proj_dim=16, command_dim=8, obs_feature_dim=16,
+        refine_proj_dim=16, text_encoder={"kind": "learned", "out_dim": 8}, obs_feature_dim=16,
     )
 
 
@@ -89,7 +89,7 @@ def test_bad_arguments():
     pol = tiny_policy()
     with pytest.raises(ValueError, match="not trained on"):
         evaluate(DualActorPolicy(tasks=[PLACE], obs_dim=39, proprio_dim=4, action_dim=4, actor_hidden=[8],
-                                 refine_hidden=[8], refine_proj_dim=4, command_dim=4, obs_feature_dim=4),
+                                 refine_hidden=[8], refine_proj_dim=4, text_encoder={"kind": "learned", "out_dim": 4}, obs_feature_dim=4),
                  ["assemble the bolt"], trials=1)
     with pytest.raises(ValueError, match="trials"):
         evaluate(pol, [PLACE], trials=0)
@@ -129,7 +129,7 @@ def test_deterministic_shared_trials_and_rng_untouched():
     # ... which are the configurations of MetaworldTaskEnv at eval_seeds(), distinct from the demos'.
     with MetaworldTaskEnv(PLACE, seed=eval_seeds(10_000, PLACE)[0]) as env:
         np.testing.assert_array_equal(np.stack([env.reset() for _ in range(3)]), starts["a"])
-    with MetaworldTaskEnv(PLACE, seed=_task_seeds(0, "pick-place-v3")[0]) as env:
+    with MetaworldTaskEnv(PLACE, seed=task_seeds(0, "pick-place-v3")[0]) as env:
         demo_first = env.reset()
     assert not np.allclose(demo_first[4:7], starts["a"][0, 4:7]) or not np.allclose(
         demo_first[36:39], starts["a"][0, 36:39]
@@ -269,7 +269,7 @@ def test_learning_curve_json_png_tensorboard(tmp_path):
 
 
 def test_cli_evaluates_a_saved_policy_and_rejects_a_missing_one(tmp_path, capsys):
-    from dual_actor.eval import main
+    from dual_actor.eval.cli import main
 
     pol = tiny_policy()
     pol.save_pretrained(tmp_path / "pol")
@@ -288,7 +288,8 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
     """``evaluate_expert`` / ``eval --expert``: the scripted expert alone on the very trials a policy gets. Derived
     independently: the noise-free expert rolled out on each task's eval-seed env, episode after episode; and a
     policy whose act() is that expert scores the same through ``evaluate``."""
-    from dual_actor.eval import evaluate_expert, main
+    from dual_actor.eval import evaluate_expert
+    from dual_actor.eval.cli import main
 
     res = evaluate_expert([PLACE, "assemble the bolt"], trials=3, max_episode_steps=120)
     for task in (PLACE, "assemble the bolt"):
@@ -323,15 +324,16 @@ def test_expert_reference_default_is_the_operators_expert():
     Metaworld's only on assemble; the simulated operator's code default matches conf/operator/simulated.yaml."""
     import inspect
 
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
-    from dual_actor.eval import main
+    from dual_actor.eval.cli import main
     from dual_actor.runtime.operators import SimulatedOperator
 
-    conf = OmegaConf.load(Path(__file__).parents[1] / "conf" / "operator" / "simulated.yaml")
+    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        conf = compose("config").operator  # the default run's simulated operator
     assert inspect.signature(SimulatedOperator).parameters["expert"].default == conf.expert == "corrected"
     calls = []
-    import dual_actor.eval as ev
+    import dual_actor.eval.cli as ev  # main looks evaluate_expert up in its own module
 
     real = ev.evaluate_expert
     ev.evaluate_expert = lambda *a, **k: calls.append(k["variant"]) or real(*a, **{**k, "trials": 1, "max_episode_steps": 2})
