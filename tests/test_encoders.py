@@ -284,33 +284,3 @@ def test_build_obs_encoder_plugs_into_the_refinement_actor():
     assert mu.shape == (2, 3)
     mu.sum().backward()
     assert enc.trunk.conv1.weight.grad is not None  # not frozen: the trunk fine-tunes
-
-
-def test_words_command_encoder_is_the_sum_of_its_words():
-    from data_tools.talk_tweak import command_vocabulary
-    from dual_actor.nets.refinement import WordsCommandEncoder
-
-    torch.manual_seed(0)
-    enc = WordsCommandEncoder(command_vocabulary(), out_dim=8)
-    assert set(enc.words) == {"[null]", "left", "right", "forward", "backward", "up", "down"}
-    e = {w: enc.embedding.weight[i] for i, w in enumerate(enc.words)}
-    out = enc(enc.ids(["move left, forward and up", "move down", "[null]"]))
-    assert torch.allclose(out[0], e["left"] + e["forward"] + e["up"])
-    assert torch.allclose(out[1], e["down"]) and torch.allclose(out[2], e["[null]"])
-    # a gradient through a three-word command reaches the one-word command "move left"
-    enc(enc.ids(["move left, forward and up"])).sum().backward()
-    assert enc.embedding.weight.grad[enc.words.index("left")].abs().sum() > 0
-    with pytest.raises(KeyError, match="not in the policy's command vocabulary"):
-        enc.ids(["move sideways"])
-
-
-def test_policy_with_words_encoder_round_trips(tmp_path):
-    from dual_actor.policy import DualActorPolicy
-    from factories import tiny_policy_kwargs
-
-    torch.manual_seed(0)
-    pol = DualActorPolicy(**tiny_policy_kwargs(), text_encoder={"kind": "words", "out_dim": 8})
-    pol.save_pretrained(tmp_path / "p")
-    back = DualActorPolicy.from_pretrained(tmp_path / "p")
-    ids = pol.command_ids(["move left", "move forward and up"])
-    assert torch.equal(pol.refinement.command_encoder(ids), back.refinement.command_encoder(ids))

@@ -53,31 +53,6 @@ class LearnedCommandEncoder(nn.Module):
         return self.embedding(command_ids)
 
 
-class WordsCommandEncoder(LearnedCommandEncoder):
-    """Compositional command encoder: a command's embedding is the sum of its words' embeddings
-    ("move left, forward and up" -> e(left) + e(forward) + e(up); "move" / "and" are dropped; "[null]" is
-    a word of its own). Every correction that moves along an axis trains that axis's word, so a
-    one-word command ("move left") is learned from the multi-axis corrections operators mostly give
-    (with one embedding per sentence, ``LearnedCommandEncoder``, it is barely trained). ids (B,) -> (B, out_dim).
-    """
-
-    STOP = ("move", "and")
-
-    def __init__(self, vocabulary: Sequence[str], out_dim: int = 64):
-        super().__init__(vocabulary, out_dim)
-        tokens = [[w for w in c.replace(",", " ").split() if w not in self.STOP] or [c] for c in self.vocabulary]
-        self.words = sorted({w for t in tokens for w in t})
-        widx = {w: i for i, w in enumerate(self.words)}
-        table = torch.full((len(tokens), max(len(t) for t in tokens)), len(self.words), dtype=torch.long)
-        for i, t in enumerate(tokens):
-            table[i, : len(t)] = torch.tensor([widx[w] for w in t])
-        self.register_buffer("word_ids", table, persistent=False)  # padding index len(words): a zero row
-        self.embedding = nn.Embedding(len(self.words) + 1, out_dim, padding_idx=len(self.words))
-
-    def forward(self, command_ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(self.word_ids[command_ids]).sum(1)
-
-
 class RefinementActor(nn.Module):
     """mu = pi_phi(s, l_rf): ``obs (B, Do), command_ids (B,) -> mu (B, A)``."""
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dual_actor.nets.refinement import LearnedCommandEncoder, WordsCommandEncoder, vocabulary_ids
+from dual_actor.nets.refinement import LearnedCommandEncoder, vocabulary_ids
 
 T5_MODEL_TYPES = ("t5", "mt5")
 
@@ -343,7 +343,6 @@ class SentenceCommandEncoder(_PretrainedCommandEncoder):
 
 COMMAND_ENCODERS = {
     "learned": LearnedCommandEncoder,
-    "words": WordsCommandEncoder,
     "t5": T5CommandEncoder,
     "sentence": SentenceCommandEncoder,
     "table": CommandTableEncoder,
@@ -354,7 +353,6 @@ def build_command_encoder(kind: str, vocabulary: Sequence[str], **kw) -> nn.Modu
     """Command encoder by kind.
 
     - ``"learned"``: trainable ``nn.Embedding`` (``out_dim``, default 64), one row per command.
-    - ``"words"``: :class:`WordsCommandEncoder`, the sum of trainable per-word embeddings (compositional).
     - ``"t5"``: :class:`T5CommandEncoder` (``model_name_or_path`` required).
     - ``"sentence"``: :class:`SentenceCommandEncoder` (``model_name_or_path`` required).
     - ``"table"``: empty :class:`CommandTableEncoder` (``out_dim``), the reload target of a saved
