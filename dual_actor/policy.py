@@ -25,6 +25,7 @@ its command table, with its ``reload_config()`` in ``config.json``, so reloading
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -35,9 +36,10 @@ from torch import nn
 
 from data_tools.talk_tweak import command_vocabulary
 from dual_actor import constants as K
+from dual_actor.config.policy import PolicyConfig
 from dual_actor.constants import NULL_COMMAND
 from dual_actor.nets.backbones import build_backbone
-from dual_actor.nets.consistency import ConsistencyPolicy, EDMScalings
+from dual_actor.nets.consistency import ConsistencyPolicy
 from dual_actor.nets.image import obs_encoder_from_spec
 from dual_actor.nets.refinement import RefinementActor
 from dual_actor.nets.text import build_command_encoder
@@ -79,123 +81,65 @@ def backbone_fingerprint(backbone: nn.Module) -> dict[str, list[float]]:
 
 
 class DualActorPolicy(nn.Module):
-    """Acting-side model.
+    """Acting-side model, built from a :class:`PolicyConfig` (every field's meaning: dual_actor/config/policy.py).
 
-    Args:
-        tasks: task strings, in task-id order.
-        obs_dim: low-dim observation size (the state); proprio_dim; action_dim.
-        backbone: ``{"name": "state" | "smolvla" | "cls", ...}``; the state backbone's dims are filled from
-            the ones above. ``smolvla``: ``checkpoint`` (folder or Hub id), ``camera_map``, ``device``,
-            ``dtype``, ``vlm_model_name``, ``allow_missing_cameras``, ``strict``; ``cls``: ``model`` and
-            ``adapter`` (objects or Hydra ``_target_`` mappings), ``embedding_dim``, ``device``, ``dtype``.
-            Both: ``state_key`` ("proprio" default, or "state"), the observation vector given to the
-            backbone as its state. None values mean the backbone's default.
-        commands: refinement-command vocabulary ("[null]" included); default: the talk-and-tweak rule's 27.
-        actor_hidden, refine_hidden, refine_proj_dim, obs_feature_dim: widths.
-        command_dim: width of the learned command embedding when ``text_encoder`` is None.
-        scalings: EDM scalings (sigma_data, sigma_min, sigma_max = K, rho, num_levels).
-        refine_mean_bound: mu = bound * K * tanh(.) (see ``nets/refinement.py``).
-        primary_head: "anchored" (mean head + ODE-distilled noise -> action map) or "plain" (the paper
-            as printed); see ``nets/consistency.py``.
-        temperature: acting draws w = mu + temperature * K * z (mu = 0 in primary mode): 1 is Eq. 1 / 2
-            as printed, 0 acts with w = mu.
-        ode_steps: Euler steps of the ODE the anchored head's map is distilled from.
-        null_latent: the latent mean of a row without a command: "zero" (primary mode, Eq. 1: mu = 0) or
-            "learned" (mu = pi_phi(s, "[null]"): the refinement actor with the null command acts as a
-            latent-noise policy, DSRL's, ``algo=dsrl``).
-        text_encoder: ``{"kind": "learned", "out_dim": D}`` (default), ``{"kind": "t5" | "sentence",
-            "path": folder or Hub id, ...}`` or the ``{"kind": "table", ...}`` reload spec
-            (``dual_actor.nets.text.build_command_encoder``).
-        image_encoder: ``{"kind": "state"}`` (default) or ``{"kind": "resnet18" | "resnet10", ...}``
-            (``dual_actor.nets.image.obs_encoder_from_spec``); the critics use the same kind.
-        cameras: camera names the observations carry, in storage order; image_size: their H = W.
-        backbone_module: an already built backbone to use instead of building one from ``backbone``
-            (an acting-side copy sharing the learner's frozen backbone); not part of the config.
+    ``DualActorPolicy(config)`` or ``DualActorPolicy(**fields)`` (the config's fields as keywords).
+    ``backbone_module``: an already built backbone to use instead of building one from ``config.backbone`` (an
+    acting-side copy sharing the learner's frozen backbone); not part of the config.
 
     Raises:
         ValueError / FileNotFoundError / OSError: a bad encoder or backbone config, a missing checkpoint
             path, or a checkpoint that does not match (the messages name the key or path).
     """
 
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        obs_dim: int,
-        proprio_dim: int,
-        action_dim: int,
-        backbone: dict | None = None,
-        commands: Sequence[str] | None = None,
-        actor_hidden: Sequence[int] = (256, 256, 256),
-        refine_hidden: Sequence[int] = (256, 256),
-        refine_proj_dim: int = 128,
-        command_dim: int = 64,
-        obs_feature_dim: int = 256,
-        scalings: dict | None = None,
-        refine_mean_bound: float = 1.0,
-        primary_head: str = "anchored",
-        temperature: float = 0.0,
-        ode_steps: int = 8,
-        null_latent: str = "zero",
-        text_encoder: dict | None = None,
-        image_encoder: dict | None = None,
-        cameras: Sequence[str] = (),
-        image_size: int | None = None,
-        *,
-        backbone_module: nn.Module | None = None,
-    ):
+    def __init__(self, config: PolicyConfig | Mapping[str, Any] | None = None, *,
+                 backbone_module: nn.Module | None = None, **fields: Any):
         super().__init__()
-        commands = list(commands) if commands is not None else command_vocabulary()
-        if NULL_COMMAND not in commands:
+        if config is None:
+            config = PolicyConfig.from_mapping(fields)
+        elif fields:
+            raise TypeError("pass a PolicyConfig or its fields as keywords, not both")
+        elif not isinstance(config, PolicyConfig):
+            config = PolicyConfig.from_mapping(config)
+        config = dataclasses.replace(config)  # this policy's own copy
+        if config.commands is None:
+            config.commands = command_vocabulary()
+        if NULL_COMMAND not in config.commands:
             raise ValueError(f"command vocabulary must contain {NULL_COMMAND!r}")
-        backbone = dict(backbone or {"name": "state"})
-        text_encoder = dict(text_encoder or {"kind": "learned", "out_dim": int(command_dim)})
-        image_encoder = dict(image_encoder or {"kind": "state"})
-        cameras = [str(c) for c in cameras]
-        if null_latent not in ("zero", "learned"):
-            raise ValueError(f"null_latent must be 'zero' or 'learned', got {null_latent!r}")
-        if len(set(cameras)) != len(cameras):
-            raise ValueError(f"duplicate cameras in {cameras}")
-        self.config: dict[str, Any] = dict(
-            tasks=list(tasks), obs_dim=int(obs_dim), proprio_dim=int(proprio_dim), action_dim=int(action_dim),
-            backbone=backbone, commands=commands, actor_hidden=list(actor_hidden),
-            refine_hidden=list(refine_hidden), refine_proj_dim=refine_proj_dim, command_dim=command_dim,
-            obs_feature_dim=obs_feature_dim, scalings=dict(scalings or {}),
-            refine_mean_bound=refine_mean_bound, primary_head=primary_head, temperature=float(temperature),
-            ode_steps=int(ode_steps), null_latent=str(null_latent), text_encoder=text_encoder,
-            image_encoder=image_encoder, cameras=cameras, image_size=None if image_size is None else int(image_size),
-        )
-        self.tasks = list(tasks)
-        self.cameras = cameras
-        self.backbone_name = backbone.get("name", "state")
-        self.backbone_state_key = backbone.get("state_key") or "proprio"
+        self.config = config
+        self.tasks = list(config.tasks)
+        self.cameras = list(config.cameras)
+        self.backbone_name = config.backbone.get("name", "state")
+        self.backbone_state_key = config.backbone.get("state_key") or "proprio"
         if self.backbone_name != "state" and self.backbone_state_key not in STATE_KEYS:
             raise ValueError(f"backbone.state_key must be one of {STATE_KEYS}, got {self.backbone_state_key!r}")
-        bb = backbone_module if backbone_module is not None else self._build_backbone(backbone)
+        bb = backbone_module if backbone_module is not None else self._build_backbone(config.backbone)
         self._check_backbone(bb)
-        sc = EDMScalings(**(scalings or {}))
-        self.primary = ConsistencyPolicy(bb.embedding_dim, action_dim, proprio_dim, hidden=actor_hidden, scalings=sc,
-                                         head=primary_head, temperature=temperature, ode_steps=ode_steps)
-        self.image_encoder_kind = image_encoder.get("kind", "state")
+        sc = config.scalings
+        self.primary = ConsistencyPolicy(bb.embedding_dim, config.action_dim, config.proprio_dim,
+                                         hidden=config.actor_hidden, scalings=sc, head=config.primary_head,
+                                         temperature=config.temperature, ode_steps=config.ode_steps)
+        self.image_encoder_kind = config.image_encoder.get("kind", "state")
         self.refinement = RefinementActor(
-            self.make_obs_encoder(obs_feature_dim),
-            self._build_text_encoder(text_encoder, commands),
-            action_dim,
+            self.make_obs_encoder(config.obs_feature_dim),
+            self._build_text_encoder(config.text_encoder, config.commands),
+            config.action_dim,
             sigma_max=sc.sigma_max,
-            proj_dim=refine_proj_dim,
-            hidden=refine_hidden,
-            mean_bound=refine_mean_bound,
+            proj_dim=config.refine_proj_dim,
+            hidden=config.refine_hidden,
+            mean_bound=config.refine_mean_bound,
         )
         # registered last: parameters() starts with the primary actor's (its device is the policy's)
         self.backbone = bb
-        self.null_command_id = commands.index(NULL_COMMAND)
-        self.null_latent = str(null_latent)
+        self.null_command_id = config.commands.index(NULL_COMMAND)
+        self.null_latent = config.null_latent
 
     # --------------------------------------------------------------------------- building
     def _build_backbone(self, spec: dict) -> nn.Module:
         name = self.backbone_name
         kwargs = _not_none({k: v for k, v in spec.items() if k not in ("name", "state_key")})
         if name == "state":
-            kwargs = {"state_dim": self.config["obs_dim"], "tasks": self.tasks, **kwargs}
+            kwargs = {"state_dim": self.config.obs_dim, "tasks": self.tasks, **kwargs}
         elif name == "smolvla" and not kwargs.get("checkpoint"):
             raise ValueError("backbone=smolvla needs backbone.checkpoint=<local checkpoint folder or Hub id>")
         elif name == "cls":
@@ -207,7 +151,7 @@ class DualActorPolicy(nn.Module):
     def _check_backbone(self, bb: nn.Module) -> None:
         if self.backbone_name == "state":
             return
-        want = self.config["obs_dim"] if self.backbone_state_key == "state" else self.config["proprio_dim"]
+        want = self.config.obs_dim if self.backbone_state_key == "state" else self.config.proprio_dim
         have = getattr(bb, "state_dim", None)
         if have is not None and have != want:
             raise ValueError(
@@ -237,8 +181,8 @@ class DualActorPolicy(nn.Module):
         ``share_frozen_trunk`` and a frozen image trunk, it runs on the refinement actor's trunk (one trunk per
         run; only its pooling heads, state branch and projection are its own)."""
         trunk = self.refinement.obs_encoder if share_frozen_trunk and self.frozen_image_trunk else None
-        return obs_encoder_from_spec(self.config["image_encoder"], self.config["obs_dim"], out_dim,
-                                     self.cameras, self.config["image_size"], trunk=trunk)
+        return obs_encoder_from_spec(self.config.image_encoder, self.config.obs_dim, out_dim,
+                                     self.cameras, self.config.image_size, trunk=trunk)
 
     @property
     def frozen_image_trunk(self) -> bool:
@@ -350,13 +294,13 @@ class DualActorPolicy(nn.Module):
     def acting_copy(self) -> "DualActorPolicy":
         """A second policy with this one's weights for the acting side, sharing its frozen backbone (not
         rebuilt or copied) and holding a pretrained command encoder as its table (no language model)."""
-        cfg = dict(self.config)
+        cfg = dataclasses.replace(self.config)
         enc = self.refinement.command_encoder
         if hasattr(enc, "reload_config"):
-            cfg["text_encoder"] = enc.reload_config()
-        if cfg["image_encoder"].get("weights_path"):
-            cfg["image_encoder"] = {**cfg["image_encoder"], "weights_path": None}  # copied below
-        copy = type(self)(**cfg, backbone_module=self.backbone)
+            cfg.text_encoder = enc.reload_config()
+        if cfg.image_encoder.get("weights_path"):
+            cfg.image_encoder = {**cfg.image_encoder, "weights_path": None}  # copied below
+        copy = type(self)(cfg, backbone_module=self.backbone)
         missing, unexpected = copy.load_state_dict(self.state_dict_to_save(), strict=False)
         frozen = set(self.frozen_state_keys())
         if unexpected or any(k not in frozen for k in missing):  # pragma: no cover - same config
@@ -375,7 +319,7 @@ class DualActorPolicy(nn.Module):
 
     def saved_config(self) -> dict[str, Any]:
         """``config.json`` content: the config, the command encoder's reload spec, the backbone's fingerprint."""
-        cfg = dict(self.config)
+        cfg = self.config.to_dict()
         enc = self.refinement.command_encoder
         if hasattr(enc, "reload_config"):
             cfg["text_encoder"] = enc.reload_config()
@@ -401,11 +345,11 @@ class DualActorPolicy(nn.Module):
             got = _probe(sd[k]) if k in sd and sd[k].numel() > 1 else None
             if got is None:
                 raise ValueError(f"{where}: the rebuilt {self.backbone_name} backbone has no tensor {k!r}; it is not "
-                                 f"the backbone this policy was trained with ({self.config['backbone']})")
+                                 f"the backbone this policy was trained with ({self.config.backbone})")
             if not torch.allclose(torch.tensor(got), torch.tensor(list(want)), rtol=FINGERPRINT_RTOL,
                                   atol=FINGERPRINT_ATOL):
                 raise ValueError(
-                    f"{where}: the {self.backbone_name} backbone rebuilt from {self.config['backbone']} has other "
+                    f"{where}: the {self.backbone_name} backbone rebuilt from {self.config.backbone} has other "
                     f"weights than the one this policy was trained with ({k}: {got} vs saved {list(want)}); point "
                     "the backbone config at the same checkpoint (from_pretrained(..., backbone={...}) overrides it)"
                 )
@@ -473,7 +417,7 @@ class DualActorPolicy(nn.Module):
         weights = directory / "model.safetensors"
         if not weights.exists():
             raise FileNotFoundError(f"{weights}: no policy weights")
-        policy = cls(**cfg)
+        policy = cls(PolicyConfig.from_mapping(cfg))
         state = load_file(str(weights), device=map_location)
         frozen = set(policy.frozen_state_keys())
         missing, unexpected = policy.load_state_dict(state, strict=False)

@@ -95,7 +95,7 @@ def command_authority(policy, h: torch.Tensor, obs, proprio, commands=None, n_z:
     feat = policy.refinement.encode_obs(obs)
     null_ids = torch.full((b,), policy.null_command_id, dtype=torch.long, device=h.device)
     mu_null = policy.refinement.from_features(feat, null_ids)
-    noise = torch.randn(n_z, b, a_dim, generator=generator).to(h) * (primary.temperature * primary.K)
+    noise = primary.latent(torch.randn(n_z, b, a_dim, generator=generator).to(h))
     hh, pp = _tile(h, proprio, n_z)
     noise = noise.reshape(n_z * b, a_dim)
     a_null = primary.action_at(mu_null.repeat(n_z, 1) + noise, hh, pp).reshape(n_z, b, a_dim)

@@ -9,6 +9,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 
+import dual_actor.config.store  # noqa: E402,F401  (the config schemas in Hydra's ConfigStore, for compose())
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -17,14 +17,21 @@ OBS_DIM, PROPRIO_DIM, ACTION_DIM = 6, 2, 4
 def tiny_policy_kwargs(tasks=TASKS, obs_dim=OBS_DIM, proprio_dim=PROPRIO_DIM, action_dim=ACTION_DIM) -> dict:
     return dict(
         tasks=list(tasks), obs_dim=obs_dim, proprio_dim=proprio_dim, action_dim=action_dim,
-        actor_hidden=[32, 32], refine_hidden=[32], refine_proj_dim=16, command_dim=8, obs_feature_dim=16,
+        actor_hidden=[32, 32], refine_hidden=[32], refine_proj_dim=16, text_encoder={"kind": "learned", "out_dim": 8}, obs_feature_dim=16,
     )
 
 
+MODULE_ARGS = ("policy", "learner", "phase", "max_updates", "log_every")
+
+
 def tiny_module_kwargs(**over) -> dict:
-    kw = dict(policy=tiny_policy_kwargs(), critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16,
-              log_every=1)
-    kw.update(over)
+    """``DualActorModule(**...)`` arguments: the tiny policy, tiny critics, and ``over``: the module's own
+    arguments (:data:`MODULE_ARGS`) or fields of its ``LearnerConfig``."""
+    learner = dict(critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16)
+    kw = dict(policy=tiny_policy_kwargs(), log_every=1)
+    for k, v in over.items():
+        (kw if k in MODULE_ARGS else learner)[k] = v
+    kw["learner"] = {**learner, **kw.get("learner", {})}
     return kw
 
 

@@ -223,8 +223,8 @@ class DualActorModule(L.LightningModule):
         self.critics = nn.ModuleList(
             TaskCritic(
                 self.policy.make_obs_encoder(critic_obs_feature_dim),  # StateEncoder, or ResNet + state
-                cfg["proprio_dim"],
-                cfg["action_dim"],
+                cfg.proprio_dim,
+                cfg.action_dim,
                 feature_dim=critic_feature_dim,
                 hidden=critic_hidden,
                 ensemble=critic_ensemble,

@@ -141,7 +141,7 @@ def test_shared_critic_is_one_critic_with_the_task_as_input(pooled):
     assert changed(before, m.critics)
     # the task one-hot reaches the critic: the same (s, a) scored as another task gives another Q
     x = b[K.TASKS][0]
-    q = [m.critics(x[K.OBS][None], m._critic_proprio(x[K.PROPRIO], torch.full_like(x[K.TASK], i))[None],
+    q = [m.critics(x[K.OBS][None], m.critic_proprio(x[K.PROPRIO], torch.full_like(x[K.TASK], i))[None],
                    x[K.ACTION][None]) for i in range(3)]
     assert not torch.allclose(q[0], q[1]) and not torch.allclose(q[1], q[2])
 
@@ -164,14 +164,14 @@ def dsrl(**over):
 def test_dsrl_online_trains_only_the_latent_policy_and_raises_q():
     m = dsrl(max_updates=60, refine_lr=1e-3)
     b = online_batch()
-    s = m._stack_tasks(b[K.TASKS])
+    s = m.stack_tasks(b[K.TASKS])
 
     def q_of_latent_policy():
         with torch.no_grad():
             obs, t, n = s[K.OBS], 3, 8
             mu = m.policy.refinement(obs.reshape(t * n, -1), torch.full((t * n,), m.policy.null_command_id))
             a = m.deployed_primary.action_at(mu, s[K.H].reshape(t * n, -1), s[K.PROPRIO].reshape(t * n, -1))
-            return m._reduce_members(m.critics(obs, s[K.PROPRIO], a.view(t, n, -1))).mean()
+            return m.reduce_members(m.critics(obs, s[K.PROPRIO], a.view(t, n, -1))).mean()
 
     q0 = q_of_latent_policy()
     frozen = {**snapshot(m.policy.primary), **{f"c.{k}": v for k, v in snapshot(m.critics).items()}}
@@ -211,7 +211,7 @@ def _cfg(*overrides):
 
 
 def test_warmup_fingerprint_says_which_arms_share_a_warmup():
-    from dual_actor.fit import shared_warmup_dir
+    from dual_actor.training.warmup_cache import shared_warmup_dir
 
     d = lambda *o: shared_warmup_dir(_cfg(*o))  # noqa: E731
     ours = d()

@@ -104,6 +104,18 @@ def test_bad_talk_tweak_label_is_refused_before_anything_runs(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("override, key", [("algo.actor_lr=fast", "algo.actor_lr"), ("algo.actor_rate=0.1", "algo.actor_rate"),
+                                           ("+algo.actor_rate=0.1", "algo.actor_rate"), ("online.env_steps=abc", "online.env_steps")])
+def test_a_wrong_type_or_an_unknown_key_is_one_error_line_and_writes_nothing(tmp_path, override, key):
+    """Refused while the config is composed (or checked, for a key added with '+'), before any file is read or
+    written: one ``error:`` line naming the key, exit 2, no run folder, no demos."""
+    r = fit(f"run_root={tmp_path / 'runs'}", "run_name=x", override)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path):
     data = write_synthetic_dataset(tmp_path / "d.hdf5")
     base = [f"data.path={data}", f"run_root={tmp_path}", "run_name=r", *SYN, "trainer.checkpoint_every=3"]

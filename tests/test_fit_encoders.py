@@ -224,11 +224,11 @@ def test_learner_trains_image_encoders_and_never_runs_the_backbone():
     torch.manual_seed(0)
     kw = dict(policy=dict(tasks=["a", "b", "c"], obs_dim=6, proprio_dim=2, action_dim=4, cameras=["x", "y"],
                           image_size=SIZE, image_encoder=RESNET10, actor_hidden=[32], refine_hidden=[32],
-                          refine_proj_dim=16, obs_feature_dim=16, command_dim=8,
+                          refine_proj_dim=16, obs_feature_dim=16, text_encoder={"kind": "learned", "out_dim": 8},
                           backbone={"name": "cls", "adapter": CLS_ADAPTER, "device": "cpu",
                                     "model": {**CLS_MODEL, "state_dim": 2}, "state_key": "proprio"}),
-              critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2,
-              phase="online")  # the refinement actor trains online
+              learner=dict(critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16), log_every=1,
+              max_updates=2, phase="online")  # the refinement actor trains online
     m = DualActorModule(**kw)
     assert type(m.critics.image_encoders[0]).__name__ == "MultiCameraEncoder"
     assert m.critics.image_encoders[0] is not m.policy.refinement.obs_encoder
@@ -264,9 +264,9 @@ def test_frozen_trunk_is_one_per_run_computed_once_per_row_and_saved_once():
     torch.manual_seed(0)
     kw = dict(policy=dict(tasks=["a", "b", "c"], obs_dim=6, proprio_dim=2, action_dim=4, cameras=["x", "y"],
                           image_size=SIZE, image_encoder={**RESNET10, "freeze": True}, actor_hidden=[32],
-                          refine_hidden=[32], refine_proj_dim=16, obs_feature_dim=16, command_dim=8),
-              critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16, log_every=1, max_updates=2,
-              phase="online")  # 2 updates: the refinement actor's zero-initialised last layer passes gradient on
+                          refine_hidden=[32], refine_proj_dim=16, obs_feature_dim=16, text_encoder={"kind": "learned", "out_dim": 8}),
+              learner=dict(critic_hidden=[32, 32], critic_feature_dim=8, critic_obs_feature_dim=16), log_every=1,
+              max_updates=2, phase="online")  # 2 updates: the refinement actor's zero-initialised last layer passes gradient on
     m = DualActorModule(**kw)
     trunk = m.policy.refinement.obs_encoder.trunk
     trunks = {id(t) for t in m.modules() if isinstance(t, ResNetTrunk)}
@@ -301,7 +301,7 @@ def test_frozen_trunk_is_one_per_run_computed_once_per_row_and_saved_once():
 def test_checkpoint_leaves_out_the_frozen_backbone_and_restores_it():
     backbone = {"name": "cls", "adapter": CLS_ADAPTER, "device": "cpu", "model": {**CLS_MODEL, "state_dim": 2}}
     m = DualActorModule(policy=dict(tasks=["a"], obs_dim=6, proprio_dim=2, action_dim=4, actor_hidden=[8],
-                                    refine_hidden=[8], backbone=backbone), critic_hidden=[8, 8])
+                                    refine_hidden=[8], backbone=backbone), learner={"critic_hidden": [8, 8]})
     ckpt = {"state_dict": dict(m.state_dict())}
     m.on_save_checkpoint(ckpt)
     assert not any(k.startswith("policy.backbone.") for k in ckpt["state_dict"])

@@ -121,6 +121,10 @@ class LinearPrimary:
     def action_at(self, w, h, proprio=None, clip=True):
         return 0.1 + (w / self.K) @ self.L.T + 0.0 * h[:, :1]
 
+    def latent(self, z, mean=None):  # the acting latent, as ConsistencyPolicy.latent
+        w = self.temperature * self.K * z
+        return w if mean is None else w + mean
+
 
 def test_latent_authority_and_spread_of_a_known_linear_map():
     L = torch.tensor([[0.2, 0.05, 0.0], [0.0, -0.1, 0.0], [0.0, 0.0, 0.03]])

@@ -58,11 +58,11 @@ class OneUpdate(DualActorModule):
             p.grad = None
         critic_opt, actor_opt, refine_opt = self.optimizers()
         if self.which == "critic":
-            self._critic_update(self._stack_tasks(batch[K.TASKS]), critic_opt, True, {})
+            self.critic_update(self.stack_tasks(batch[K.TASKS]), critic_opt, True, {})
         elif self.which == "actor":
-            self._actor_update(self._stack_tasks(batch[K.TASKS]), actor_opt, True, {})
+            self.actor_update(self.stack_tasks(batch[K.TASKS]), actor_opt, True, {})
         else:
-            self._refine_update(batch[K.TALK_TWEAK], refine_opt, True, {})
+            self.refine_update(batch[K.TALK_TWEAK], refine_opt, True, {})
         self.trainer.should_stop = True
 
 
@@ -130,7 +130,7 @@ def test_refine_disabled_is_single_actor():
 
 
 def test_phase_switch_changes_losses_only():
-    m = DualActorModule(**tiny_module_kwargs())
+    m = DualActorModule(**tiny_module_kwargs(lambdas={"warmup": (1.0, 0.1), "online": (0.5, 0.5)}))  # the paper's
     assert m.critic_loss_kind == "calql" and m.lambdas[m.phase] == (1.0, 0.1)
     m.set_phase("online")
     assert m.critic_loss_kind == "bellman" and m.lambdas[m.phase] == (0.5, 0.5)
@@ -179,7 +179,7 @@ def test_critic_converges_on_known_mdp():
     gamma = 0.9
     tasks = ["chain"]
     kw = tiny_module_kwargs(policy=dict(tasks=tasks, obs_dim=3, proprio_dim=1, action_dim=2, actor_hidden=[16],
-                                        refine_hidden=[16], refine_proj_dim=8, command_dim=4, obs_feature_dim=16),
+                                        refine_hidden=[16], refine_proj_dim=8, text_encoder={"kind": "learned", "out_dim": 4}, obs_feature_dim=16),
                             gamma=gamma, tau=0.05, critic_lr=3e-3, max_updates=800, log_every=400,
                             phase="online", lambdas={"warmup": [1.0, 0.0], "online": [1.0, 0.0]})
     m = DualActorModule(**kw)
@@ -208,7 +208,7 @@ class ActorLogs(DualActorModule):
 
     def training_step(self, batch, batch_idx):
         self.logs = {}
-        self._actor_update(self._stack_tasks(batch[K.TASKS]), self.optimizers()[1], True, self.logs)
+        self.actor_update(self.stack_tasks(batch[K.TASKS]), self.optimizers()[1], True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -237,7 +237,7 @@ class RefineLogs(DualActorModule):
 
     def training_step(self, batch, batch_idx):
         self.logs = {}
-        self._refine_update(batch[K.TALK_TWEAK], self.optimizers()[2], True, self.logs)
+        self.refine_update(batch[K.TALK_TWEAK], self.optimizers()[2], True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -273,7 +273,7 @@ def test_anchored_q_term_moves_only_the_mean_head():
 
     class ActorOnly(M):
         def training_step(self, batch, batch_idx):
-            self._actor_update(self._stack_tasks(batch[K.TASKS]), self.optimizers()[1], False, {})
+            self.actor_update(self.stack_tasks(batch[K.TASKS]), self.optimizers()[1], False, {})
             self.trainer.should_stop = True
 
     for lambdas, moved in (((0.0, 1.0), {"mean_net"}), ((1.0, 0.0), {"mean_net", "net"})):
@@ -312,7 +312,7 @@ def test_subcommand_table_names_each_axis_single_command():
     m = DualActorModule(**tiny_module_kwargs(refine_subcommands=0.5))
     vocab = m.policy.commands
     axis_of = {w: i for i, ax in enumerate("xyz") for w in DEFAULT_WORDS[ax]}
-    table = m._subcommand_ids
+    table = m.subcommands.table
     assert table.shape == (len(vocab), 3)
     for i, cmd in enumerate(vocab):
         words = [] if cmd == "[null]" else cmd.removeprefix("move ").replace(",", "").replace(" and ", " ").split()
@@ -320,7 +320,7 @@ def test_subcommand_table_names_each_axis_single_command():
         for w in words:
             want[axis_of[w]] = vocab.index(f"move {w}")
         assert table[i].tolist() == want, cmd
-    assert DualActorModule(**tiny_module_kwargs(refine_subcommands=0.0))._subcommand_ids is None  # off: nothing built
+    assert DualActorModule(**tiny_module_kwargs(refine_subcommands=0.0)).subcommands is None  # off: nothing built
 
 
 def test_subcommand_copies_name_one_axis_each():
@@ -339,7 +339,7 @@ def test_subcommand_copies_name_one_axis_each():
     torch.manual_seed(0)
     seen = set()
     for _ in range(20):
-        rows, cmd, target = m._subcommand_copies(ids(cmds), action, a_now)
+        rows, cmd, target = m.subcommands(ids(cmds), action, a_now)
         assert rows.tolist() == [1, 2, 3] and cmd.shape == (3,) and target.shape == (3, 4)
         for j, r in enumerate(rows.tolist()):
             c = vocab[int(cmd[j])]
@@ -349,12 +349,12 @@ def test_subcommand_copies_name_one_axis_each():
             want[axis[c]] = action[r, axis[c]]
             assert torch.equal(target[j], want), (r, c)
     assert len(seen) == 6  # every named axis of every row came up
-    m.hparams.refine_subcommands = 0.0
-    rows, cmd, target = m._subcommand_copies(ids(cmds), action, a_now)
+    m.subcommands.p = 0.0
+    rows, cmd, target = m.subcommands(ids(cmds), action, a_now)
     assert rows.numel() == 0 and cmd.numel() == 0 and target.shape == (0, 4)
-    m.hparams.refine_subcommands = 0.5
+    m.subcommands.p = 0.5
     n = 4000
-    rows, cmd, _ = m._subcommand_copies(ids(["move left and up"] * n), action[1:2].expand(n, 4), a_now[:1].expand(n, 4))
+    rows, cmd, _ = m.subcommands(ids(["move left and up"] * n), action[1:2].expand(n, 4), a_now[:1].expand(n, 4))
     assert abs(rows.numel() / n - 0.5) < 0.04
     assert abs(float((cmd == vocab.index("move left")).float().mean()) - 0.5) < 0.05
 
@@ -416,7 +416,7 @@ def test_refine_update_residual_target():
     plus the row's recorded correction, clipped to [-1, 1]; a row without a known correction (NaN) keeps the
     executed action. Hand-built here (temperature 0: deterministic); "absolute" is Eq. 8 as printed."""
     for target in ("residual", "absolute"):
-        m, batch = _refine_case(refine_target=target)
+        m, batch = _refine_case(refine_target=target, refine_subcommands=0.0)  # no copies: the batch's rows
         tt = batch[K.TALK_TWEAK]
         n, a_dim = tt[K.ACTION].shape
         correction = torch.linspace(-0.8, 0.8, n * a_dim).reshape(n, a_dim)

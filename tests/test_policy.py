@@ -94,6 +94,7 @@ def test_policy_saved_before_the_encoder_keys_still_loads(tmp_path):
     assert cfg["cameras"] == [] and "backbone_fingerprint" not in cfg  # the state backbone has no weights
     for key in ("text_encoder", "image_encoder", "cameras", "image_size"):
         del cfg[key]
+    cfg["command_dim"] = 8  # those saves held the learned command embedding's width here
     (tmp_path / "p" / "config.json").write_text(json.dumps(cfg))
     back = DualActorPolicy.from_pretrained(tmp_path / "p")
     assert not back.training and not back.uses_images

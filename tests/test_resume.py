@@ -85,8 +85,8 @@ def _resume_in_process(run_root: Path, env_steps: int, monkeypatch) -> Capture:
 
     cap = Capture()
     cb = type("CaptureCallback", (L.Callback,), {"on_train_start": lambda self, t, m: cap.on_train_start(t, m)})()
-    real = fit._trainer
-    monkeypatch.setattr(fit, "_trainer", lambda cfg, logger, callbacks: real(cfg, logger, [cb, *callbacks]))
+    real = fit.make_trainer
+    monkeypatch.setattr(fit, "make_trainer", lambda cfg, logger, callbacks: real(cfg, logger, [cb, *callbacks]))
     from dual_actor.data.datamodule import BufferSampler
     from dual_actor.data.interaction import Interaction
 

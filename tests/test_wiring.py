@@ -25,11 +25,11 @@ class OneStep(DualActorModule):
         self.logs = {}
         critic_opt, actor_opt, refine_opt = self.optimizers()
         if self.which == "refine":
-            self._refine_update(batch[K.TALK_TWEAK], refine_opt, True, self.logs)
+            self.refine_update(batch[K.TALK_TWEAK], refine_opt, True, self.logs)
         elif self.which == "actor":
-            self._actor_update(self._stack_tasks(batch[K.TASKS]), actor_opt, True, self.logs)
+            self.actor_update(self.stack_tasks(batch[K.TASKS]), actor_opt, True, self.logs)
         else:
-            self._critic_update(self._stack_tasks(batch[K.TASKS]), critic_opt, True, self.logs)
+            self.critic_update(self.stack_tasks(batch[K.TASKS]), critic_opt, True, self.logs)
         self.trainer.should_stop = True
 
 
@@ -177,38 +177,87 @@ def _defaults(fn) -> dict:
     return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def test_module_policy_and_yaml_agree_on_every_default():
-    """One default per value: conf/algo/dual_actor.yaml and the constructors' defaults agree on every shared key
-    (interpolated yaml values are set by other groups and skipped)."""
-    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "algo" / "dual_actor.yaml").read_text())
-    mod, pol = _defaults(DualActorModule.__init__), _defaults(DualActorPolicy.__init__)
-    renamed = {"refine_mean_bound": "refine_mean_bound", "actor_hidden": "actor_hidden", "refine_hidden": "refine_hidden"}
-    checked = []
-    for key, value in conf.items():
-        if isinstance(value, str) and value.startswith("${"):
-            continue
-        for defaults in (mod, pol):
-            name = renamed.get(key, key)
-            if name in defaults:
-                want = defaults[name]
-                norm = (lambda v: [list(x) if isinstance(x, (list, tuple)) else x for x in v]
-                        if isinstance(v, (list, tuple)) else v)
-                if isinstance(want, dict) or isinstance(value, dict):
-                    if want is None:  # e.g. lambdas=None -> the paper's values inside the module
-                        continue
-                    want = {k: list(v) for k, v in want.items()}
-                    value = {k: list(v) for k, v in value.items()}
-                assert norm(want) == norm(value), (key, want, value)
-                checked.append(key)
-    for key in ("primary_head", "temperature", "ode_steps", "bc_form", "actor_ema", "distill_weight",
-                "refine_phases", "eta", "tau", "gamma", "calql_alpha", "grad_clip"):
-        assert key in checked, key
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
-def test_module_lambdas_default_is_the_yaml_schedule():
-    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "algo" / "dual_actor.yaml").read_text())
-    m = DualActorModule(**tiny_module_kwargs())
-    assert m.lambdas == {k: tuple(v) for k, v in conf["lambdas"].items()}
+def test_every_default_has_one_value():
+    """One default per value: the composed default run's algo section is the schema's (AlgoConfig), the module
+    built without a learner config trains it, and every operator / control-loop default the config links to is
+    the class's own."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from data_tools.talk_tweak import SIGMA_M, WINDOW
+    from dual_actor.config.algo import AlgoConfig, LearnerConfig
+    from dual_actor.config.groups import KeyboardOperatorConfig, SimulatedOperatorConfig, SpaceMouseOperatorConfig
+    from dual_actor.runtime.loop import ControlLoop
+    from dual_actor.runtime.operators import KeyboardOperator, SimulatedOperator, SpaceMouseOperator
+
+    cfg = _compose()
+    algo = OmegaConf.to_container(cfg.algo, resolve=True)
+    schema = dataclasses.asdict(AlgoConfig())
+    assert algo.pop("q_bounds") == list(cfg.env.q_bounds) and schema.pop("q_bounds") is None  # the env's, linked
+    assert algo == schema
+    m = DualActorModule(tiny_policy_kwargs())
+    assert m.algo == LearnerConfig() and m.lambdas == {k: tuple(v) for k, v in algo["lambdas"].items()}
+    assert m.subcommands is not None and m.algo.refine_target == "residual"  # the default algorithm's Eq. 8
+    checked = 0
+    for name, node_cls, cls in (("simulated", SimulatedOperatorConfig, SimulatedOperator),
+                                ("keyboard", KeyboardOperatorConfig, KeyboardOperator),
+                                ("spacemouse", SpaceMouseOperatorConfig, SpaceMouseOperator)):
+        node = OmegaConf.to_container(_compose(f"operator={name}").operator, resolve=True)
+        defaults = _defaults(cls.__init__)
+        for f in dataclasses.fields(node_cls):
+            if f.name == "_target_":
+                assert node[f.name] == f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+                continue
+            assert f.name in defaults, (name, f.name)  # every config key is a constructor argument
+            if not (isinstance(f.default, str) and f.default.startswith("${")):
+                assert defaults[f.name] == f.default, (name, f.name, defaults[f.name], f.default)
+                checked += 1
+    assert checked >= 12
+    sim = OmegaConf.to_container(_compose().operator, resolve=True)
+    sim_defaults, loop_defaults = _defaults(SimulatedOperator.__init__), _defaults(ControlLoop.__init__)
+    assert (sim["command_window"], sim["sigma"]) == (cfg.online.window, cfg.online.sigma) == (WINDOW, SIGMA_M)
+    assert (sim_defaults["command_window"], sim_defaults["sigma"]) == (loop_defaults["window"], loop_defaults["sigma"]) \
+        == (WINDOW, SIGMA_M)
+    assert sim["translation_scale_m"] == cfg.online.translation_scale_m == sim_defaults["translation_scale_m"]
+    assert sim["seed"] == cfg.seed
+
+
+SIZES = {"batch_size", "warmup_updates", "actor_hidden", "refine_hidden", "critic_hidden"}
+
+
+def test_smoke_trains_the_default_algorithm_and_paper_the_papers():
+    """experiment=smoke changes sizes and budgets only: its algo section is the default run's apart from widths,
+    batch and update counts. experiment=paper is Eq. 6 and Eq. 8 as printed (algo=dual_actor_paper): the paper's
+    online lambdas, absolute Eq. 8 targets, no one-word copies; the default run keeps the warm-up's weights online
+    (docs/results.md "Online lambda")."""
+    from omegaconf import OmegaConf
+
+    algo = {exp: OmegaConf.to_container(_compose(f"experiment={exp}").algo, resolve=True)
+            for exp in ("default", "smoke", "paper")}
+    smoke_diff = {k for k in algo["default"] if algo["default"][k] != algo["smoke"][k]}
+    assert smoke_diff and smoke_diff <= SIZES, smoke_diff
+    assert algo["default"]["lambdas"]["online"] == [1.0, 0.1]
+    paper = {k: v for k, v in algo["paper"].items() if algo["default"][k] != v}
+    assert paper == {"lambdas": {"warmup": [1.0, 0.1], "online": [0.5, 0.5]}, "refine_target": "absolute",
+                     "refine_subcommands": 0.0}
+
+
+def test_bc_rows_per_arm():
+    """Ours (and ours without the dual actor) imitate demos, interventions and successful rollouts online
+    (docs/algorithm.md "BC rows online"); HG-DAgger people's actions only; ConRFT flat every row (its Eq. 6)."""
+    arms = {"dual_actor": [], "single": ["algo.refine_enabled=false"], "hg_dagger": ["algo=hg_dagger"],
+            "conrft_flat": ["algo=conrft_flat"]}
+    for exp in ("default", "paper"):
+        got = [_compose(f"experiment={exp}", *over).algo.bc_rows for over in arms.values()]
+        assert got == ["successes", "successes", "people", "all"]
 
 
 # ------------------------------------------------------------------ bad input at the learner's edges
@@ -232,41 +281,3 @@ def test_task_count_or_order_mismatch_fails_on_the_first_batch():
         bufs[t]["demos"].add({k: v for k, v in rows.items()})
     with pytest.raises(ValueError, match="built for 3"):
         fit(DualActorModule(**tiny_module_kwargs(max_updates=1)), BufferSampler(bufs, batch_size=4))
-
-
-def test_operator_yaml_and_class_agree_on_every_default():
-    from dual_actor.runtime.operators import SimulatedOperator
-
-    conf = yaml.safe_load((Path(__file__).parents[1] / "conf" / "operator" / "simulated.yaml").read_text())
-    defaults = _defaults(SimulatedOperator.__init__)
-    checked = [k for k, v in conf.items() if k in defaults and not (isinstance(v, str) and v.startswith("${"))]
-    for k in checked:
-        assert defaults[k] == conf[k], (k, defaults[k], conf[k])
-    assert "talk_then_tweak" in checked and len(checked) >= 8
-
-
-def test_default_run_keeps_the_warmup_lambda_online_and_paper_keeps_the_papers():
-    """The built-in bench's default run uses Eq. 6's warm-up weights online too (docs/results.md "Online
-    lambda"); experiment=paper and experiment=smoke keep the paper's (0.5, 0.5)."""
-    from hydra import compose, initialize_config_dir
-
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        got = {exp: list(compose("config", overrides=[f"experiment={exp}"]).algo.lambdas.online)
-               for exp in ("default", "paper", "smoke")}
-    assert got == {"default": [1.0, 0.1], "paper": [0.5, 0.5], "smoke": [0.5, 0.5]}
-
-
-def test_bc_rows_per_arm():
-    """Ours (and ours without the dual actor) imitate demos, interventions and successful rollouts online
-    (docs/algorithm.md "BC rows online"); HG-DAgger people's actions only; ConRFT flat every row (its Eq. 6)."""
-    from hydra import compose, initialize_config_dir
-
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    arms = {"dual_actor": [], "single": ["algo.refine_enabled=false"], "hg_dagger": ["algo=hg_dagger"],
-            "conrft_flat": ["algo=conrft_flat"]}
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        got = {(arm, exp): compose("config", overrides=[f"experiment={exp}", *over]).algo.bc_rows
-               for arm, over in arms.items() for exp in ("default", "paper")}
-    for exp in ("default", "paper"):
-        assert [got[a, exp] for a in arms] == ["successes", "successes", "people", "all"]

@@ -33,7 +33,7 @@ from torch import nn
 from dual_actor.nets.common import mlp
 
 
-@dataclass(frozen=True)
+@dataclass
 class EDMScalings:
     """EDM / consistency-model noise scalings and the Karras level schedule."""
 
@@ -112,13 +112,14 @@ class ConsistencyPolicy(nn.Module):
         proprio_dim: int = 0,
         hidden: Sequence[int] = (256, 256, 256),
         time_dim: int = 16,
-        scalings: EDMScalings = EDMScalings(),
+        scalings: EDMScalings | None = None,
         layer_norm: bool = True,
         head: str = "anchored",
         temperature: float = 0.0,
         ode_steps: int = 8,
     ):
         super().__init__()
+        scalings = scalings if scalings is not None else EDMScalings()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if temperature < 0:
@@ -190,7 +191,7 @@ class ConsistencyPolicy(nn.Module):
         offset = mean - f0
         if self.deterministic:  # forward's own shortcut: a(0) = M(h)
             return offset, mean.clamp(-1.0, 1.0)
-        return offset, self.action_at(self.temperature * self.K * noise, h, proprio, offset=offset)
+        return offset, self.action_at(self.latent(noise), h, proprio, offset=offset)
 
     def action_at(
         self, w: torch.Tensor, h: torch.Tensor, proprio: torch.Tensor | None = None, clip: bool = True,
@@ -214,8 +215,13 @@ class ConsistencyPolicy(nn.Module):
     ) -> torch.Tensor:
         """w ~ N(noise_mean, (temperature K)^2 I) (Eq. 2), noise_mean 0 when None (Eq. 1)."""
         z = torch.randn(batch, self.action_dim, device=like.device, dtype=like.dtype, generator=generator)
+        return self.latent(z, noise_mean)
+
+    def latent(self, z: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """The acting latent w = mean + temperature * K * z for a standard-normal ``z`` (mean 0 when None):
+        Eq. 1 (primary mode) / Eq. 2 (refinement mode, mean = mu) at temperature 1."""
         w = self.temperature * self.K * z
-        return w if noise_mean is None else w + noise_mean
+        return w if mean is None else w + mean
 
     def forward(
         self,
@@ -232,11 +238,7 @@ class ConsistencyPolicy(nn.Module):
         if self.head == "anchored" and noise_mean is None and (self.temperature == 0.0):
             a = self.mean_action(h, proprio)  # a(0) = M(h): skip the two map evaluations that cancel
             return a.clamp(-1.0, 1.0) if clip else a
-        if noise is None:
-            w = self.sample_noise(h.shape[0], h, noise_mean)
-        else:
-            w = self.temperature * self.K * noise
-            w = w if noise_mean is None else noise_mean + w
+        w = self.sample_noise(h.shape[0], h, noise_mean) if noise is None else self.latent(noise, noise_mean)
         return self.action_at(w, h, proprio, clip)
 
     # ------------------------------------------------------------------------- training

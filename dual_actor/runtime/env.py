@@ -6,6 +6,9 @@ An environment is chosen by config: ``env.robot`` is a Hydra ``_target_`` with `
 call ``make_env(task=..., seed=..., max_episode_steps=..., cameras=..., image_size=...)`` returns one
 :class:`RobotEnv` for one task (``env.robot: null`` for a dataset-only setting: no online phase, no evaluation).
 
+A factory (or the class it builds) may name its robot with a ``robot_name`` attribute: the name teleop logs and
+datasets record (``env.name`` otherwise).
+
 Observation: a flat float32 state ``(obs_dim,)`` whose first ``proprio_dim`` entries are the proprioception;
 actions ``(action_dim,)`` in [-1, 1]; reward 1 at success, ``terminated`` at success, ``truncated`` at the
 time limit.

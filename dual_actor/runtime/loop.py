@@ -145,7 +145,7 @@ class ControlLoop:
         self.weights_version = -1
         self.task_id = policy.tasks.index(task)
         self.cameras = list(env.cameras or [])
-        wanted = list(policy.config.get("cameras", []))
+        wanted = list(policy.config.cameras)
         missing = [c for c in wanted if c not in self.cameras]
         if missing:
             raise ValueError(f"the policy reads camera(s) {missing}, which the env does not render "

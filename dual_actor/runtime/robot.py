@@ -20,7 +20,7 @@ ROBOT_SEED_STRIDE = 100  # robot r, task i: env seed online.seed + 100 r + i (ro
 
 def robot_name(index: int, cfg: DictConfig) -> str:
     """``A``/``B`` by kind when robot B exists (``A``, ``B``, ``A2``, ``B2`` ...), else ``robot<index>``."""
-    if cfg.env.get("robot_shift") is None:
+    if cfg.env.robot_shift is None:
         return f"robot{index}"
     kind = "B" if index % 2 else "A"
     n = index // 2 + 1
@@ -29,7 +29,7 @@ def robot_name(index: int, cfg: DictConfig) -> str:
 
 def robot_shift(index: int, cfg: DictConfig):
     """The :class:`RobotShift` of robot ``index`` (odd indices, when ``env.robot_shift`` is set), else None."""
-    node = cfg.env.get("robot_shift")
+    node = cfg.env.robot_shift
     if node is None or index % 2 == 0:
         return None
     from hydra.utils import instantiate
@@ -39,7 +39,7 @@ def robot_shift(index: int, cfg: DictConfig):
 
 def make_env_factory(cfg: DictConfig, shift=None):
     """``make_env(task, seed, max_episode_steps, cameras, image_size)`` from ``env.robot``, through ``shift``."""
-    if cfg.env.get("robot") is None:
+    if cfg.env.robot is None:
         return None
     from hydra.utils import instantiate
 
@@ -48,14 +48,28 @@ def make_env_factory(cfg: DictConfig, shift=None):
     return shifted_factory(instantiate(cfg.env.robot), shift)
 
 
+def image_size(cfg: DictConfig) -> dict:
+    """``{"image_size": env.image_size}`` for an env factory, or nothing (the factory's own) when it is null."""
+    return {} if cfg.env.image_size is None else {"image_size": int(cfg.env.image_size)}
+
+
+def robot_identity(cfg: DictConfig) -> str:
+    """The robot's name in teleop logs and datasets: ``robot_name`` of the class (or function) ``env.robot``
+    builds (the bench's: "metaworld-sawyer"), else ``env.name``."""
+    from hydra.utils import get_object
+
+    target = (cfg.env.robot or {}).get("_target_")
+    return str(getattr(get_object(target), "robot_name", cfg.env.name)) if target else str(cfg.env.name)
+
+
 def teleop_session(cfg: DictConfig, root, staging: bool = False):
     """A teleop-log session at ``root`` for the online phase's episodes (``staging``: an episode appears under
     ``episodes/`` only once it is complete; a robot killed mid-episode leaves it in ``.staging/``)."""
     from data_tools.teleop_log import SessionWriter
 
-    return SessionWriter(root, fps=cfg.env.fps, robot="metaworld-sawyer", action_dim=int(cfg.env.action_dim),
+    return SessionWriter(root, fps=cfg.env.fps, robot=robot_identity(cfg), action_dim=int(cfg.env.action_dim),
                          translation_scale_m=float(cfg.online.translation_scale_m),
-                         cameras=[str(c) for c in (cfg.env.get("cameras") or [])], staging=staging)
+                         cameras=[str(c) for c in cfg.env.cameras], staging=staging)
 
 
 def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str | None = None,
@@ -71,7 +85,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
     make_env = make_env_factory(cfg, shift)
     if make_env is None:
         raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
-    cameras = [str(c) for c in (cfg.env.get("cameras") or [])]
+    cameras = [str(c) for c in cfg.env.cameras]
     shared_operator, per_task_operator = None, False
     if cfg.operator.get("_target_"):
         # a simulated human is one per task; a physical device (SpaceMouse, keyboard) is one, shared
@@ -81,8 +95,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
     loops = []
     for i, task in enumerate(cfg.env.tasks):
         env = make_env(task=task, seed=int(on.seed) + ROBOT_SEED_STRIDE * index + i,
-                       max_episode_steps=int(on.max_episode_steps), cameras=cameras,
-                       image_size=int(cfg.env.get("image_size") or 128))
+                       max_episode_steps=int(on.max_episode_steps), cameras=cameras, **image_size(cfg))
         operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
         if operator is not None and isinstance(env, ShiftedEnv):
             operator = ShiftedOperator(operator, env)
@@ -90,7 +103,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
             env, task, policy, operator, transport, proprio_slice=slice(0, int(cfg.env.proprio_dim)),
             period_s=None if on.period_s is None else float(on.period_s),
             window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
-            label=str(on.get("label", "action")), gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
+            label=str(on.label), gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
             gate=gate,
         ))
     return loops

@@ -38,8 +38,6 @@ from dual_actor.runtime.sim.demos import generate_demos, rollout_expert, task_se
 from dual_actor.runtime.sim.experts import EXPERTS, ScriptedExpert
 from dual_actor.runtime.sim.robot_b import POSITION_SLICES, RobotShift, ShiftedEnv, ShiftedOperator, shifted_factory
 
-_task_seeds = task_seeds  # the old name, still imported by tests/test_eval.py
-
 __all__ = [
     "ACTION_DIM",
     "ACTION_SCALE_M",

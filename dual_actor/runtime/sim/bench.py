@@ -122,6 +122,7 @@ class MetaworldTaskEnv:
 
     observation_dim = OBS_DIM
     action_dim = ACTION_DIM
+    robot_name = ROBOT
     proprio_slice = PROPRIO_SLICE
 
     def __init__(

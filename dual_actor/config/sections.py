@@ -1,0 +1,155 @@
+"""The top-level config of ``python -m dual_actor.fit`` and its fixed-shape sections (``conf/config.yaml``,
+``conf/env``, ``conf/trainer``), one declaration per key.
+
+``warmup=False`` marks what only the online phase, evaluation or logging reads: runs that differ only there
+share a warm-up (``warmup.share=true``, :func:`dual_actor.training.warmup_cache.warmup_fingerprint`).
+"""
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from data_tools.talk_tweak import LABELS, SIGMA_M, WINDOW
+from dual_actor.config.algo import AlgoConfig
+from dual_actor.config.fields import check_choices, setting
+
+
+@dataclass
+class DemosConfig:
+    """Scripted-expert demos a simulated env records when ``data.path`` is absent."""
+
+    episodes_per_task: int = setting(20, "episodes per task (the paper: 20)")
+    noise: float = setting(0.1, "std of the noise on the expert's actions")
+    max_episode_steps: int = setting(200, "time limit of a demo episode")
+
+
+@dataclass
+class EnvConfig:
+    """``conf/env``: the world the policy acts in and the dataset's layout."""
+
+    name: str = setting("???", "names the default data file (data.path)")
+    tasks: List[str] = setting("???", "task strings, in task-id order")
+    obs_key: str = setting("state", "obs/<key> in the HDF5 file: the state vector")
+    obs_dim: int = setting("???", "state size")
+    proprio_key: str = setting("proprio", "obs/<key> of the proprioception")
+    proprio_dim: int = setting("???", "proprioception size")
+    action_dim: int = setting(7, "action size")
+    fps: int = setting(10, "control rate (Hz)")
+    robot: Any = setting(None, "a RobotEnv factory (Hydra _target_ with _partial_: true) for the online phase and "
+                               "evaluation (null: warm-up only)")
+    robot_shift: Any = setting(None, "robot B of a multi-robot run (runtime.robots >= 2: odd robots) and "
+                                     "eval.robot_b: a fixed frame error (a Hydra _target_)")
+    demo_generator: Any = setting(None, "writes scripted-expert demos when data.generate_if_missing and data.path "
+                                        "is absent (a Hydra _target_ with _partial_: true)")
+    demos: DemosConfig = setting(DemosConfig(), "what demo_generator records")
+    q_bounds: Optional[List[float]] = setting(None, "[lo, hi] of the discounted return if known (e.g. [0, 1]: a "
+                                                    "sparse success reward that ends the episode)")
+    cameras: List[str] = setting([], "camera images obs/<camera> to render / read")
+    image_size: Optional[int] = setting(None, "the cameras' H = W (null: whatever the file holds)")
+
+
+@dataclass
+class MetaworldBenchConfig(EnvConfig):
+    """The built-in simulated bench: Metaworld 3.1.1, three tasks standing in for the paper's (DESIGN.md)."""
+
+    render_effects: bool = setting(False, "shadows + reflections when rendering cameras (7x dearer on a CPU "
+                                          "renderer)")
+
+
+@dataclass
+class TrainerConfig:
+    """``conf/trainer``: the Lightning Trainer and the run's logging cadence."""
+
+    accelerator: str = setting("cpu", "Lightning accelerator")
+    devices: Any = setting(1, "Lightning devices")
+    precision: str = setting("32-true", "Lightning precision (bf16-mixed: matmuls / convs in bf16; weights, "
+                                        "optimizer and losses stay fp32)")
+    log_every: int = setting(50, "scalars to TensorBoard every this many updates", warmup=False)
+    checkpoint_every: int = setting(1000, "atomic last.ckpt every this many updates", warmup=False)
+    progress_bar: bool = setting(True, "progress bars", warmup=False)
+
+
+@dataclass
+class DataConfig:
+    """The warm-up dataset."""
+
+    path: str = setting("${run_root}/data/${env.name}_demos.hdf5", "warm-up HDF5 talk-and-tweak dataset")
+    generate_if_missing: bool = setting(True, "sim envs only: record scripted-expert demos into data.path")
+    split: Optional[str] = setting(None, "a /mask/<split> of the file (null: all episodes)")
+
+
+@dataclass
+class WarmupConfig:
+    """Sharing the warm-up between runs (arms, ablations) that agree on everything it depends on."""
+
+    share: bool = setting(False, "one warm-up per seed and warm-up config in ${run_root}/warmups/, reused by every "
+                                 "run that shares it (e.g. algo=dual_actor, algo.refine_enabled=false and algo=dsrl "
+                                 "do; dual_actor/training/warmup_cache.py)")
+
+
+@dataclass
+class OnlineConfig:
+    """Phase II (Algorithm 1 lines 11-35)."""
+
+    env_steps: int = setting(15000, "interaction budget, all tasks together (0: warm-up only); 15k = the paper's "
+                                    "budget (25 min at 10 Hz): at 15k pick up and assemble were above the warm-up on "
+                                    "3 of 3 seeds (docs/results.md)")
+    updates_per_env_step: float = setting(1.0, "learner updates per interaction step")
+    min_rollout: int = setting(100, "learning waits for this many rollouts per task (Alg. 1 line 13)")
+    weight_sync_every: int = setting(10, "learner -> actor policy weights every N updates")
+    max_episode_steps: int = setting(200, "episode time limit (the noisy expert needs up to ~130 on "
+                                          "pick-out-of-hole)")
+    period_s: Optional[float] = setting(None, "control period; null: as fast as possible (sim); 0.1 for a 10 Hz "
+                                              "robot")
+    window: int = setting(WINDOW, "talk-and-tweak J (Eq. 12)")
+    sigma: float = setting(SIGMA_M, "talk-and-tweak threshold sigma (Eq. 13), metres")
+    translation_scale_m: float = setting(0.01, "action units -> metres of the translational dims (Metaworld: 0.01)")
+    label: str = setting("correction", "talk-and-tweak label source: correction (executed - the policy's proposal: "
+                                       "which way the operator corrected it; 3 seeds per arm at 15k: weakest command "
+                                       "0.30 -> 0.52 at the same success, docs/results.md) | action (Eq. 12 as "
+                                       "printed: the executed actions)", choices=LABELS)
+    log_teleop: bool = setting(True, "write the online teleop log under <run>/teleop/")
+    seed: int = setting(1000, "env seeds of the online phase (demos use seed, evaluation eval.seed)")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "online.")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation trials (no interventions) and the learning curve."""
+
+    trials: int = setting(25, "final evaluation, per task, no interventions")
+    max_episode_steps: int = setting(200, "episode time limit of an evaluation trial")
+    seed: int = setting(10000, "first evaluation seed")
+    curve_every_env_steps: int = setting(1500, "learning-curve points during the online phase")
+    curve_trials: int = setting(10, "trials per task of a learning-curve point")
+    warmup_point: bool = setting(True, "evaluate the warm-up policy as the curve's first point with eval.trials "
+                                       "(the final evaluation's trials and seeds): the table shows warm-up -> final")
+    with_commands: bool = setting(False, "also evaluate with a simulated operator speaking refinement commands "
+                                         "(eval_commands.json)")
+    robot_b: bool = setting(False, "also evaluate on robot B (env.robot_shift) -> eval_B.json (multi-robot transfer, "
+                                   "RQ5)")
+
+
+@dataclass
+class Config:
+    """``python -m dual_actor.fit``: everything a run is built from."""
+
+    env: EnvConfig = setting("???", "the world and the dataset's layout (conf/env)")
+    backbone: Any = setting("???", "the frozen backbone giving h: state | smolvla | cls (conf/backbone)")
+    text_encoder: Any = setting("???", "refinement-command encoder: learned | t5 | sentence (conf/text_encoder)")
+    image_encoder: Any = setting("???", "critics' and refinement actor's observation encoder: state | resnet18 | "
+                                        "resnet10 (conf/image_encoder; needs env.cameras)")
+    algo: AlgoConfig = setting("???", "the learning algorithm (conf/algo)")
+    trainer: TrainerConfig = setting(TrainerConfig(), "the Lightning Trainer (conf/trainer)")
+    operator: Any = setting("???", "the human in the loop: simulated | spacemouse | keyboard | none (conf/operator)",
+                            warmup=False)
+    runtime: Any = setting("???", "robot loops <-> learner transport: inprocess | ray (conf/runtime)", warmup=False)
+    run_name: str = setting("${now:%Y%m%d-%H%M%S}", "outputs in ${run_root}/${run_name}/", warmup=False)
+    run_root: str = setting("checkpoints", "where run folders (and data/, warmups/) live", warmup=False)
+    resume: bool = setting(False, "continue ${run_root}/${run_name}/last.ckpt", warmup=False)
+    seed: int = setting(0, "seeds the learner, the demos and the simulated operator")
+    data: DataConfig = setting(DataConfig(), "the warm-up dataset")
+    warmup: WarmupConfig = setting(WarmupConfig(), "sharing the warm-up between runs", warmup=False)
+    online: OnlineConfig = setting(OnlineConfig(), "phase II on the robots", warmup=False)
+    eval: EvalConfig = setting(EvalConfig(), "evaluation and the learning curve", warmup=False)

@@ -1,0 +1,81 @@
+"""One warm-up shared by every run whose warm-up config agrees (``warmup.share=true``).
+
+What the warm-up depends on is declared in the schema (each key's ``warmup``, dual_actor/config/): the
+fingerprint is the resolved config seen through those declarations, so a new key is covered by declaring it.
+``algo=dual_actor``, ``algo.refine_enabled=false`` and ``algo=dsrl`` agree; ``warmup_fingerprint`` says why two
+configs do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from data_tools.atomic import atomic_write_text
+from dual_actor.config.fields import warmup_view
+from dual_actor.config.sections import Config
+from dual_actor.training.callbacks import RNGCheckpoint
+
+SHARED_DONE = "done.json"
+SHARED_FILES = ("last.ckpt", "policy_warmup", "learning_curve.json", "authority.json")
+
+
+def warmup_fingerprint(cfg: DictConfig) -> dict:
+    """The part of the resolved config that the warm-up depends on (the schema's ``warmup`` declarations)."""
+    return warmup_view(Config, OmegaConf.to_container(cfg, resolve=True))
+
+
+def shared_warmup_dir(cfg: DictConfig) -> Path:
+    """``<run_root>/warmups/seed<seed>-<hash of the warm-up fingerprint>``: one warm-up per seed and warm-up
+    config, reused by every run (arm) with ``warmup.share=true`` that shares it."""
+    fp = json.dumps(warmup_fingerprint(cfg), sort_keys=True)
+    return Path(cfg.run_root) / "warmups" / f"seed{int(cfg.seed)}-{hashlib.sha256(fp.encode()).hexdigest()[:12]}"
+
+
+def copy_shared_files(src: Path, dest: Path) -> None:
+    """The :data:`SHARED_FILES` that ``src`` holds, copied into ``dest`` (folders whole)."""
+    for name in SHARED_FILES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name)
+        elif (src / name).exists():
+            shutil.copy2(src / name, dest / name)
+
+
+def publish_shared_warmup(cfg: DictConfig, run_dir: Path, dest: Path | None, updates: int) -> None:
+    """Copy the finished warm-up of ``run_dir`` (checkpoint, policy, warm-up point, probes) to the shared folder
+    ``dest``, whole or not at all: a temporary folder renamed into place, ``done.json`` last. A folder someone
+    finished first wins."""
+    if dest is None or (dest / SHARED_DONE).exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{run_dir.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    copy_shared_files(run_dir, tmp)
+    atomic_write_text(tmp / SHARED_DONE, json.dumps({"from_run": str(run_dir), "updates": updates,
+                                                     "fingerprint": warmup_fingerprint(cfg)}, indent=2))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another job published it meanwhile (or a half-written folder from a crash: replace it)
+        if (dest / SHARED_DONE).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    print(f"[warm-up] shared as {dest}", flush=True)
+
+
+def load_finished_warmup(module, ckpt: Path) -> None:
+    """A finished warm-up's weights, counters and process RNG state, without a trainer (resuming it through
+    Lightning would run one more update)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    module.on_load_checkpoint(state)
+    module.load_state_dict(state["state_dict"])
+    rng = (state.get("callbacks") or {}).get("RNGCheckpoint")
+    if rng is not None:
+        RNGCheckpoint().load_state_dict(rng)
