@@ -76,10 +76,15 @@ def test_every_key_is_declared_with_a_meaning():
 
 
 def test_the_configuration_page_is_the_schema():
-    from dual_actor.config.reference import markdown
+    """``python -m dual_actor.config.reference`` (the entry point that writes the page) prints the committed page."""
+    import subprocess
+    import sys
 
+    r = subprocess.run([sys.executable, "-m", "dual_actor.config.reference"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert page == markdown(), "docs/configuration.md is stale: python -m dual_actor.config.reference > docs/configuration.md"
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == page, "docs/configuration.md is stale: python -m dual_actor.config.reference > docs/configuration.md"
     assert "| `algo.refine_target` | str | `residual` |" in page and "| `online.env_steps` | int | `15000` | no |" in page
 
 
