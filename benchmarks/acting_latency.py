@@ -8,6 +8,7 @@ Measures, for the default policy size (39-d state, 3 tasks, 4-d action):
   at a fixed 10 Hz period (achieved rate and overruns).
 
     python benchmarks/acting_latency.py [--policy checkpoints/<run>/policy] [--steps 2000]
+    python benchmarks/acting_latency.py --steps 20 --hz-steps 5 --max-episode-steps 10   # tiny (tests)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _percentiles(xs):
 @torch.no_grad()
 def inference(policy, steps: int, command: str | None) -> dict:
     task = policy.tasks[0]
-    state = torch.randn(1, policy.config["obs_dim"])
+    state = torch.randn(1, policy.config.obs_dim)
     times = []
     for i in range(steps + 50):
         t0 = time.perf_counter()
@@ -45,9 +46,10 @@ def inference(policy, steps: int, command: str | None) -> dict:
     return _percentiles(times)
 
 
-def loop_rate(policy, steps: int, period_s: float | None) -> dict:
+def loop_rate(policy, steps: int, period_s: float | None, max_episode_steps: int = 200) -> dict:
+    """Whole episodes (of at most ``max_episode_steps``) until ``steps`` env steps have run."""
     task = list(BENCH_TASKS)[0]
-    env = MetaworldTaskEnv(task, seed=0, max_episode_steps=200)
+    env = MetaworldTaskEnv(task, seed=0, max_episode_steps=max_episode_steps)
     transport = InProcessTransport()
     loop = ControlLoop(env, task, policy, None, transport, period_s=period_s, translation_scale_m=0.01)
     t0 = time.perf_counter()
@@ -59,21 +61,29 @@ def loop_rate(policy, steps: int, period_s: float | None) -> dict:
     return {"steps": loop.stats.env_steps, "rate_hz": loop.stats.env_steps / dt, "overruns": loop.stats.overruns}
 
 
+def build_policy(path: Path | None) -> DualActorPolicy:
+    """The measured policy: a saved one, or a fresh default-size one for the bench (39-d state, 3 tasks)."""
+    if path is not None:
+        return DualActorPolicy.from_pretrained(path).eval()
+    return DualActorPolicy(tasks=list(BENCH_TASKS), obs_dim=39, proprio_dim=4, action_dim=4).eval()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", type=Path, help="a save_pretrained folder (default: fresh default-size policy)")
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=2000, help="timed inference calls, and control-loop steps run free")
+    p.add_argument("--hz-steps", type=int, default=100, help="control-loop steps at 10 Hz (whole episodes: at least)")
+    p.add_argument("--max-episode-steps", type=int, default=200, help="episode length limit of the control loop")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    policy = (DualActorPolicy.from_pretrained(a.policy) if a.policy else
-              DualActorPolicy(tasks=list(BENCH_TASKS), obs_dim=39, proprio_dim=4, action_dim=4)).eval()
+    policy = build_policy(a.policy)
     res = {
         "torch_threads": torch.get_num_threads(),
         "primary": inference(policy, a.steps, None),
         "refinement": inference(policy, a.steps, "move left and up"),
-        "loop_fast": loop_rate(policy, a.steps, None),
-        "loop_10hz": loop_rate(policy, 100, 0.1),
+        "loop_fast": loop_rate(policy, a.steps, None, a.max_episode_steps),
+        "loop_10hz": loop_rate(policy, a.hz_steps, 0.1, a.max_episode_steps),
     }
     for k in ("primary", "refinement"):
         r = res[k]

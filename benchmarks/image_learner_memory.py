@@ -37,7 +37,8 @@ def measure(args) -> dict:
 
     torch.manual_seed(0)
     module = lu.build_module("online", args.updates + 1, args.cameras, args.image_size, args.image_encoder, True)
-    batch = lu.make_batch(args.batch_size, 39, 4, 4, len(lu.TASKS), cameras=args.cameras, image_size=args.image_size)
+    batch = lu.make_batch(args.batch_size, 39, 4, 4, len(lu.TASKS), cameras=args.cameras, image_size=args.image_size,
+                          phase="online")
     gpu = args.device.startswith("cuda")
     if gpu:
         batch = lu._to(batch, torch.device("cuda"))

@@ -5,7 +5,8 @@ primary actor (consistency BC + Eq. 15 weighted Q) + refinement actor (Eq. 8-11)
 state observations (39-d Metaworld state, 4-d proprio, 4-d action), the default network sizes
 of ``conf/algo/dual_actor.yaml``. Timed inside a real ``Trainer.fit`` (Lightning overhead
 included), on a fixed batch already on the device, so neither data sampling nor the host ->
-device copy is measured (lerobot's side likewise).
+device copy is measured (lerobot's side likewise). The batch is one the real sampler draws (``make_batch``),
+per phase; the module is built in one place (``build_module``).
 
 Image critics (``--cameras N``): the critics' and the refinement actor's observation encoder is
 the one ``python -m dual_actor.fit image_encoder=<arch> env.cameras=[...] env.image_size=S``
@@ -89,42 +90,86 @@ class _Timer(L.Callback):
         self.t1 = time.perf_counter()
 
 
-def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, seed: int = 0,
-               cameras: int = 0, image_size: int = 128):
-    """The fixed training batch: ``n_tasks`` slices of ``batch_size // n_tasks`` rows and a
-    ``batch_size``-row talk-and-tweak slice; with ``cameras > 0`` every slice also has uint8
-    ``obs_images`` / ``next_obs_images`` of shape (rows, cameras, 3, image_size, image_size)."""
-    g = torch.Generator().manual_seed(seed)
+def random_rows(n: int, task: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, g: torch.Generator,
+                cameras: int = 0, image_size: int = 128, intervened: float = 0.0) -> dict:
+    """``n`` random transitions of task ``task`` with every column a recorded episode hands to
+    ``TaskBuffers.add_episode`` (``dual_actor.constants``): the state backbone's h (obs + task one-hot
+    width), ``intervention`` on a fraction ``intervened`` of the rows, the policy's proposals; with
+    ``cameras > 0`` uint8 ``obs_images`` / ``next_obs_images`` (n, cameras, 3, image_size, image_size)."""
     h_dim = obs_dim + n_tasks
 
-    def images(b):
-        return torch.randint(0, 256, (b, cameras, 3, image_size, image_size), generator=g, dtype=torch.uint8)
+    def images():
+        return torch.randint(0, 256, (n, cameras, 3, image_size, image_size), generator=g, dtype=torch.uint8)
 
-    def rows(b, task):
-        extra = {K.OBS_IMAGES: images(b), K.NEXT_OBS_IMAGES: images(b)} if cameras > 0 else {}
-        return {
-            **extra,
-            K.H: torch.randn(b, h_dim, generator=g), K.OBS: torch.randn(b, obs_dim, generator=g),
-            K.PROPRIO: torch.randn(b, proprio_dim, generator=g),
-            K.ACTION: torch.rand(b, action_dim, generator=g) * 2 - 1,
-            K.REWARD: (torch.rand(b, generator=g) > 0.9).float(), K.DONE: (torch.rand(b, generator=g) > 0.95).float(),
-            K.NEXT_H: torch.randn(b, h_dim, generator=g), K.NEXT_OBS: torch.randn(b, obs_dim, generator=g),
-            K.NEXT_PROPRIO: torch.randn(b, proprio_dim, generator=g), K.MC_RETURN: torch.rand(b, generator=g),
-            K.COMMAND: torch.randint(0, 27, (b,), generator=g), K.TASK: torch.full((b,), task, dtype=torch.long),
-        }
+    extra = {K.OBS_IMAGES: images(), K.NEXT_OBS_IMAGES: images()} if cameras > 0 else {}
+    return {
+        **extra,
+        K.H: torch.randn(n, h_dim, generator=g), K.OBS: torch.randn(n, obs_dim, generator=g),
+        K.PROPRIO: torch.randn(n, proprio_dim, generator=g),
+        K.ACTION: torch.rand(n, action_dim, generator=g) * 2 - 1,
+        K.REWARD: (torch.rand(n, generator=g) > 0.9).float(), K.DONE: (torch.rand(n, generator=g) > 0.95).float(),
+        K.NEXT_H: torch.randn(n, h_dim, generator=g), K.NEXT_OBS: torch.randn(n, obs_dim, generator=g),
+        K.NEXT_PROPRIO: torch.randn(n, proprio_dim, generator=g), K.MC_RETURN: torch.rand(n, generator=g),
+        K.COMMAND: torch.randint(0, 27, (n,), generator=g), K.TASK: torch.full((n,), task, dtype=torch.long),
+        K.INTERVENTION: torch.rand(n, generator=g) < intervened,
+        K.POLICY_ACTION: torch.rand(n, action_dim, generator=g) * 2 - 1,
+    }
 
-    tt = rows(batch_size, 0)
-    tt[K.TASK] = torch.arange(batch_size) % n_tasks
-    return {K.TASKS: [rows(batch_size // n_tasks, i) for i in range(n_tasks)], K.TALK_TWEAK: tt}
+
+def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, seed: int = 0,
+               cameras: int = 0, image_size: int = 128, phase: str = "online"):
+    """The fixed training batch of ``phase``, drawn by the real sampler (``dual_actor.data.datamodule.
+    BufferSampler``, the one ``dual_actor.fit`` trains from) out of real ``TaskBuffers`` filled with random
+    rows, so it carries every key the learner reads (``from_demos``, ``intervention``, ``correction`` ...).
+
+    Per task, a demo episode of ``batch_size // n_tasks`` rows; online also an online episode of as many rows,
+    a quarter of them intervened (those go to the task's demos, its interventions and the talk-and-tweak
+    buffer, the rest to its rollouts) and half of its autonomous rows with return 0 (steps of failed
+    episodes). Slices as the sampler draws them: warm-up ``batch_size // n_tasks`` demo rows per task, no
+    talk-and-tweak slice (the bench's demos hold no intervention, and the warm-up update does not train the
+    refinement actor); online ``batch_size // (2 n_tasks)`` demo + as many rollout rows per task (``fit``
+    needs ``batch_size`` divisible by 2 x tasks: here it is rounded down, 3 x 84 rows at 256) and a
+    ``batch_size``-row talk-and-tweak slice."""
+    from dual_actor.data.buffers import TaskBuffers
+    from dual_actor.data.datamodule import BufferSampler
+
+    if phase not in ("warmup", "online"):
+        raise ValueError(f"phase must be warmup or online, got {phase!r}")
+    g = torch.Generator().manual_seed(seed)
+    per_task = batch_size // n_tasks
+    tasks = [f"task{i}" for i in range(n_tasks)]
+    buffers = TaskBuffers(tasks)
+    kw = dict(obs_dim=obs_dim, proprio_dim=proprio_dim, action_dim=action_dim, n_tasks=n_tasks, g=g, cameras=cameras,
+              image_size=image_size)
+    for i, task in enumerate(tasks):
+        buffers.add_episode(task, "demo", random_rows(per_task, i, **kw))
+        if phase == "online":
+            rows = random_rows(max(per_task, 4), i, intervened=0.25, **kw)
+            rows[K.INTERVENTION][:1] = True  # at least one row of each kind
+            rows[K.INTERVENTION][-1:] = False
+            failed = ~rows[K.INTERVENTION] & (torch.rand(len(rows[K.ACTION]), generator=g) < 0.5)
+            rows[K.MC_RETURN][failed] = 0.0
+            buffers.add_episode(task, "online", rows)
+    n_rows = per_task * n_tasks if phase == "warmup" else 2 * n_tasks * (batch_size // (2 * n_tasks))
+    if n_rows < n_tasks * (1 if phase == "warmup" else 2):
+        raise ValueError(f"batch_size {batch_size} is too small for {n_tasks} tasks in phase {phase}")
+    sampler = BufferSampler(buffers, n_rows, phase, refine_batch_size=batch_size, min_rollout=1, seed=seed)
+    return sampler.sample()
 
 
 def image_encoder_config(arch: str, freeze: bool) -> dict:
-    """The policy's ``image_encoder`` as ``dual_actor.fit`` passes it for ``image_encoder=<arch>``:
-    ``conf/image_encoder/<arch>.yaml`` as a plain dict, with ``freeze`` overridden."""
-    path = ROOT / "conf" / "image_encoder" / f"{arch}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no image encoder config {path}")
-    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    """The policy's ``image_encoder`` as ``dual_actor.fit`` passes it for ``image_encoder=<arch>``: that section
+    of the composed config (``conf/image_encoder/<arch>.yaml`` over its schema) as a plain dict, with ``freeze``
+    overridden."""
+    from hydra import compose, initialize_config_dir
+
+    try:  # registers the schemas conf/ names (a --baseline-repo checkout from before them has none)
+        import dual_actor.config.store  # noqa: F401
+    except ImportError:
+        pass
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"image_encoder={arch}"])
+    spec = OmegaConf.to_container(cfg.image_encoder, resolve=True)
     spec["freeze"] = bool(freeze)
     return spec
 
@@ -167,7 +212,7 @@ def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, devi
         type(module.policy.primary).deterministic = property(lambda self: False)  # this process only
     gpu = device.startswith("cuda")
     batch = make_batch(batch_size, obs_dim, proprio_dim, action_dim, len(TASKS), cameras=cameras,
-                       image_size=image_size)
+                       image_size=image_size, phase=phase)
     batch = _to(batch, torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu"))
     timer = _Timer(warmup)
     trainer = L.Trainer(
@@ -248,7 +293,7 @@ def count_work(batch_size: int, cameras: int, image_size: int, image_encoder: st
     for phase in ("warmup", "online"):
         torch.manual_seed(0)
         module = build_module(phase, 1, cameras, image_size, image_encoder, freeze_encoder)
-        batch = make_batch(rows, 39, 4, 4, len(TASKS), cameras=cameras, image_size=image_size)
+        batch = make_batch(rows, 39, 4, 4, len(TASKS), cameras=cameras, image_size=image_size, phase=phase)
         store = {"fwd": 0, "graph": 0}
         handles = _trunk_counter([m for m in module.modules() if isinstance(m, ResNetTrunk)], store)
         trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
@@ -315,7 +360,7 @@ def breakdown(phase: str, batch_size: int, updates: int = 30, warmup: int = 10) 
 
     torch.manual_seed(0)
     module = build_module(phase, 1)
-    batch = make_batch(batch_size, 39, 4, 4, len(TASKS))
+    batch = make_batch(batch_size, 39, 4, 4, len(TASKS), phase=phase)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     with FlopCounterMode(display=False) as fc:
@@ -397,10 +442,15 @@ def arms_of(args) -> dict[str, dict]:
 
 
 def interleaved(arms: dict[str, dict], args) -> dict[str, list[float]]:
-    """``args.rounds`` rounds, every arm once per round in a fresh process, in a fixed order (A B A B ...)."""
+    """``args.rounds`` rounds, every arm once per round in a fresh process, in a fixed order (A B A B ...);
+    ``--same-process``: in this one (a quick check of the script: no figure to quote)."""
     rates: dict[str, list[float]] = {k: [] for k in arms}
     for r in range(args.rounds):
         for name, arm in arms.items():
+            if args.same_process:
+                rates[name].append(run_one(arm, args))
+                print(f"round {r + 1}/{args.rounds} {name:<22} {rates[name][-1]:8.2f} updates/s", flush=True)
+                continue
             cmd, env = _arm_command(arm, args)
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{\"updates_per_s\"")]
@@ -436,11 +486,18 @@ def main(argv=None) -> dict:
     p.add_argument("--levers", nargs="*", default=[], choices=("bf16", "compile", "calql-samples"),
                    help="also time the update with bf16-mixed autocast / torch.compile of its networks / (warm-up) "
                         "Cal-QL scoring n samples of the deterministic primary mode instead of one")
+    p.add_argument("--gemm-size", type=int, default=2048, help="n of the n x n matmuls that measure the GEMM peak")
     p.add_argument("--breakdown", action="store_true",
                    help="also profile one update per phase (time split, matmul GFLOP/s vs the GEMM peak)")
+    p.add_argument("--breakdown-updates", type=int, default=30,
+                   help="profiled updates per phase of --breakdown (after a third as many untimed ones)")
     p.add_argument("--count-work", action="store_true",
                    help="instead of timing: FLOPs per update (scaled to --batch-size) and ResNet-trunk images "
                         "per batch row, both sides, from one update on 6 rows on the CPU")
+    p.add_argument("--same-process", action="store_true",
+                   help="measure every arm in this process, not each in a fresh one: a quick check of the script "
+                        "(one process's caches and allocator are shared by the arms; not for figures; no "
+                        "--baseline-repo or --levers)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one arm's measurement, printed as JSON
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -448,6 +505,8 @@ def main(argv=None) -> dict:
         p.error("--cameras >= 0, --updates >= 1, --warmup >= 1, --rounds >= 1")
     if args.batch_size < len(TASKS):
         p.error(f"--batch-size must be at least {len(TASKS)} (one row per task)")
+    if args.same_process and (args.baseline_repo or args.levers):
+        p.error("--same-process measures only this checkout's default arms (no --baseline-repo, no --levers)")
     torch.set_float32_matmul_precision("high")  # as dual_actor.fit does (TF32 matmuls on GPU), both sides
     if args.one:
         rate = run_one(json.loads(args.one), args)
@@ -484,7 +543,7 @@ def main(argv=None) -> dict:
             args.json.write_text(json.dumps(res, indent=2))
         return res
 
-    res.update(gemm_peak(args.device))
+    res.update(gemm_peak(args.device, args.gemm_size))
     arms = arms_of(args)
     rates = interleaved(arms, args)
     res["rates"] = rates
@@ -502,7 +561,7 @@ def main(argv=None) -> dict:
     if args.breakdown and not gpu:
         peak = res["gemm_peak_fp32_gflops"]
         for ph in ("warmup", "online"):
-            b = breakdown(ph, args.batch_size)
+            b = breakdown(ph, args.batch_size, args.breakdown_updates, max(1, args.breakdown_updates // 3))
             b["matmul_share_of_peak"] = round(b["matmul_gflops"] / peak, 3)
             b["arithmetic_bound_updates_per_s"] = round(peak / b["gflop_per_update"], 1)
             res[f"breakdown_{ph}"] = b

@@ -39,7 +39,7 @@ passes; False -> no cache, the trunk runs in every critic / target / actor pass 
 loss back-propagates into it (fine-tuning, our default ``image_encoder.freeze=false``).
 
 Run:
-    python benchmarks/lerobot_sac_anchor.py --updates 200 --batch-size 256 --device cpu
+    python benchmarks/lerobot_sac_anchor.py --updates 200 --batch-size 256 --device cpu --json out.json
     python benchmarks/lerobot_sac_anchor.py --num-cameras 2 --image-shape 3 128 128 \
         --vision-encoder resnet18 --no-freeze --device cuda
 """
@@ -47,6 +47,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> float:
         action="store_true",
         help="set SACConfig.freeze_vision_encoder=False (lerobot default is True)",
     )
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
 
     update = make_lerobot_sac_update(
@@ -380,6 +382,15 @@ def main(argv: list[str] | None = None) -> float:
         f"warm-up {args.warmup} updates: {warm_s:.2f}s; "
         f"timed {args.updates} updates: {dt:.3f}s -> {rate:.2f} updates/s ({1e3 * dt / args.updates:.2f} ms/update)"
     )
+    if args.json is not None:
+        res = {"updates_per_s": rate, "ms_per_update": 1e3 * dt / args.updates, "warmup_s": warm_s,
+               "updates": args.updates, "warmup": args.warmup, "batch_size": args.batch_size,
+               "state_dim": args.state_dim, "action_dim": args.action_dim, "device": args.device,
+               "cameras": args.num_cameras, "image_shape": args.image_shape,
+               "vision_encoder": args.vision_encoder or "DefaultImageEncoder",
+               "freeze_vision_encoder": cfg.freeze_vision_encoder, "use_torch_compile": cfg.use_torch_compile,
+               "params": n_params, "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+        args.json.write_text(json.dumps(res, indent=2))
     return rate
 
 

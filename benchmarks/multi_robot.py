@@ -12,6 +12,8 @@ both runtimes keep one update per step) and ``10hz`` (``online.period_s=0.1`` pe
 in-process, Ray ...), ``--repeats`` times; the table gives medians and the Ray / in-process ratios.
 
     python benchmarks/multi_robot.py --json docs/figures/multi_robot.json
+    python benchmarks/multi_robot.py --robots 1 --modes free --free-steps 60 --min-rollout 5 --warmup-updates 2 \
+        --fit-args experiment=smoke --json /tmp/mr.json       # tiny (tests)
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cell(root: Path, warmup_ckpt: Path, runtime: str, robots: int, mode: str, steps: int, min_rollout: int,
-             name: str, warmup_updates: int, max_steps_ahead: int) -> dict:
+             name: str, warmup_updates: int, max_steps_ahead: int, fit_args: list[str] = ()) -> dict:
     run = root / name
     run.mkdir(parents=True)
     shutil.copy(warmup_ckpt, run / "last.ckpt")
-    args = [f"runtime={runtime}", f"runtime.robots={robots}", f"run_root={root}", f"run_name={name}", "resume=true",
+    args = [*fit_args, f"runtime={runtime}", f"runtime.robots={robots}", f"run_root={root}", f"run_name={name}",
+            "resume=true",
             f"algo.warmup_updates={warmup_updates}", f"online.env_steps={steps}", f"online.min_rollout={min_rollout}", "online.log_teleop=false",
             "eval.trials=0", "eval.warmup_point=false", "eval.curve_every_env_steps=100000000",
             "trainer.progress_bar=false", "trainer.checkpoint_every=100000000",
@@ -55,7 +58,7 @@ def run_cell(root: Path, warmup_ckpt: Path, runtime: str, robots: int, mode: str
             "env_steps_per_s": w["env_steps"] / w["seconds"], "updates_per_s": w["updates"] / w["seconds"]}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--robots", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--modes", nargs="+", default=["free", "10hz"], choices=["free", "10hz"])
@@ -67,13 +70,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--runtimes", nargs="+", default=["inprocess", "ray"], choices=["inprocess", "ray"])
     ap.add_argument("--warmup-updates", type=int, default=20, help="the shared warm-up checkpoint's updates")
+    ap.add_argument("--fit-args", nargs="*", default=[],
+                    help="extra overrides for every fit run, the warm-up included (e.g. experiment=smoke: small "
+                         "networks, batch and demo set, for a quick check)")
     ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="multi_robot_"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     print(f"warm-up checkpoint ({args.warmup_updates} updates) ...", flush=True)
-    r = subprocess.run([sys.executable, "-m", "dual_actor.fit", f"run_root={root}", "run_name=wu", "online.env_steps=0",
+    r = subprocess.run([sys.executable, "-m", "dual_actor.fit", *args.fit_args, f"run_root={root}", "run_name=wu",
+                        "online.env_steps=0",
                         f"algo.warmup_updates={args.warmup_updates}", "eval.trials=0", "trainer.progress_bar=false"],
                        cwd=ROOT, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -88,7 +95,7 @@ def main() -> None:
                 for runtime in args.runtimes:  # interleaved: A B, per robot count
                     k += 1
                     c = run_cell(root, ckpt, runtime, n, mode, steps, args.min_rollout, f"c{k}", args.warmup_updates,
-                                 args.max_steps_ahead)
+                                 args.max_steps_ahead, args.fit_args)
                     c["repeat"] = rep
                     cells.append(c)
                     print(f"{mode:5s} robots={n} {runtime:9s} {c['env_steps_per_s']:8.1f} env steps/s "

@@ -21,6 +21,7 @@ Measured (CUDA-synchronised wall clock, after ``--warmup`` calls): embedding lat
 ``--batch`` (default 32). Model dtype: bf16 on CUDA, float32 on CPU (``--dtype`` overrides).
 
     python benchmarks/smolvla_embedding.py [--device cuda] [--iters 200] [--warmup 20] [--batch 32]
+    python benchmarks/smolvla_embedding.py --tiny --device cpu --iters 2 --warmup 1 --batch 2 --image-size 64  # tests
 """
 
 from __future__ import annotations
@@ -61,17 +62,30 @@ STATE_DIM = ACTION_DIM = 6
 TASK = "pick up the red cube and put it in the top drawer"
 
 
-def build(vlm_dir: Path, cameras: int, image_size: int, device: str, dtype: str | None) -> SmolVLABackbone:
+def build(vlm_dir: Path, cameras: int, image_size: int, device: str, dtype: str | None,
+          tiny: bool = False) -> SmolVLABackbone:
+    """The measured backbone: SmolVLA at its real size (SmolVLM2-500M, ``num_vlm_layers=16``, lerobot's default
+    config) or, with ``tiny``, the tests' tiny one (``tests/tiny_models``: a 2-layer, 64-wide SmolVLM with a
+    1-layer vision tower on 64x64 inputs, ``num_vlm_layers=2``): same code path, a check that runs in seconds."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
-    from tiny_models import write_smolvlm_folder
+    from tiny_models import build_tiny_smolvlm, tiny_smolvla_config, write_smolvlm_folder
     from transformers import SmolVLMConfig
 
+    names = [f"camera{i + 1}" for i in range(cameras)]
+    if tiny:
+        build_tiny_smolvlm(vlm_dir)
+        config = tiny_smolvla_config(vlm_dir, STATE_DIM, ACTION_DIM, cameras=names)
+        config.device = device
+        for name in names:  # the cameras' own size; SmolVLA resizes them with padding to the VLM's input
+            config.input_features[f"observation.images.{name}"] = PolicyFeature(FeatureType.VISUAL,
+                                                                                 (3, image_size, image_size))
+        return SmolVLABackbone.from_config(config, device=device, dtype=dtype, seed=0)
     write_smolvlm_folder(vlm_dir, SmolVLMConfig(**copy.deepcopy(SMOLVLM2_500M)),
                          special_ids=SMOLVLM2_SPECIAL_IDS, pad_id=2, unk_id=0)
     inputs = {"observation.state": PolicyFeature(FeatureType.STATE, (STATE_DIM,))}
-    for i in range(cameras):
-        inputs[f"observation.images.camera{i + 1}"] = PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))
+    for name in names:
+        inputs[f"observation.images.{name}"] = PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))
     config = SmolVLAConfig(vlm_model_name=str(vlm_dir), load_vlm_weights=False, device=device,
                            input_features=inputs,
                            output_features={"action": PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))})
@@ -110,13 +124,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=32, help="batch size of the throughput measurement")
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--tiny", action="store_true",
+                   help="the tests' tiny SmolVLA instead of the real size (a quick check of this script, no figure)")
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        backbone = build(Path(tmp) / "smolvlm2-500m", args.cameras, args.image_size, args.device, args.dtype)
+        backbone = build(Path(tmp) / ("tiny-smolvlm" if args.tiny else "smolvlm2-500m"), args.cameras, args.image_size,
+                         args.device, args.dtype, tiny=args.tiny)
     build_s = time.perf_counter() - t0
     actor = ConsistencyPolicy(backbone.embedding_dim, ACTION_DIM, proprio_dim=STATE_DIM).to(device).eval()
     n_params = sum(p.numel() for p in backbone.parameters())
@@ -166,6 +183,7 @@ def main(argv=None) -> dict:
         device_name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     result = {
         "device": device_name,
+        "model": "tiny (tests/tiny_models)" if args.tiny else "SmolVLA (SmolVLM2-500M, 16 layers)",
         "dtype": str(backbone.dtype).removeprefix("torch."),
         "params_total_M": n_params / 1e6, "params_vlm_M": n_vlm / 1e6,
         "embedding_dim": backbone.embedding_dim, "prefix_tokens": int(captured["L"]),

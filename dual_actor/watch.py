@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -30,12 +30,28 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
 
 
+@runtime_checkable
+class OnlineProgress(Protocol):
+    """What the online bar reads from the learner's side of the online phase, and all it reads: both runtimes'
+    interactions provide it (``dual_actor.data.interaction.Interaction``, in one process, and
+    ``dual_actor.data.ray_interaction.RayInteraction``, robots on Ray)."""
+
+    env_steps: int  # interaction steps collected so far (a resumed run counts its checkpoint's)
+    max_env_steps: int | None  # the online budget (None: unbounded)
+
+    def intervention_rate(self) -> float:
+        """Operator take-over steps / interaction steps so far (0.0 before the first step)."""
+        ...
+
+
 class RunProgressBar(TQDMProgressBar):
     """Lightning's bar with a total and our numbers (the streaming dataset has no length, so Lightning's
     own bar shows ``16/?``). Warm-up counts learner updates up to ``total_updates``; online (``interaction``
-    given) counts interaction steps up to the budget, with the updates in the postfix."""
+    given) counts interaction steps up to the budget, with the updates in the postfix. Of the interaction it
+    reads only :class:`OnlineProgress`."""
 
-    def __init__(self, phase: str, total_updates: int | None = None, interaction: Any = None, refresh_rate: int = 10):
+    def __init__(self, phase: str, total_updates: int | None = None, interaction: OnlineProgress | None = None,
+                 refresh_rate: int = 10):
         super().__init__(refresh_rate=refresh_rate)
         self.phase, self.total_updates, self.interaction = phase, total_updates, interaction
         self._start = 0
@@ -96,11 +112,8 @@ class RunProgressBar(TQDMProgressBar):
         qpi = [v for k, v in logs.items() if k.startswith("q_pi/")]
         if qpi:
             out["Q(s,pi)"] = f"{sum(qpi) / len(qpi):.2f}"
-        inter = self.interaction
-        if inter is not None:
-            steps = sum(l.stats.env_steps for l in inter.loops)
-            if steps:
-                out["intv"] = f"{sum(l.stats.interventions for l in inter.loops) / steps:.2f}"
+        if self.interaction is not None and self.interaction.env_steps:
+            out["intv"] = f"{self.interaction.intervention_rate():.2f}"
         return out
 
 

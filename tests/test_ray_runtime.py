@@ -3,6 +3,7 @@ a robot killed mid-episode, the learner killed mid-online and resumed, and a rob
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,14 +18,15 @@ from data_tools.teleop_log import read_session
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-QUIET = ["eval.warmup_point=false", "eval.curve_every_env_steps=1000000", "trainer.progress_bar=false"]
+FAST = ["eval.warmup_point=false", "eval.curve_every_env_steps=1000000"]
+QUIET = [*FAST, "trainer.progress_bar=false"]
 
 pytestmark = pytest.mark.slow
 
 
-def _fit(*args, run_root, timeout=600, **popen):
+def _fit(*args, run_root, timeout=600, quiet=QUIET, **popen):
     cmd = [sys.executable, "-m", "dual_actor.fit", "runtime=ray", "experiment=smoke", f"run_root={run_root}",
-           *QUIET, *args]
+           *quiet, *args]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -68,6 +70,55 @@ def test_two_robots_end_to_end(tmp_path):
     for robot in ("A", "B"):
         for what in ("env_steps", "intervention_rate", "success", "weight_age"):
             assert f"robot/{robot}/{what}" in tags
+
+
+def test_the_cli_with_its_progress_bar(tmp_path):
+    """`python -m dual_actor.fit experiment=smoke runtime=ray runtime.robots=2` exactly as a user types it, the
+    progress bar on (the other tests here turn it off): the online bar reads the Ray interaction as it reads the
+    in-process one, to the end of the run."""
+    cmd = [sys.executable, "-m", "dual_actor.fit", "experiment=smoke", "runtime=ray", "runtime.robots=2",
+           f"run_root={tmp_path}", "run_name=bar", "trainer.progress_bar=true", "online.env_steps=300", "eval.trials=1",
+           *FAST]
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = tmp_path / "bar"
+    assert (run / "eval.json").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["robots"]) == {"A", "B"} and summary["online_env_steps"] >= 300
+    online_bar = [line for line in re.split(r"[\r\n]", r.stdout) if line.lstrip().startswith("online:")]
+    assert online_bar and "updates=" in online_bar[-1] and "intv=" in online_bar[-1], online_bar[-3:]
+
+
+def test_the_progress_bar_reads_only_the_public_interface(tmp_path):
+    """Both interactions are an ``OnlineProgress`` (env_steps, max_env_steps, intervention_rate()), and the bar's
+    figures come from that alone."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+
+    import dual_actor.fit  # noqa: F401  (registers the config schemas)
+    from dual_actor.data.interaction import Interaction
+    from dual_actor.data.ray_interaction import RayInteraction
+    from dual_actor.watch import OnlineProgress, RunProgressBar
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["runtime=ray", "experiment=smoke", "runtime.journal=false"])
+    both = [Interaction([], transport=None, buffers=None, max_env_steps=400),
+            RayInteraction(cfg, policy=None, buffers=None, run_dir=tmp_path)]  # neither starts anything
+    for inter in both:
+        assert isinstance(inter, OnlineProgress) and inter.max_env_steps == 400 and inter.intervention_rate() == 0.0
+
+    class Stub:  # the interface and nothing else
+        env_steps, max_env_steps = 120, 400
+
+        def intervention_rate(self) -> float:
+            return 0.25
+
+    bar = RunProgressBar("online", interaction=Stub())
+    module = SimpleNamespace(num_updates=7, last_logs={"loss/actor_bc": 0.5, "loss/critic_a": 1.0, "q_pi/a": 2.0})
+    assert bar._total() == 400 and bar._count(module) == 120
+    assert bar.get_metrics(None, module) == {"updates": 7, "bc": "0.500", "critic": "1.000", "Q(s,pi)": "2.00",
+                                             "intv": "0.25"}
 
 
 def test_a_killed_robot_is_restarted_and_its_partial_episode_dropped(tmp_path):

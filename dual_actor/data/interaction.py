@@ -54,6 +54,10 @@ def ingest(buffers: TaskBuffers, episodes: Sequence[EpisodeRecord]) -> None:
 
 
 class Interaction:
+    """One robot's control loops in the learner's process, episodes round-robin over the tasks. What the progress
+    bar reads (``dual_actor.watch.OnlineProgress``): ``env_steps``, ``max_env_steps``, ``intervention_rate()``;
+    :class:`~dual_actor.data.ray_interaction.RayInteraction` provides the same."""
+
     def __init__(self, loops: Sequence[ControlLoop], transport: Transport, buffers: TaskBuffers,
                  env_steps_per_update: float = 1.0, min_rollout: int = 100, max_env_steps: int | None = None):
         self.loops = list(loops)

@@ -45,6 +45,9 @@ def _robot_stats() -> dict:
 
 
 class RayInteraction:
+    """The learner's side of ``runtime=ray``. For the progress bar (``dual_actor.watch.OnlineProgress``) it gives
+    ``env_steps``, ``max_env_steps`` and ``intervention_rate()``, as the in-process ``Interaction`` does."""
+
     def __init__(self, cfg: DictConfig, policy, buffers: TaskBuffers, run_dir: str | Path, version: int = 0):
         from dual_actor.runtime.robot import robot_name
 
@@ -244,6 +247,7 @@ class RayInteraction:
         return after_fill(self.filled, self.env_steps)
 
     def intervention_rate(self) -> float:
+        """Operator take-over steps / interaction steps over every robot's episodes so far."""
         steps = sum(s["env_steps"] for s in self.robot.values())
         return sum(s["interventions"] for s in self.robot.values()) / steps if steps else 0.0
 
