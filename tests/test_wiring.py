@@ -5,13 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from dual_actor import constants as K
 from dual_actor import losses
 from dual_actor.module import DualActorModule
-from dual_actor.policy import DualActorPolicy
 from factories import tiny_module_kwargs, tiny_policy_kwargs, training_batch
 from test_module import fit, snapshot
 

@@ -34,11 +34,6 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, warmup: Warmu
     return dataclasses.field(default=default, metadata=meta)
 
 
-def describe(cls: type, name: str) -> str:
-    """The one-line meaning declared for ``cls.name``."""
-    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
-
-
 def check_choices(obj: Any, prefix: str) -> None:
     """Every field of ``obj`` that declares ``choices`` holds one of them (lists: each element)."""
     for f in dataclasses.fields(obj):
