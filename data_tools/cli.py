@@ -37,7 +37,7 @@ from data_tools.lerobot_export import export_lerobot
 from data_tools.preview import preview
 from data_tools.push import push
 from data_tools.stats import format_info, info
-from data_tools.talk_tweak import LABELS, SIGMA_M, WINDOW
+from data_tools.talk_tweak import DEFAULT_LABEL, LABELS, SIGMA_M, WINDOW
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -127,10 +127,11 @@ def _add_words(p: argparse.ArgumentParser) -> None:
 
 
 def _add_label(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label", choices=LABELS, default="action",
-                   help="what the talk-and-tweak window sums: action = the executed actions (Eq. 12 as printed, "
-                        "default); correction = executed minus the logged policy_action (which way the operator "
-                        "corrected the policy; every intervened step needs a policy_action)")
+    p.add_argument("--label", choices=LABELS, default=DEFAULT_LABEL,
+                   help=f"what the talk-and-tweak window sums (default {DEFAULT_LABEL}, what a training run labels "
+                        "its online steps with): correction = executed minus the logged policy_action (which way "
+                        "the operator corrected the policy; every intervened step needs a policy_action); action = "
+                        "the executed actions (Eq. 12 as printed; for logs without the policy's proposals)")
 
 
 def _add_force(p: argparse._ActionsContainer, help: str = "overwrite an existing output file") -> None:
@@ -239,15 +240,15 @@ def _cmd_relabel(args: argparse.Namespace) -> int:
     stats = curate.relabel(args.src, args.out, window=args.window, sigma=args.sigma, words=parse_words(args.words),
                            translation_scale_m=args.translation_scale_m, force=args.force,
                            progress=_progress_on(args), label=args.label)
-    print(f"relabelled {stats['intervened_steps']} intervened steps in {stats['episodes']} episodes: "
-          f"{stats['changed']} commands changed -> {args.out}")
+    print(f"relabelled {stats['intervened_steps']} intervened steps in {stats['episodes']} episodes (label "
+          f"{args.label}): {stats['changed']} commands changed -> {args.out}")
     return 0
 
 
 @command
 def _cmd_preview(args: argparse.Namespace) -> int:
     result = preview(args.path, args.episode, args.out, camera=args.camera, every=args.every,
-                     max_frames=args.max_frames, force=args.force)
+                     max_frames=args.max_frames, force=args.force, progress=_progress_on(args))
     source = ", ".join(result["cameras"]) or "action plot"
     print(f"{result['episode']}: {result['frames']} frames (every {result['stride']} step(s), {source}) "
           f"-> {result['path']}")
@@ -323,6 +324,7 @@ def _add_preview(subparsers) -> None:
     p.add_argument("--every", type=int, default=1, metavar="N", help="draw every N-th step (default 1)")
     p.add_argument("--max-frames", type=int, default=200, help="at most this many frames (default 200)")
     _add_force(p)
+    _add_quiet(p)
     p.set_defaults(func=_cmd_preview)
 
 

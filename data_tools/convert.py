@@ -3,9 +3,10 @@
 Per episode the dataset gets ``obs/<key>`` for every low-dim obs key of the log (float32),
 ``obs/<camera>`` (uint8 (N, H, W, 3), chunked per frame + compressed), ``actions``,
 ``policy_actions`` (NaN where the log has null), ``intervention``, ``rewards``, ``dones`` and
-``refinement_command``: the command the operator spoke where the log has one, else the
-talk-and-tweak label of :func:`data_tools.talk_tweak.label_episode` (``"[null]"`` on steps
-without intervention). Attributes: ``task`` (one task per episode), ``robot``, ``kind`` and
+``refinement_command``: on an intervened step the command the operator spoke where the log has one, else
+the talk-and-tweak label of :func:`data_tools.talk_tweak.label_episode`; ``"[null]"`` on steps without
+intervention (a command spoken without a take-over is in the log, not a label): what the robot runtime stores
+in its buffers for the same steps. Attributes: ``task`` (one task per episode), ``robot``, ``kind`` and
 ``episode_id`` = ``"<session folder>/<episode id>"``, plus ``session`` and
 ``translation_scale_m``.
 
@@ -95,7 +96,7 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
-def _check_options(window: int, sigma: float, words, label: str = "action") -> None:
+def _check_options(window: int, sigma: float, words, label: str) -> None:
     try:
         talk_tweak.check_label(label)
     except ValueError as e:
@@ -110,12 +111,20 @@ def _check_options(window: int, sigma: float, words, label: str = "action") -> N
         raise DataToolsError(f"words: {e}") from None
 
 
+def _missing_proposal(label: str, e: talk_tweak.MissingProposalError) -> str:
+    """The error for an intervened step without a logged ``policy_action`` under label "correction"."""
+    default = " (the default)" if label == talk_tweak.DEFAULT_LABEL else ""
+    return (f"--label {label}{default}: step {e.step} is intervened but has no policy_action "
+            f"({e.count} such step(s) in this episode), and label {label!r} sums executed - proposed; "
+            "for a log without the policy's proposals (e.g. from another runtime) pass --label action")
+
+
 def _layout(log: LogEpisode) -> tuple:
     return {k: v.shape[1] for k, v in log.obs.items()}, dict(log.image_shapes)
 
 
 def _plan(
-    sessions: Sequence[Session], window: int, sigma: float, words, progress: bool, label: str = "action"
+    sessions: Sequence[Session], window: int, sigma: float, words, progress: bool, label: str
 ) -> tuple[list[_Planned], list[str]]:
     """Pass 1: read and validate every episode (low-dim data, PNG presence/headers), label."""
     planned: list[_Planned] = []
@@ -166,8 +175,11 @@ def _plan(
                         policy_actions=lg.policy_actions, label=label,
                     )
                 except talk_tweak.MissingProposalError as e:  # line L holds step L-1
-                    raise TeleopLogError(lg.steps_path, f"--label {label}: {e}", e.step + 1) from None
-                commands = [spoken if spoken is not None else d for spoken, d in zip(lg.commands, derived)]
+                    raise TeleopLogError(lg.steps_path, _missing_proposal(label, e), e.step + 1) from None
+                # the command the operator spoke on an intervened step, else the rule's label: what the robot
+                # runtime stores (a command spoken without a take-over labels no step: "[null]", Eq. 13)
+                commands = [spoken if (spoken is not None and intv) else d
+                            for spoken, intv, d in zip(lg.commands, lg.intervention, derived)]
                 planned.append(_Planned(s, lg, "online" if online else "demo", commands))
     return planned, truncated
 
@@ -297,7 +309,7 @@ def _check_append_target(out: Path, info: DatasetInfo, ref: Session) -> None:
 def _check_append_labelling(out: Path, info: DatasetInfo, labelling: dict) -> None:
     """Commands appended must follow the rule the dataset's commands were labelled with."""
     if "talk_tweak" in info.env_args:
-        stored = {"label": "action", **info.env_args["talk_tweak"]}  # datasets from before the option: Eq. 12
+        stored = talk_tweak.recorded_rule(info.env_args["talk_tweak"])
         differ = {k: (stored.get(k), v) for k, v in labelling.items() if stored.get(k) != v}
         if differ:
             listed = ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in differ.items())
@@ -317,7 +329,7 @@ def _check_episode_ids(planned: Sequence[_Planned], existing_ids: set[str], out:
         raise DataToolsError(f"{out}: already holds episode(s) {clash[:3]} (appending the same session twice?)")
 
 
-def _labelling(window: int, sigma: float, words, translation_scale_m: float, label: str = "action") -> dict:
+def _labelling(window: int, sigma: float, words, translation_scale_m: float, label: str) -> dict:
     """The talk-and-tweak parameters recorded in env_args ``"talk_tweak"``."""
     return {
         "window": window,
@@ -358,14 +370,15 @@ def convert(
     words: Mapping[str, Sequence[str]] | None = None,
     progress: bool = True,
     workers: int | None = None,
-    label: str = "action",
+    label: str = talk_tweak.DEFAULT_LABEL,
 ) -> ConvertSummary:
     """Convert teleoperation log sessions into one HDF5 talk-and-tweak dataset at ``out``.
 
     ``window`` (J) / ``sigma`` (metres) / ``words``: the talk-and-tweak rule for steps where the
-    operator intervened without speaking; ``label``: what Eq. 12 sums, ``"action"`` (the executed
-    actions, as printed) or ``"correction"`` (executed minus the logged ``policy_action``, which every
-    intervened step must then have; :mod:`data_tools.talk_tweak`). ``append``: add the episodes to the existing dataset
+    operator intervened without speaking; ``label``: what Eq. 12 sums, ``"correction"`` (the default,
+    :data:`~data_tools.talk_tweak.DEFAULT_LABEL`, as the training run labels online: executed minus the
+    logged ``policy_action``, which every intervened step must then have) or ``"action"`` (the executed
+    actions, Eq. 12 as printed; for logs without proposals). ``append``: add the episodes to the existing dataset
     ``out`` in place (same fps and layout required; an episode already in it, by
     ``episode_id``, is refused). Otherwise ``out`` must not exist unless ``force``.
     ``workers``: PNG decoding threads (default ``min(8, cpu count)``; see the module docstring

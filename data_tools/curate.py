@@ -44,12 +44,14 @@ from data_tools.outputs import check_output
 from data_tools.preview import preview
 from data_tools.stats import format_info, info
 from data_tools.talk_tweak import (
+    DEFAULT_LABEL,
     DEFAULT_WORDS,
     SIGMA_M,
     WINDOW,
     MissingProposalError,
     check_label,
     label_episode,
+    recorded_rule,
     refinement_command,
 )
 
@@ -203,22 +205,63 @@ def _signature_diff(a: dict[str, tuple], b: dict[str, tuple]) -> str:
     return "; ".join(parts)
 
 
+# env_args keys that say how to read the actions and commands (what relabel and convert --append read): inputs
+# that record one must agree on it, and the merged file records it
+_CARRIED = {
+    "translation_scale_m": "actions would mean different things in one dataset",
+    "talk_tweak": "their commands were labelled by different rules; relabel the inputs with the same --window / "
+                  "--sigma / --words / --label first",
+}
+
+
+def _describe(value) -> str:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
+
+
+def _disagreement(recorded: list[tuple[Path, object]]) -> str:
+    """``a.hdf5: 0.01, b.hdf5: 1.0``; for a labelling rule only its fields that differ from the first file's."""
+    ref = recorded[0][1]
+    if isinstance(ref, dict) and all(isinstance(v, dict) for _, v in recorded):
+        fields = sorted({k for _, v in recorded for k in set(v) | set(ref) if v.get(k) != ref.get(k)})
+        return "; ".join(f"{s}: " + ", ".join(f"{k} {_describe(v.get(k))}" for k in fields) for s, v in recorded)
+    return ", ".join(f"{s}: {_describe(v)}" for s, v in recorded)
+
+
 def _merge_env_args(srcs: Sequence[Path], env_args: Sequence[dict]) -> dict:
-    scales = {str(s): a["translation_scale_m"] for s, a in zip(srcs, env_args) if "translation_scale_m" in a}
-    if len({json.dumps(v) for v in scales.values()}) > 1:
-        listed = ", ".join(f"{s}: {v}" for s, v in scales.items())
-        raise CurateError(f"merge: env_args translation_scale_m differs between inputs ({listed}); "
-                          "actions would mean different things in one dataset")
+    """The keys equal in every input, the :data:`_CARRIED` keys of the inputs that record them (which must agree),
+    and ``"sources"``. Raises :class:`CurateError` naming the files and values that disagree."""
+    carried = {}
+    for key, why in _CARRIED.items():
+        recorded = [(s, recorded_rule(a[key]) if key == "talk_tweak" and isinstance(a[key], dict) else a[key])
+                    for s, a in zip(srcs, env_args) if key in a]
+        if any(v != recorded[0][1] for _, v in recorded[1:]):
+            raise CurateError(f"merge: env_args {key} differs between inputs ({_disagreement(recorded)}); "
+                              f"{why}; nothing written")
+        if recorded:
+            carried[key] = recorded[0][1]
     first = env_args[0]
     common = {
         k: v for k, v in first.items()
         if k != "sources" and all(k in a and a[k] == v for a in env_args[1:])
     }
-    return {**common, "sources": [{"file": s.name, "env_args": a} for s, a in zip(srcs, env_args)]}
+    return {**common, **carried, "sources": [{"file": s.name, "env_args": a} for s, a in zip(srcs, env_args)]}
 
 
-def _merged_episodes(srcs: Sequence[Path], total: int, progress: bool) -> Iterator[Episode]:
-    """The episodes of every input in order; each must have the first one's signature."""
+def _warn_unrecorded(srcs: Sequence[Path], env_args: Sequence[dict], merged: dict, intervened: dict) -> None:
+    """A carried key that some input does not record now covers that input's intervened steps too: say so."""
+    for key in _CARRIED:
+        if key not in merged:
+            continue
+        origin = next(s for s, a in zip(srcs, env_args) if key in a)
+        for s, a in zip(srcs, env_args):
+            if key not in a and intervened.get(s):
+                warnings.warn(f"merge: {s} records no env_args {key}; the merged file's (from {origin}) now covers "
+                              f"its {intervened[s]} intervened step(s)", CurateWarning, stacklevel=3)
+
+
+def _merged_episodes(srcs: Sequence[Path], total: int, progress: bool, intervened: dict) -> Iterator[Episode]:
+    """The episodes of every input in order; each must have the first one's signature. ``intervened`` gets the
+    number of intervened steps per input."""
     ref: tuple[Path, str, dict] | None = None
     bar = _progress(total, "merge", progress)
     try:
@@ -232,6 +275,7 @@ def _merged_episodes(srcs: Sequence[Path], total: int, progress: bool) -> Iterat
                         f"merge: {s}:/data/{ep.name} does not match {ref[0]}:/data/{ref[1]}: "
                         f"{_signature_diff(ref[2], sig)}"
                     )
+                intervened[s] = intervened.get(s, 0) + int(np.count_nonzero(ep.intervention))
                 yield ep
                 bar.update()
     finally:
@@ -244,9 +288,11 @@ def merge(srcs: Sequence[PathLike], out: PathLike, force: bool = False, progress
     Episodes are renumbered ``demo_0..`` in input order. fps must agree. Every episode must have
     the same action shape and the same observation keys, shapes and dtypes as the first one
     (otherwise a learner would silently read different things). ``env_args`` becomes
-    ``{<keys equal in every input>, "sources": [{"file": <file name>, "env_args": {...}}, ...]}``;
-    ``translation_scale_m`` must not differ between inputs. A mask present in every input is
-    carried over (names remapped, concatenated); other masks are dropped with a warning.
+    ``{<keys equal in every input>, "sources": [{"file": <file name>, "env_args": {...}}, ...]}``, plus what
+    relabel and ``convert --append`` read, ``translation_scale_m`` and the labelling rule ``talk_tweak``, from
+    the inputs that record them: those must agree (a rule recorded before the ``label`` option counts as label
+    "action"); an input that records none but has intervened steps is named in a warning. A mask present in every
+    input is carried over (names remapped, concatenated); other masks are dropped with a warning.
 
     Raises :class:`CurateError` (naming both files) on any disagreement, with nothing written.
     """
@@ -274,8 +320,10 @@ def merge(srcs: Sequence[PathLike], out: PathLike, force: bool = False, progress
         split_name: [r[n] for m, r in zip(metas, renames) for n in m.masks[split_name] if n in r]
         for split_name in common_splits
     }
-    write_dataset(out, _merged_episodes(srcs, offset, progress), fps=metas[0].fps, env_args=env_args,
+    intervened: dict[Path, int] = {}
+    write_dataset(out, _merged_episodes(srcs, offset, progress, intervened), fps=metas[0].fps, env_args=env_args,
                   masks=masks, force=force)
+    _warn_unrecorded(srcs, [m.env_args for m in metas], env_args, intervened)
     for split_name in sorted(all_splits - set(common_splits)):
         missing = [str(s) for s, m in zip(srcs, metas) if split_name not in m.masks]
         warnings.warn(f"merge: mask '{split_name}' dropped: missing in {', '.join(missing)}", CurateWarning,
@@ -398,7 +446,7 @@ def _relabel_scale(src: Path, env_args: dict, translation_scale_m: float | None)
 
 def _relabelled(
     src: Path, window: int, sigma: float, scale: float, words: Mapping[str, Sequence[str]] | None,
-    stats: dict, progress: bool, label: str = "action",
+    stats: dict, progress: bool, label: str,
 ) -> Iterator[Episode]:
     """The episodes of ``src`` with new commands on intervened steps; counts go to ``stats``."""
     for ep in _stream(src, None, "relabel", progress):
@@ -409,7 +457,12 @@ def _relabelled(
             derived = label_episode(ep.actions, ep.intervention, window, sigma, scale, words,
                                     policy_actions=ep.policy_actions, label=label)
         except MissingProposalError as e:  # label "correction" on an intervened step without a policy action
-            raise CurateError(f"{src}:/data/{ep.name}: relabel --label {label}: {e}") from None
+            default = " (the default)" if label == DEFAULT_LABEL else ""
+            raise CurateError(
+                f"{src}:/data/{ep.name}: relabel --label {label}{default}: step {e.step} is intervened but its "
+                f"policy_actions row is not finite ({e.count} such step(s) in this episode), and label {label!r} "
+                "sums executed - proposed; for a dataset without the policy's proposals (e.g. converted from "
+                "another runtime's log) pass --label action") from None
         new = [d if iv else old for d, iv, old in zip(derived, ep.intervention, ep.refinement_command)]
         stats["episodes"] += 1
         stats["steps"] += ep.num_samples
@@ -428,15 +481,16 @@ def relabel(
     translation_scale_m: float | None = None,
     force: bool = False,
     progress: bool = False,
-    label: str = "action",
+    label: str = DEFAULT_LABEL,
 ) -> dict:
     """Recompute ``refinement_command`` of every intervened step with other J / sigma / words / label.
 
     Uses :func:`data_tools.talk_tweak.label_episode` (windows of ``window`` steps cut at the end
     of each intervention segment; ``words`` maps an axis "x"|"y"|"z" to (positive, negative)
-    words, defaults for axes not given; ``label``: what Eq. 12 sums, ``"action"`` (the executed
-    actions) or ``"correction"`` (actions - policy_actions; every intervened step needs a finite
-    policy action, :mod:`data_tools.talk_tweak`). Commands of non-intervened steps are copied unchanged
+    words, defaults for axes not given; ``label``: what Eq. 12 sums, ``"correction"`` (the default,
+    :data:`~data_tools.talk_tweak.DEFAULT_LABEL`, as a training run labels online: actions - policy_actions;
+    every intervened step needs a finite policy action) or ``"action"`` (the executed actions, Eq. 12 as
+    printed; for datasets without proposals). Commands of non-intervened steps are copied unchanged
     (they are "[null]" unless an operator spoke one). Note: the dataset does not record which
     commands were spoken, so a spoken command on an intervened step is replaced too.
 

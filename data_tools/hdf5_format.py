@@ -349,6 +349,28 @@ def dataset_info(path: str | os.PathLike) -> DatasetInfo:
         return DatasetInfo(path, float(f.attrs.get("fps", 10.0)), env_args, names, masks)
 
 
+def feature_widths(path: str | os.PathLike, obs_keys: Iterable[str]) -> dict[str, int]:
+    """The widths of ``obs/<key>`` for ``obs_keys`` and of ``actions`` (key ``"actions"``), read from the first
+    episode's dataset shapes (no arrays loaded): ``{key: width}``."""
+    path = Path(path)
+    with _open(path) as f:
+        _check_header(f, path)
+        names = _sorted_names(f["data"], path)
+        if not names:
+            raise DatasetFormatError(f"{path}: no episodes")
+        g = f["data"][names[0]]
+        out = {}
+        for key in [*obs_keys, "actions"]:
+            where = f"{path}:/data/{names[0]}/" + (key if key == "actions" else f"obs/{key}")
+            ds = g.get(key) if key == "actions" else g.get("obs", {}).get(key)
+            if ds is None:
+                raise DatasetFormatError(f"{where}: missing")
+            if len(ds.shape) != 2:
+                raise DatasetFormatError(f"{where}: shape {ds.shape}, expected (N, d)")
+            out[key] = int(ds.shape[1])
+        return out
+
+
 def _read_episode(g: h5py.Group, where: str, load_images: bool, stored_images: bool) -> Episode:
     def need(key: str) -> np.ndarray:
         if key not in g:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from data_tools.atomic import atomic_path
 from data_tools.errors import CurateError, CurateWarning
@@ -235,8 +237,8 @@ def _stride(ep: Episode, every: int, max_frames: int) -> int:
     return stride
 
 
-def _render(path: Path, ep: Episode, camera: str | None, stride: int) -> tuple[list, list[str]]:
-    """The frames (PIL images) of every ``stride``-th step, and the cameras drawn."""
+def _render(path: Path, ep: Episode, camera: str | None, stride: int, progress: bool) -> tuple[list, list[str]]:
+    """The frames (PIL images) of every ``stride``-th step, and the cameras drawn (a progress bar on stderr)."""
     available = _image_keys(path, ep.name)
     if camera is not None and camera not in available:
         raise CurateError(f"{path}:/data/{ep.name}/obs: no camera {camera!r} "
@@ -248,7 +250,13 @@ def _render(path: Path, ep: Episode, camera: str | None, stride: int) -> tuple[l
     else:
         pictures, size = _trajectory_plot(ep, indices)
     renderer = _Renderer(ep, size)
-    return [renderer.frame(int(t), pic) for t, pic in zip(indices, pictures)], cameras
+    with tqdm(total=len(indices), desc="preview", unit="frame", file=sys.stderr, disable=not progress,
+              leave=False) as bar:
+        frames = []
+        for t, pic in zip(indices, pictures):
+            frames.append(renderer.frame(int(t), pic))
+            bar.update()
+    return frames, cameras
 
 
 def _save_gif(frames: list, dest: Path, stride: int, fps: float) -> None:
@@ -280,6 +288,7 @@ def preview(
     every: int = 1,
     max_frames: int = 200,
     force: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Render one episode for a person to look at: an animated GIF (``out`` ends with ``.gif``)
     or a PNG contact sheet (``.png``, frames in rows of up to 8).
@@ -291,7 +300,7 @@ def preview(
     and a timeline with the intervened steps in red. ``episode`` is ``"demo_3"`` or ``3``.
 
     Every ``every``-th step is drawn; when that gives more than ``max_frames`` frames the stride
-    is raised to fit (with a :class:`CurateWarning`). Returns
+    is raised to fit (with a :class:`CurateWarning`). ``progress``: a progress bar (frames drawn) on stderr. Returns
     ``{"path", "episode", "frames", "stride", "cameras"}``. Raises :class:`CurateError` on bad
     arguments or an existing ``out`` without ``force``.
     """
@@ -300,7 +309,7 @@ def preview(
     meta = dataset_info(path)
     ep = _find_episode(path, meta, episode)
     stride = _stride(ep, every, max_frames)
-    frames, cameras = _render(path, ep, camera, stride)
+    frames, cameras = _render(path, ep, camera, stride, progress)
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".gif":
             _save_gif(frames, tmp, stride, meta.fps)

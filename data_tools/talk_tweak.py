@@ -1,4 +1,4 @@
-"""Talk-and-tweak labelling (paper Eq. 12, 13; exact rule in DESIGN.md).
+"""Talk-and-tweak labelling (paper Eq. 12, 13; the exact rule below; label source: docs/algorithm.md).
 
 For an intervened step t, Delta_t = sum of the translations (dims 0..2, in metres) of the
 intervened actions t .. t+J-1, cut at the end of the contiguous intervention segment holding t.
@@ -30,21 +30,30 @@ DEFAULT_WORDS: dict[str, tuple[str, str]] = {
 _AXIS_INDEX = {"x": 0, "y": 1, "z": 2}
 SENTENCE_ORDER = ("y", "x", "z")
 LABELS = ("action", "correction")
+DEFAULT_LABEL = "correction"  # the label source of the run's online labelling, convert and relabel (docs/algorithm.md)
 _ONE_INTERVENED = np.ones(1, dtype=bool)
 
 
 class MissingProposalError(ValueError):
-    """Label ``"correction"`` on an intervened step without a finite policy action; ``step`` is its index."""
+    """Label ``"correction"`` on an intervened step without a finite policy action; ``step`` is the first such
+    step's index, ``count`` how many there are."""
 
-    def __init__(self, message: str, step: int):
+    def __init__(self, message: str, step: int, count: int = 1):
         super().__init__(message)
-        self.step = step
+        self.step, self.count = step, count
 
 
 def check_label(label: str) -> str:
     if label not in LABELS:
         raise ValueError(f"talk-and-tweak label must be one of {LABELS}, got {label!r}")
     return label
+
+
+def recorded_rule(record: Mapping) -> dict:
+    """A dataset's env_args ``"talk_tweak"`` record (``window``, ``sigma``, ``label``, ``translation_scale_m``,
+    ``words``, as convert and relabel write it), with ``label`` filled in for records written before the option
+    existed: those commands were labelled with ``"action"`` (Eq. 12 as printed)."""
+    return {"label": "action", **dict(record)}
 
 
 def tweaks(actions: np.ndarray, policy_actions: np.ndarray | None, intervention: np.ndarray,
@@ -66,7 +75,7 @@ def tweaks(actions: np.ndarray, policy_actions: np.ndarray | None, intervention:
             f"label 'correction' needs the policy's proposed action on every intervened step; step "
             f"{int(missing[0])} has none ({len(missing)} such step(s)"
             f"{'; there are no policy actions' if policy_actions is None else ''}); use label 'action'",
-            int(missing[0]))
+            int(missing[0]), len(missing))
     return np.where(intervention[:, None], actions - np.nan_to_num(pol), actions)
 
 

@@ -1,6 +1,6 @@
 """Teleoperation log format, version 1: the layout's names and the validation writer and reader share.
 
-Layout (``docs/teleop-log-format.md``; DESIGN.md "Teleoperation log format")::
+Layout (``docs/teleop-log-format.md``)::
 
     <session>/session.json   {"format": "dual-actor-teleop-log", "version": 1, "fps": 10,
                               "robot": "...", "action_dim": 7, "translation_scale_m": 1.0,

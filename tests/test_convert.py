@@ -56,13 +56,14 @@ def test_convert_hand_derived(tmp_path):
     online = _hand_session(tmp_path / "online", policy=True)
     demo = _hand_session(tmp_path / "teleop", policy=False, robot="arm2")
     before = tree_hash(tmp_path)
-    summary = convert([online, demo], tmp_path / "out/ds.hdf5", progress=False)
+    # label "action": the hand derivation below sums the executed actions, and step 3 logged no proposal
+    summary = convert([online, demo], tmp_path / "out/ds.hdf5", progress=False, label="action")
     assert (summary.episodes, summary.steps, summary.sessions, summary.kinds) == (2, 12, 2, {"online": 1, "demo": 1})
     # convert never writes into the inputs
     assert tree_hash(tmp_path) != before  # out/ was added ...
     shutil.rmtree(tmp_path / "out")
     assert tree_hash(tmp_path) == before  # ... and nothing else changed
-    summary = convert([online, demo], tmp_path / "out/ds.hdf5", progress=False)
+    summary = convert([online, demo], tmp_path / "out/ds.hdf5", progress=False, label="action")
     eps = list(read_episodes(tmp_path / "out/ds.hdf5"))
     assert [e.name for e in eps] == ["demo_0", "demo_1"]
     a, b = eps
@@ -87,6 +88,7 @@ def test_convert_hand_derived(tmp_path):
     np.testing.assert_array_equal(a.dones, [0, 0, 0, 0, 0, 1])
     info = dataset_info(tmp_path / "out/ds.hdf5")
     assert info.fps == 10.0 and info.env_args["talk_tweak"]["window"] == 5
+    assert info.env_args["talk_tweak"]["label"] == "action"
     assert info.env_args["translation_scale_m"] == 0.01
     with h5py.File(tmp_path / "out/ds.hdf5") as f:
         assert f["data"].attrs["total"] == 12
@@ -115,10 +117,10 @@ def test_images_stored_raw_when_noise_and_deflated_otherwise(tmp_path):
 
 def test_labelling_options(tmp_path):
     s = _hand_session(tmp_path / "s", policy=True)
-    convert([s], tmp_path / "a.hdf5", sigma=0.007, progress=False)  # only |x| 9.2 mm clears 7 mm
+    convert([s], tmp_path / "a.hdf5", sigma=0.007, progress=False, label="action")  # only |x| 9.2 mm clears 7 mm
     (a,) = read_episodes(tmp_path / "a.hdf5", load_images=False)
     assert a.refinement_command[2] == "move forward" and a.refinement_command[4] == "[null]"
-    convert([s], tmp_path / "b.hdf5", window=1, words={"y": ("right", "left")}, progress=False)
+    convert([s], tmp_path / "b.hdf5", window=1, words={"y": ("right", "left")}, progress=False, label="action")
     (b,) = read_episodes(tmp_path / "b.hdf5", load_images=False)
     assert b.refinement_command[2] == "move left and forward"  # x 5 mm, y -2 mm with flipped words
     assert b.refinement_command[4] == "move left"  # x -0.8 mm is not < -1 mm
@@ -128,7 +130,7 @@ def test_labelling_options(tmp_path):
     assert not (tmp_path / "c.hdf5").exists()
 
 
-def test_correction_labels(tmp_path):
+def test_correction_labels(tmp_path, capsys):
     # policy proposes 0.25 on every dim; corrections on steps 2..4 (mm): x 2.5, 2.5, -3.3; y -4.5 each; z -2.5 each
     s = _hand_session(tmp_path / "s", policy=True, proposal_at_3=True)
     convert([s], tmp_path / "c.hdf5", label="correction", progress=False)
@@ -139,8 +141,15 @@ def test_correction_labels(tmp_path):
     assert dataset_info(tmp_path / "c.hdf5").env_args["talk_tweak"]["label"] == "correction"
     assert main(["convert", str(s), "-o", str(tmp_path / "cli.hdf5"), "-q", "--label", "correction"]) == 0
     assert next(iter(read_episodes(tmp_path / "cli.hdf5", load_images=False))).refinement_command == c.refinement_command
+    # correction is the default (DEFAULT_LABEL, what a training run labels with), in the library and the CLI
+    convert([s], tmp_path / "d.hdf5", progress=False)
+    assert main(["convert", str(s), "-o", str(tmp_path / "cli-d.hdf5"), "-q"]) == 0
+    for name in ("d.hdf5", "cli-d.hdf5"):
+        (d,) = read_episodes(tmp_path / name, load_images=False)
+        assert d.refinement_command == c.refinement_command
+        assert dataset_info(tmp_path / name).env_args["talk_tweak"]["label"] == "correction"
     # the same session labelled as printed (Eq. 12 on executed actions): x +9.2, -0.8 mm; y -6, -2 mm
-    convert([s], tmp_path / "a.hdf5", progress=False)
+    convert([s], tmp_path / "a.hdf5", progress=False, label="action")
     (a,) = read_episodes(tmp_path / "a.hdf5", load_images=False)
     assert a.refinement_command[2] == "move right and forward" and a.refinement_command[4] == "move right"
     assert dataset_info(tmp_path / "a.hdf5").env_args["talk_tweak"]["label"] == "action"
@@ -150,17 +159,26 @@ def test_correction_labels(tmp_path):
         convert([_hand_session(tmp_path / "s2", policy=True, proposal_at_3=True)], tmp_path / "a.hdf5",
                 append=True, label="correction", progress=False)
     assert hashlib.sha256((tmp_path / "a.hdf5").read_bytes()).hexdigest() == before
-    # an intervened step without a logged proposal: the file and line, and no output
+    # an intervened step without a logged proposal (a log from another runtime): the file and line, what to pass
+    # instead, and no output; the same with the default label, in the library and on the command line
     bad = _hand_session(tmp_path / "bad", policy=True)
-    with pytest.raises(TeleopLogError, match=r"steps.jsonl:4: --label correction: .*step 3 has none"):
-        convert([bad], tmp_path / "x.hdf5", label="correction", progress=False)
+    for kw in (dict(label="correction"), {}):
+        with pytest.raises(TeleopLogError, match=r"steps.jsonl:4: --label correction \(the default\): step 3 is "
+                                                 r"intervened but has no policy_action \(1 such step\(s\) in this "
+                                                 r"episode\).*pass --label action$"):
+            convert([bad], tmp_path / "x.hdf5", progress=False, **kw)
+    capsys.readouterr()
+    assert main(["convert", str(bad), "-o", str(tmp_path / "x.hdf5"), "-q"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad / 'episodes/e0/steps.jsonl'}:4: ")
+    assert main(["convert", str(bad), "-o", str(tmp_path / "y.hdf5"), "-q", "--label", "action"]) == 0
     with pytest.raises(DataToolsError, match="label must be one of"):
         convert([s], tmp_path / "x.hdf5", label="delta", progress=False)
     assert not (tmp_path / "x.hdf5").exists()
 
 
 def test_overwrite_and_append(tmp_path):
-    s1 = _hand_session(tmp_path / "s1", policy=True)
+    s1 = _hand_session(tmp_path / "s1", policy=True, proposal_at_3=True)
     s2 = _hand_session(tmp_path / "s2", policy=False)
     out = tmp_path / "ds.hdf5"
     convert([s1], out, progress=False)
@@ -178,7 +196,8 @@ def test_overwrite_and_append(tmp_path):
     with pytest.raises(DataToolsError, match="already holds episode"):
         convert([s1], out, append=True, progress=False)
     with pytest.raises(DataToolsError, match=r"labelled with window 5 \(now 3\)"):
-        convert([_hand_session(tmp_path / "s3", policy=True)], out, append=True, window=3, progress=False)
+        convert([_hand_session(tmp_path / "s3", policy=True, proposal_at_3=True)], out, append=True, window=3,
+                progress=False)
     shutil.rmtree(tmp_path / "s3")
     with pytest.raises(DataToolsError, match="needs an existing dataset"):
         convert([s1], tmp_path / "new.hdf5", append=True, progress=False)
@@ -233,7 +252,7 @@ def test_append_episodes_rolls_back(tmp_path):
 
 
 def test_bad_arguments(tmp_path):
-    s = _hand_session(tmp_path / "s", policy=True)
+    s = _hand_session(tmp_path / "s", policy=True, proposal_at_3=True)
     with pytest.raises(DataToolsError, match="inside the input session"):
         convert([s], s / "ds.hdf5", progress=False)
     with pytest.raises(DataToolsError, match="given twice"):
@@ -247,7 +266,7 @@ def test_bad_arguments(tmp_path):
         ep.step(task="t", obs={"proprio": [0, 0], "joints": [0]}, action=[0] * 5, images={"cam": _img(0)})
     with pytest.raises(TeleopLogError, match=r"o/session.json: action_dim 5 differs from 4"):
         convert([s, tmp_path / "o"], tmp_path / "ds.hdf5", progress=False)
-    metres = _hand_session(tmp_path / "metres", policy=True, scale=1.0)
+    metres = _hand_session(tmp_path / "metres", policy=True, scale=1.0, proposal_at_3=True)
     with pytest.raises(TeleopLogError, match=r"metres/session.json: translation_scale_m 1.0 differs from 0.01"):
         convert([s, metres], tmp_path / "ds.hdf5", progress=False)
     empty = SessionWriter(tmp_path / "empty", action_dim=4)
@@ -257,7 +276,7 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_in_process(tmp_path, capsys):
-    s = _hand_session(tmp_path / "s", policy=True)
+    s = _hand_session(tmp_path / "s", policy=True, proposal_at_3=True)
     assert main(["convert", str(s), "-o", str(tmp_path / "ds.hdf5")]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"wrote {tmp_path / 'ds.hdf5'}: 1 episodes (1 online), 6 steps from 1 session(s)")
@@ -269,7 +288,9 @@ def test_cli_in_process(tmp_path, capsys):
                  "--words", '{"y": ["right", "left"]}']) == 0
     assert capsys.readouterr() == ("", "")
     (ep,) = read_episodes(tmp_path / "ds.hdf5", load_images=False)
-    assert ep.refinement_command[2] == "move left and forward"
+    # default label correction, J=1: step 2's correction (0.5, -0.2, 0) - 0.25 = x +2.5, y -4.5, z -2.5 mm; y's words
+    # flipped
+    assert ep.refinement_command[2] == "move left, forward and down"
     assert main(["convert", str(s), "-o", str(tmp_path / "x.hdf5"), "--words", "[1]"]) == 2
     assert "--words" in capsys.readouterr().err
     assert main([]) == 2
@@ -281,6 +302,16 @@ def test_cli_in_process(tmp_path, capsys):
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "data_tools", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
+
+
+def test_cli_missing_session_folder_is_one_error_line_and_writes_nothing(tmp_path):
+    (tmp_path / "work").mkdir()
+    missing, out = tmp_path / "work" / "no-such-session", tmp_path / "work" / "new-folder" / "ds.hdf5"
+    r = _run_cli("convert", str(missing), "-o", str(out))
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: {missing}: not a session folder (no such directory)", r.stderr
+    assert os.listdir(tmp_path / "work") == []  # neither the output nor its folder
 
 
 @pytest.fixture(scope="module")

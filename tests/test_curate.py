@@ -280,8 +280,82 @@ def test_merge_shape_mismatch_leaves_no_output(ds, tmp_path):
 def test_merge_translation_scale_conflict(ds, tmp_path):
     b = write_dataset(tmp_path / "b.hdf5", [ep("stack", 3, images=True)], fps=10,
                       env_args={"translation_scale_m": 1.0})
-    with pytest.raises(CurateError, match="translation_scale_m differs"):
+    with pytest.raises(CurateError, match="translation_scale_m differs") as e:
         curate.merge([ds, b], tmp_path / "m.hdf5")
+    assert f"({ds}: 0.01, {b}: 1.0)" in str(e.value)
+    assert not (tmp_path / "m.hdf5").exists()
+
+
+RULE = {"window": 5, "sigma": 0.001, "label": "correction", "translation_scale_m": 0.01,
+        "words": {"x": ["forward", "backward"], "y": ["left", "right"], "z": ["up", "down"]}}
+
+
+def proposed_ep(episode_id="s1/e0"):
+    """RELABEL_ACTIONS intervened on RELABEL_IV, the policy having proposed x = +1 unit on every step."""
+    e = ep("pick", 7, "online", intervention=RELABEL_IV, actions=RELABEL_ACTIONS, episode_id=episode_id,
+           commands=["stop", NULL, NULL, "move up", NULL, NULL, NULL])
+    e.policy_actions = np.tile(np.float32([1, 0, 0, 0]), (7, 1))
+    return e
+
+
+def test_merge_split_filter_keep_what_relabel_needs(tmp_path):
+    """The README's recipe: the bench demos (no scale, no rule: nothing intervened) merged with a converted teleop
+    log. The merged file keeps the log's translation_scale_m and labelling rule, and so do split and filter, so
+    relabel runs on each of them (the labels: test_relabel_correction_labels' hand derivation)."""
+    demos = write_dataset(tmp_path / "demos.hdf5", [ep("pick", 4, episode_id="bench/0")], fps=10,
+                          env_args={"bench": "metaworld", "seed": 0})
+    online = write_dataset(tmp_path / "online.hdf5", [proposed_ep()], fps=10,
+                           env_args={"source": "log", "sessions": ["s1"], "translation_scale_m": 0.01,
+                                     "talk_tweak": RULE})
+    week = tmp_path / "week.hdf5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the demos record neither, but have no intervened step: no warning
+        assert curate.merge([demos, online], week) == 2
+    args = dataset_info(week).env_args
+    assert args["translation_scale_m"] == 0.01 and args["talk_tweak"] == RULE
+    assert [src["file"] for src in args["sources"]] == ["demos.hdf5", "online.hdf5"]
+    curate.split(week, tmp_path / "split.hdf5", valid_fraction=0.5)
+    curate.filter_dataset(week, tmp_path / "filtered.hdf5", kind="online")
+    want = ["stop", "move right and backward", "move right and backward", "move backward", NULL,
+            "move left, backward and down", "move left and backward"]
+    for name in ("week", "split", "filtered"):
+        path = tmp_path / f"{name}.hdf5"
+        assert {k: dataset_info(path).env_args[k] for k in ("translation_scale_m", "talk_tweak")} == \
+            {"translation_scale_m": 0.01, "talk_tweak": RULE}, name
+        stats = curate.relabel(path, tmp_path / f"{name}-j2.hdf5", window=2)
+        assert stats["translation_scale_m"] == 0.01
+        assert episodes(tmp_path / f"{name}-j2.hdf5")[-1].refinement_command == want, name
+
+
+def test_merge_labelling_rules_must_agree(tmp_path):
+    a = write_dataset(tmp_path / "a.hdf5", [proposed_ep("s1/e0")], fps=10,
+                      env_args={"translation_scale_m": 0.01, "talk_tweak": {**RULE, "label": "action"}})
+    b = write_dataset(tmp_path / "b.hdf5", [proposed_ep("s2/e0")], fps=10,
+                      env_args={"translation_scale_m": 0.01, "talk_tweak": {**RULE, "window": 3}})
+    out = tmp_path / "m.hdf5"
+    with pytest.raises(CurateError) as e:
+        curate.merge([a, b], out)
+    assert str(e.value).startswith("merge: env_args talk_tweak differs between inputs (")
+    assert f"{a}: label 'action', window 5; {b}: label 'correction', window 3" in str(e.value)
+    assert "relabel the inputs with the same" in str(e.value) and "nothing written" in str(e.value)
+    assert not out.exists() and leftovers(tmp_path) == []
+    # a rule recorded before the label option was labelled with "action": it agrees with an explicit "action"
+    old = {k: v for k, v in RULE.items() if k != "label"}
+    c = write_dataset(tmp_path / "c.hdf5", [proposed_ep("s3/e0")], fps=10,
+                      env_args={"translation_scale_m": 0.01, "talk_tweak": old})
+    assert curate.merge([a, c], out) == 2
+    assert dataset_info(out).env_args["talk_tweak"] == {**RULE, "label": "action"}
+
+
+def test_merge_warns_when_an_input_with_interventions_records_no_scale(ds, tmp_path):
+    b = write_dataset(tmp_path / "b.hdf5", [ep("stack", 5, "online", intervention=[1, 2, 3], images=True)], fps=10,
+                      masks={"train": ["demo_0"], "valid": []})
+    with pytest.warns(CurateWarning) as caught:
+        curate.merge([ds, b], tmp_path / "m.hdf5")
+    assert [str(w.message) for w in caught] == [
+        f"merge: {b} records no env_args translation_scale_m; the merged file's (from {ds}) now covers its 3 "
+        "intervened step(s)"]
+    assert dataset_info(tmp_path / "m.hdf5").env_args["translation_scale_m"] == 0.01
 
 
 def test_merge_cli(ds, tmp_path, capsys):
@@ -403,7 +477,7 @@ def relabel_src(tmp_path, env_args=None, commands=None):
 def test_relabel_hand_derived_windows(tmp_path):
     src = relabel_src(tmp_path)
     before = sha(src)
-    stats = curate.relabel(src, tmp_path / "o.hdf5", window=2)
+    stats = curate.relabel(src, tmp_path / "o.hdf5", window=2, label="action")  # the file has no policy actions
     assert sha(src) == before
     # J=2, metres = units * 0.01, sigma 1 mm:
     # t1: t1+t2 = (+0.01, -0.01, 0)       -> right, forward
@@ -436,8 +510,12 @@ def test_relabel_correction_labels(tmp_path):
     assert stats["changed"] == 5 and dataset_info(tmp_path / "o.hdf5").env_args["talk_tweak"]["label"] == "correction"
     e.policy_actions[5] = np.nan  # an intervened step without a proposal
     src2 = write_dataset(tmp_path / "r2.hdf5", [e], fps=10, env_args={"translation_scale_m": 0.01})
-    with pytest.raises(CurateError, match="demo_0: relabel --label correction: .*step 5 has none"):
+    with pytest.raises(CurateError, match=r"demo_0: relabel --label correction \(the default\): step 5 is intervened "
+                                          r"but its policy_actions row is not finite \(1 such step"):
         curate.relabel(src2, tmp_path / "o2.hdf5", label="correction")
+    # correction is the default: the same labels without saying so
+    assert curate.relabel(src, tmp_path / "d.hdf5", window=2) == stats
+    assert episodes(tmp_path / "d.hdf5")[0].refinement_command == o.refinement_command
     with pytest.raises(CurateError, match="label must be one of"):
         curate.relabel(src, tmp_path / "o2.hdf5", label="delta")
     assert not (tmp_path / "o2.hdf5").exists() and leftovers(tmp_path) == []
@@ -445,14 +523,14 @@ def test_relabel_correction_labels(tmp_path):
 
 def test_relabel_default_window_and_words(tmp_path):
     src = relabel_src(tmp_path)
-    curate.relabel(src, tmp_path / "o.hdf5", words={"y": ("port", "starboard")}, sigma=0.001)
+    curate.relabel(src, tmp_path / "o.hdf5", words={"y": ("port", "starboard")}, sigma=0.001, label="action")
     # J=5: t1: t1..t3 = (0.01, -0.01, 0.0005); t2: t2..t3; t3; t5: t5..t6; t6
     (e,) = episodes(tmp_path / "o.hdf5")
     assert e.refinement_command[1:4] == ["move starboard and forward", "move starboard", NULL]
     assert e.refinement_command[5:] == ["move port, forward and down", "move port and forward"]
     assert dataset_info(tmp_path / "o.hdf5").env_args["talk_tweak"]["words"]["y"] == ["port", "starboard"]
     # a large sigma: nothing passes -> every intervened step [null]
-    stats = curate.relabel(src, tmp_path / "o2.hdf5", sigma=0.1)
+    stats = curate.relabel(src, tmp_path / "o2.hdf5", sigma=0.1, label="action")
     assert episodes(tmp_path / "o2.hdf5")[0].refinement_command == ["stop"] + [NULL] * 6
     assert stats["changed"] == 1  # only t3 ("move up") changed
 
@@ -463,14 +541,14 @@ def test_relabel_translation_scale(tmp_path):
     with pytest.raises(CurateError, match="--translation-scale-m"):
         curate.relabel(src, out)
     assert not out.exists() and leftovers(tmp_path) == []
-    stats = curate.relabel(src, out, window=2, translation_scale_m=0.01)
+    stats = curate.relabel(src, out, window=2, translation_scale_m=0.01, label="action")
     assert stats["translation_scale_m"] == 0.01
     assert dataset_info(out).env_args["translation_scale_m"] == 0.01
     assert episodes(out)[0].refinement_command[1] == "move right and forward"
     with pytest.raises(CurateError, match="0.01 but 1 was given"):
         curate.relabel(out, tmp_path / "o2.hdf5", translation_scale_m=1.0)
     # scale 0.0001: t1 window sums to 0.0001 m per axis < sigma -> [null]
-    curate.relabel(src, tmp_path / "o3.hdf5", window=2, translation_scale_m=0.0001)
+    curate.relabel(src, tmp_path / "o3.hdf5", window=2, translation_scale_m=0.0001, label="action")
     assert episodes(tmp_path / "o3.hdf5")[0].refinement_command[1] == NULL
 
 
@@ -486,23 +564,26 @@ def test_relabel_cli(tmp_path, capsys):
     src = relabel_src(tmp_path)
     out = tmp_path / "o.hdf5"
     assert run_cli(["relabel", str(src), "-o", str(out), "--window", "2", "--words", "x=ahead,back",
-                    "--words", "y=left,right", "-q"]) == 0
-    assert "5 commands changed" in capsys.readouterr().out
+                    "--words", "y=left,right", "-q", "--label", "action"]) == 0
+    assert "(label action): 5 commands changed" in capsys.readouterr().out
     assert episodes(out)[0].refinement_command[1] == "move right and ahead"
     assert run_cli(["relabel", str(src), "-o", str(out), "--force", "--words", "q=a,b"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --words")
     # the JSON form convert takes
     assert run_cli(["relabel", str(src), "-o", str(out), "--force", "-q", "--window", "2",
-                    "--words", '{"y": ["port", "starboard"]}']) == 0
+                    "--words", '{"y": ["port", "starboard"]}', "--label", "action"]) == 0
     assert episodes(out)[0].refinement_command[1] == "move starboard and forward"
     assert run_cli(["relabel", str(src), "-o", str(out), "--force", "--words", '{"y": "port"}']) == 2
     capsys.readouterr()
-    # --label correction on a file without policy actions: one error line, the output as it was
+    # the default label (correction) on a file without policy actions: one error line saying what to pass instead,
+    # the output as it was
     before = episodes(out)[0].refinement_command
-    assert run_cli(["relabel", str(src), "-o", str(out), "--force", "-q", "--label", "correction"]) != 0
+    assert run_cli(["relabel", str(src), "-o", str(out), "--force", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "relabel --label correction" in err[0] and "step 1 has none" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "r.hdf5:/data/demo_0" in err[0]
+    assert "relabel --label correction (the default): step 1 is intervened" in err[0]
+    assert "(5 such step(s) in this episode)" in err[0] and err[0].endswith("pass --label action")
     assert episodes(out)[0].refinement_command == before
 
 
@@ -571,6 +652,11 @@ def test_preview_cli(ds, tmp_path, capsys):
     assert "3 frames" in capsys.readouterr().out and out.exists()
     assert run_cli(["preview", str(ds), "--episode", "demo_1", "-o", str(out)]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    # a progress bar (frames drawn) on stderr, which -q silences, as for every command that draws one
+    assert run_cli(["preview", str(ds), "--episode", "demo_1", "-o", str(out), "--force"]) == 0
+    assert "preview" in capsys.readouterr().err
+    assert run_cli(["preview", str(ds), "--episode", "demo_1", "-o", str(out), "--force", "-q"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_corrupt_episode_midway_leaves_no_output(ds, tmp_path):
@@ -581,7 +667,7 @@ def test_corrupt_episode_midway_leaves_no_output(ds, tmp_path):
     before = sha(bad)
     for fn in (lambda o: curate.filter_dataset(bad, o, task=["pick", "place"]),
                lambda o: curate.merge([ds, bad], o),
-               lambda o: curate.relabel(bad, o),
+               lambda o: curate.relabel(bad, o, label="action"),
                lambda o: curate.split(bad, o)):
         out = tmp_path / "o.hdf5"
         with pytest.raises(Exception, match="demo_3/actions: contains NaN"):
@@ -590,7 +676,7 @@ def test_corrupt_episode_midway_leaves_no_output(ds, tmp_path):
     assert sha(bad) == before
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert run_cli(["relabel", str(bad), "-o", str(tmp_path / "o.hdf5")]) == 2
+        assert run_cli(["relabel", str(bad), "-o", str(tmp_path / "o.hdf5"), "--label", "action"]) == 2
 
 
 # ---------------------------------------------------------------------------------- image chunks
@@ -644,7 +730,7 @@ def test_rewrites_copy_image_chunks_byte_for_byte(tmp_path):
         "filter": lambda o: curate.filter_dataset(src, o, task="pick"),
         "merge": lambda o: curate.merge([src, other], o),
         "split": lambda o: curate.split(src, o, valid_fraction=0.5),
-        "relabel": lambda o: curate.relabel(src, o, window=1),
+        "relabel": lambda o: curate.relabel(src, o, window=1, label="action"),
     }
     for name, run in outs.items():
         out = tmp_path / f"{name}.hdf5"

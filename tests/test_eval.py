@@ -284,6 +284,42 @@ def test_cli_evaluates_a_saved_policy_and_rejects_a_missing_one(tmp_path, capsys
     assert "error:" in capsys.readouterr().err
 
 
+def test_cli_on_a_folder_that_is_not_a_policy_is_one_error_line(tmp_path):
+    """``python -m dual_actor.eval FOLDER`` on a run folder, a policy folder with a damaged config.json and a missing
+    folder: exit 2 within seconds, one ``error:`` line naming the folder (no traceback), no --out written."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    tiny_policy().save_pretrained(run / "policy")
+    (run / "config.yaml").write_text("seed: 0\n")
+    broken = tmp_path / "broken"
+    tiny_policy().save_pretrained(broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    del cfg["obs_dim"]
+    (broken / "config.json").write_text(json.dumps(cfg))
+    cases = {
+        run: f"error: {run}: not a policy folder (no config.json or model.safetensors; expected a save_pretrained "
+             f"folder); a run folder's policy is {run / 'policy'}",
+        broken: f"error: {broken}: not a loadable policy folder: ",
+        run / "polcy": f"error: {run / 'polcy'}: no such policy folder",
+    }
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for folder, want in cases.items():
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        out = tmp_path / "res.json"
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "dual_actor.eval", str(folder), "--trials", "1", "--out", str(out)],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert time.monotonic() - t0 < 60
+        lines = r.stderr.splitlines()
+        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr
+        assert lines[0].startswith(want) and "Traceback" not in r.stderr, lines[0]
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
 def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
     """``evaluate_expert`` / ``eval --expert``: the scripted expert alone on the very trials a policy gets. Derived
     independently: the noise-free expert rolled out on each task's eval-seed env, episode after episode; and a

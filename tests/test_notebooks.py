@@ -28,7 +28,7 @@ def run_notebook(name: str, tmp: Path, **params) -> nbformat.NotebookNode:
     """A temporary copy of the notebook, executed with TINY = True and ``params``."""
     copy = tmp / f"{name}.ipynb"
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", copy)
-    return ex.execute(copy, {"TINY": True, **params}, timeout=CELL_TIMEOUT)
+    return ex.execute(copy, {"TINY": True, **params}, timeout=CELL_TIMEOUT, in_place=True)
 
 
 def outputs(nb, kind: str) -> list[str]:
@@ -98,10 +98,42 @@ def test_a_failing_cell_fails_and_keeps_the_outputs(tmp_path):
                                   metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
     nbformat.write(nb, tmp_path / "f.ipynb")
     ex.execute(tmp_path / "f.ipynb", {}, out=tmp_path / "ok.ipynb", timeout=60)
-    r = subprocess.run([sys.executable, str(NOTEBOOKS / "execute.py"), str(tmp_path / "f.ipynb"), "X=2", "--timeout", "60"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, str(NOTEBOOKS / "execute.py"), str(tmp_path / "f.ipynb"), "X=2",
+                        "--timeout", "60", "--in-place"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "boom" in r.stderr
     assert "before" in "".join(outputs(nbformat.read(tmp_path / "f.ipynb", as_version=4), "stream"))
+
+
+def test_execute_needs_to_be_told_where_to_write(tmp_path):
+    """Without --out or --in-place nothing runs and the notebook is left as it is (the committed ones included);
+    --out DIR writes DIR/<notebook's name>, the notebook untouched."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell("print(X * 7)")],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    src = tmp_path / "n.ipynb"
+    nbformat.write(nb, src)
+    before = src.read_bytes()
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(NOTEBOOKS / "execute.py"), str(src), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    r = run("X=2")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"error: {src}: say where the executed notebook goes: --out OUT.ipynb (or a "
+                                     "folder), or --in-place to write its outputs into it"]
+    r = run("X=2", "--out", str(tmp_path / "missing" / "o.ipynb"))
+    assert r.returncode == 2 and r.stderr.splitlines() == [f"error: --out {tmp_path / 'missing' / 'o.ipynb'}: no such "
+                                                          f"folder {tmp_path / 'missing'}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.ipynb"] and src.read_bytes() == before
+    (tmp_path / "runs").mkdir()
+    r = run("X=2", "--out", str(tmp_path / "runs"), "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    assert "14" in "".join(outputs(nbformat.read(tmp_path / "runs" / "n.ipynb", as_version=4), "stream"))
+    assert src.read_bytes() == before
+    with pytest.raises(ValueError, match="--in-place"):
+        ex.execute(src, {"X": 3})
+    assert src.read_bytes() == before
 
 
 # ----------------------------------------------------------------------------------- executed (slow)

@@ -86,7 +86,7 @@ def make_loop(env, transport=None, **kw):
 
 def test_runtime_labels_equal_label_episode_and_rows():
     env = FakeEnv(horizon=12)
-    loop = make_loop(env)
+    loop = make_loop(env, label="action")  # Eq. 12 as printed; the default (correction): the tests below
     rec = loop.run_episode()
     acts = np.stack(env.actions)
     intv = np.array([3 <= t < 9 for t in range(12)])
@@ -118,6 +118,36 @@ def test_runtime_correction_labels_and_logged_proposals(tmp_path):
     log = read_session(tmp_path / "s").read_episode("e0")
     assert log.has_policy_action.all()
     np.testing.assert_allclose(log.policy_actions, pol, atol=1e-6)
+
+
+def test_converted_teleop_log_holds_the_commands_the_run_trained_on(tmp_path):
+    """One default label source: a ControlLoop at its default (the run's online labeller), its teleop log converted
+    with ``data_tools convert`` at its default, gives every step the command the run's buffer rows hold; relabelling
+    the dataset at the defaults changes nothing. The commands are correction labels (executed - proposed)."""
+    from data_tools import curate
+    from data_tools.convert import convert
+    from data_tools.hdf5_format import dataset_info, read_episodes
+    from data_tools.talk_tweak import DEFAULT_LABEL
+    from data_tools.teleop_log import SessionWriter
+
+    env = FakeEnv(horizon=12)
+    with SessionWriter(tmp_path / "s", fps=10, action_dim=4, translation_scale_m=0.01) as w:
+        loop = make_loop(env, log_episode=w.episode)
+        records = [loop.run_episode("e0"), loop.run_episode("e1")]
+    acts, pol = np.stack(env.actions[:12]), np.stack(records[0].extra["policy_actions"])
+    intv = np.array([3 <= t < 9 for t in range(12)])
+    corr = label_episode(acts - pol, intv, window=5, translation_scale_m=0.01)
+    assert records[0].extra["commands"] == corr != label_episode(acts, intv, window=5, translation_scale_m=0.01)
+    convert([tmp_path / "s"], tmp_path / "ds.hdf5", progress=False)
+    episodes = list(read_episodes(tmp_path / "ds.hdf5", load_images=False))
+    assert [e.episode_id for e in episodes] == ["s/e0", "s/e1"]
+    for rec, ep in zip(records, episodes):
+        assert ep.refinement_command == rec.extra["commands"]
+        assert loop.policy.command_ids(ep.refinement_command).tolist() == rec.rows[K.COMMAND].tolist()
+        assert ep.intervention.tolist() == rec.rows[K.INTERVENTION].tolist()
+    assert dataset_info(tmp_path / "ds.hdf5").env_args["talk_tweak"]["label"] == DEFAULT_LABEL == "correction"
+    stats = curate.relabel(tmp_path / "ds.hdf5", tmp_path / "again.hdf5")
+    assert stats["intervened_steps"] == 12 and stats["changed"] == 0
 
 
 def transport_has(transport, n):

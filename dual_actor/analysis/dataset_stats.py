@@ -43,10 +43,11 @@ def segments(intervention: np.ndarray) -> list[int]:
 
 
 def relabel_grid(episodes: Sequence[Episode], windows: Sequence[int], sigmas: Sequence[float],
-                 translation_scale_m: float) -> dict[tuple[int, float], Counter]:
-    """The talk-and-tweak rule (:func:`data_tools.talk_tweak.label_episode`) re-applied to every intervention segment
-    for each window J and threshold sigma (metres): ``{(J, sigma): Counter of the commands of intervened steps}``
-    (``"[null]"`` counted: an intervened step whose window moved less than sigma on every axis)."""
+                 translation_scale_m: float, label: str = "action") -> dict[tuple[int, float], Counter]:
+    """The talk-and-tweak rule (:func:`data_tools.talk_tweak.label_episode`, label source ``label``) re-applied to
+    every intervention segment for each window J and threshold sigma (metres): ``{(J, sigma): Counter of the commands
+    of intervened steps}`` (``"[null]"`` counted: an intervened step whose window moved less than sigma on every
+    axis)."""
     grid = {}
     eps = [ep for ep in episodes if ep.intervention.any()]
     for j in windows:
@@ -54,21 +55,24 @@ def relabel_grid(episodes: Sequence[Episode], windows: Sequence[int], sigmas: Se
             c = Counter()
             for ep in eps:
                 labels = label_episode(ep.actions, ep.intervention, window=int(j), sigma=float(s),
-                                       translation_scale_m=translation_scale_m)
+                                       translation_scale_m=translation_scale_m, policy_actions=ep.policy_actions,
+                                       label=label)
                 c.update(lab for lab, i in zip(labels, ep.intervention) if i)
             grid[(int(j), float(s))] = c
     return grid
 
 
-def relabel_agreement(episodes: Sequence[Episode], window: int, sigma: float, translation_scale_m: float) -> tuple[int, int]:
-    """``(same, intervened)``: intervened steps whose stored command the rule gives back at ``(window, sigma)``, of all
-    intervened steps (a spoken command on an intervened step may differ from the labelled one)."""
+def relabel_agreement(episodes: Sequence[Episode], window: int, sigma: float, translation_scale_m: float,
+                      label: str = "action") -> tuple[int, int]:
+    """``(same, intervened)``: intervened steps whose stored command the rule (label source ``label``: the one the
+    file was labelled with) gives back at ``(window, sigma)``, of all intervened steps (a spoken command on an
+    intervened step may differ from the labelled one)."""
     same = total = 0
     for ep in episodes:
         if not ep.intervention.any():
             continue
         labels = label_episode(ep.actions, ep.intervention, window=int(window), sigma=float(sigma),
-                               translation_scale_m=translation_scale_m)
+                               translation_scale_m=translation_scale_m, policy_actions=ep.policy_actions, label=label)
         for lab, stored, i in zip(labels, ep.refinement_command, ep.intervention):
             if i:
                 total += 1

@@ -138,10 +138,13 @@ def _scale_of(args: Mapping[str, Any]) -> float | None:
 
 def labelling_params(path: str | os.PathLike) -> dict | None:
     """The talk-and-tweak parameters a dataset records (env_args ``talk_tweak``, or the one record all merged
-    ``sources`` share): ``{"window", "sigma", ...}``, or None."""
+    ``sources`` share): ``{"window", "sigma", "label", ...}`` (``label`` "action" in records from before the
+    option: :func:`data_tools.talk_tweak.recorded_rule`), or None."""
+    from data_tools.talk_tweak import recorded_rule
+
     args = dataset_info(path).env_args
     if args.get("talk_tweak"):
-        return dict(args["talk_tweak"])
+        return recorded_rule(args["talk_tweak"])
     found = [json.dumps((s.get("env_args") or {}).get("talk_tweak"), sort_keys=True) for s in args.get("sources") or []]
     found = sorted({f for f in found if f != "null"})
-    return json.loads(found[0]) if len(found) == 1 else None
+    return recorded_rule(json.loads(found[0])) if len(found) == 1 else None

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from safetensors import SafetensorError
+
 from data_tools.atomic import atomic_write_text
 from data_tools.outputs import check_output
 from dual_actor.chain import evaluate_chain, format_chain_table
@@ -20,6 +22,38 @@ from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, evaluate, evaluate_exper
 from dual_actor.eval.table import format_table
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.sim import BENCH_TASKS
+
+
+POLICY_FOLDER = ("config.json", "model.safetensors")  # what save_pretrained writes and from_pretrained reads
+
+
+def _not_a_policy_folder(path: Path) -> str | None:
+    """Why the local ``path`` cannot be a policy folder, or None (an existing policy folder, or a name that is not a
+    local path and may be a Hub repo id ``<owner>/<name>``, which :meth:`DualActorPolicy.from_pretrained` resolves)."""
+    if not path.exists():
+        if path.is_absolute() or path.parent.is_dir() and path.parent != Path("."):  # meant as a local path
+            return f"{path}: no such policy folder"
+        return None
+    if not path.is_dir():
+        return f"{path}: not a folder (a policy folder holds {' and '.join(POLICY_FOLDER)})"
+    missing = [name for name in POLICY_FOLDER if not (path / name).is_file()]
+    if missing:
+        inner = path / "policy"
+        hint = f"; a run folder's policy is {inner}" if all((inner / n).is_file() for n in POLICY_FOLDER) else ""
+        return f"{path}: not a policy folder (no {' or '.join(missing)}; expected a save_pretrained folder){hint}"
+    return None
+
+
+def load_policy(path: Path) -> DualActorPolicy:
+    """:meth:`DualActorPolicy.from_pretrained`, every way it can fail as one ``ValueError`` line naming ``path``."""
+    reason = _not_a_policy_folder(path)
+    if reason is None:
+        try:
+            return DualActorPolicy.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            text = " ".join(str(e).split())
+            reason = text if str(path) in text else f"{path}: not a loadable policy folder: {text}"
+    raise ValueError(reason)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 atomic_write_text(args.out, json.dumps(res, indent=2))
             print(table)
             return 0
-        policy = DualActorPolicy.from_pretrained(args.policy)
+        policy = load_policy(args.policy)
         tasks = args.tasks or list(policy.tasks)
         speaker = None
         if args.with_commands:

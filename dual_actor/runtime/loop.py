@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from data_tools.talk_tweak import NULL_COMMAND, SIGMA_M, WINDOW, StreamingLabeler
+from data_tools.talk_tweak import DEFAULT_LABEL, NULL_COMMAND, SIGMA_M, WINDOW, StreamingLabeler
 from dual_actor import constants as K
 from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
@@ -121,7 +121,7 @@ class ControlLoop:
         sigma: float = SIGMA_M,
         translation_scale_m: float = 1.0,
         words=None,
-        label: str = "action",
+        label: str = DEFAULT_LABEL,
         gamma: float = 0.99,
         gripper_index: int | None = -1,
         log_episode: Callable[[str], Any] | None = None,
