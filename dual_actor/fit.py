@@ -34,6 +34,8 @@ from dual_actor.training import build, warmup_cache
 from dual_actor.training.build import make_trainer
 from dual_actor.training.callbacks import EvalCallback, RNGCheckpoint, UpdateCheckpoint
 from dual_actor.training.evaluation import evaluate_robot_b, evaluate_run, evaluate_with_commands, print_authority
+from dual_actor.training.naming import multirun_job_name
+from dual_actor.training.summary import existing_results, online_episodes
 from dual_actor.watch import RunProgressBar, log_frames, log_run_summary, quiet_libraries
 
 
@@ -61,13 +63,20 @@ class Run:
         return self.run_dir / "last.ckpt"
 
 
-def prepare(cfg: DictConfig) -> Run:
+def prepare(cfg: DictConfig) -> Run | None:
     """Check the config, build the learner and load + validate the whole dataset; only then create the run
-    folder."""
+    folder. None: a finished run asked to resume (it is left as it is)."""
     run_dir = build.check_run_config(cfg)
+    build.dims_from_data(cfg)
     policy = build.policy_config(cfg)
     warm = int(cfg.algo.warmup_updates)
-    resume_phase = build.checkpoint_phase(run_dir / "last.ckpt", policy, warm) if cfg.resume else None
+    resume_phase = (build.checkpoint_phase(run_dir / "last.ckpt", policy, warm, int(cfg.online.env_steps))
+                    if cfg.resume else None)
+    if resume_phase == "finished":
+        print(f"[resume] {run_dir} has finished its budget (online.env_steps={cfg.online.env_steps}): nothing to do, "
+              f"its results are left as they are ({', '.join(existing_results(run_dir))}); raise online.env_steps to "
+              f"continue it", flush=True)
+        return None
     shared = warmup_cache.shared_warmup_dir(cfg) if cfg.warmup.share else None
     if shared is not None and not cfg.resume and (shared / warmup_cache.SHARED_DONE).exists():
         resume_phase = build.checkpoint_phase(shared / "last.ckpt", policy, warm)
@@ -176,6 +185,8 @@ def evaluate_and_save(r: Run) -> dict | None:
             frames: dict = {}
             result = evaluate_run(cfg, module.policy, inter, int(cfg.eval.trials), frames)
             write_eval(result, r.run_dir)
+            r.curve.log_tensorboard(r.logger.experiment, inter.env_steps if inter else 0, result,
+                                    step=module.num_updates, prefix="eval_final")
             log_frames(r.logger, frames, module.num_updates)
             if cfg.eval.with_commands:
                 evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
@@ -183,7 +194,6 @@ def evaluate_and_save(r: Run) -> dict | None:
                 evaluate_robot_b(cfg, module.policy, inter, r.run_dir)
             if inter is not None:
                 r.curve.add(inter.env_steps, {**result, "wall_seconds": r.online_s})
-                r.curve.log_tensorboard(r.logger.experiment, inter.env_steps, result, step=module.num_updates)
                 r.curve.plot()
     return result
 
@@ -204,8 +214,10 @@ def summarize(r: Run, result: dict | None) -> None:
     }
     if r.after_fill is not None:
         summary["online_after_fill"] = r.after_fill
-    if inter is not None and hasattr(inter, "robot_summary"):
-        summary["robots"] = inter.robot_summary()
+    if inter is not None:
+        summary["online_episodes"] = online_episodes(inter, r.run_dir)
+        if hasattr(inter, "robot_summary"):
+            summary["robots"] = inter.robot_summary()
     atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))
     png = r.run_dir / "learning_curve.png"
     log_run_summary(r.logger, build.flat_hparams(r.cfg), None if result is None else result["average_success_rate"],
@@ -215,8 +227,8 @@ def summarize(r: Run, result: dict | None) -> None:
         start = next((p for p in r.curve.points if p["online_steps"] == 0), None) if inter is not None else None
         print(format_table(result, fps=float(r.cfg.env.fps), warmup=start), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
-          f"Run: {r.run_dir} (eval.json, learning_curve.png, TensorBoard: tensorboard --logdir {r.run_dir / 'tb'})",
-          flush=True)
+          f"Run: {r.run_dir} ({', '.join(existing_results(r.run_dir))}; TensorBoard: tensorboard --logdir "
+          f"{r.run_dir / 'tb'})", flush=True)
 
 
 def run(cfg: DictConfig) -> Path:
@@ -225,29 +237,12 @@ def run(cfg: DictConfig) -> Path:
     torch.set_float32_matmul_precision("high")
     build.language_operator(cfg)
     r = prepare(cfg)
+    if r is None:
+        return Path(cfg.run_root) / str(cfg.run_name)
     warmup(r)
     online(r)
     summarize(r, evaluate_and_save(r))
     return r.run_dir
-
-
-def multirun_job_name(cfg: DictConfig, argv: list[str] | None = None) -> None:
-    """In a Hydra multirun (``-m seed=0,1,2 ...``) without an explicit ``run_name``, each job's run name is the
-    time stamp plus the job's values of the swept keys (``20261130-150000_seed=1``): jobs that start within the
-    same second do not share the timestamped default."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
-
-    hc = HydraConfig.get()
-    job = [o for o in hc.overrides.task]
-    if hc.mode != RunMode.MULTIRUN or any(o.split("=", 1)[0].lstrip("+~") == "run_name" for o in job):
-        return
-    given = [a for a in (sys.argv[1:] if argv is None else argv) if "=" in a and not a.startswith("-")]
-    swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()}
-    values = [o for o in job if o.split("=", 1)[0].lstrip("+~") in swept]
-    suffix = ",".join(values).replace("/", "_") or f"job{hc.job.num}"
-    cfg.run_name = f"{cfg.run_name}_{suffix}"
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -164,7 +164,8 @@ def probe_buffers(policy, buffers, max_states: int = 256, n_z: int = 16, seed: i
     """The probes on held rows of the learner's buffers (the trainer's ``authority/*``): talk-and-tweak
     rows first (with their labels), then demo rows of every task, ``max_states`` in all, drawn with a
     fixed seed so that successive calls see comparable states. No ``vs_operator`` (buffers keep no
-    policy actions)."""
+    policy actions). ``held_states`` in the result says which rows were held (the CLI on a dataset holds others:
+    its numbers differ for that reason)."""
     from dual_actor import constants as C
 
     g = torch.Generator().manual_seed(seed)
@@ -172,19 +173,23 @@ def probe_buffers(policy, buffers, max_states: int = 256, n_z: int = 16, seed: i
     tt = buffers.talk_tweak
     if len(tt):
         parts.append(tt.sample(min(len(tt), max_states // 2), g))
+    held = {"source": "the run's buffers", "talk_tweak": len(parts[0][C.H]) if parts else 0, "demos": {},
+            "seed": int(seed)}
     per_task = max(1, (max_states - sum(len(p[C.H]) for p in parts)) // len(buffers.tasks))
     for t in buffers.tasks:
         demos = buffers[t]["demos"]
         if len(demos):
             parts.append(demos.sample(min(len(demos), per_task), g))
+            held["demos"][t] = len(parts[-1][C.H])
     keys = set.intersection(*(set(p) for p in parts))
     rows = {k: torch.cat([p[k] for p in parts]) for k in keys}
     device = policy.device
     rows = {k: v.to(device) for k, v in rows.items()}
     vocab = policy.commands
     labels = [vocab[int(i)] for i in rows[C.COMMAND]]
-    return probe_policy(policy, rows[C.H], policy.encoder_input_from_batch(rows), rows[C.PROPRIO],
-                        rows[C.ACTION].float().cpu(), labels=labels, n_z=n_z, seed=seed)
+    res = probe_policy(policy, rows[C.H], policy.encoder_input_from_batch(rows), rows[C.PROPRIO],
+                       rows[C.ACTION].float().cpu(), labels=labels, n_z=n_z, seed=seed)
+    return {**res, "held_states": held}
 
 
 class AuthorityLog:
@@ -247,9 +252,12 @@ def held_rows(path: Path, policy, obs_key: str, proprio_key: str, max_states: in
     all_actions = torch.tensor(np.concatenate([ep.actions for ep in keep]), dtype=torch.float32).clamp(-1, 1)
     acts = torch.tensor(np.stack([ep.actions[t] for ep, t, _ in chosen]), dtype=torch.float32).clamp(-1, 1)
     pol = torch.tensor(np.stack([ep.policy_actions[t] for ep, t, _ in chosen]), dtype=torch.float32)
+    n_tt = min(len(tt), max_states)
     return {"h": h, "obs": policy.encoder_input(observation), "proprio": proprio, "all_actions": all_actions,
             "labels": [ep.refinement_command[t] for ep, t, _ in chosen], "corrections": acts - pol,
-            "talk_tweak_states": min(len(tt), max_states)}
+            "talk_tweak_states": n_tt,
+            "held_states": {"source": str(path), "split": split, "talk_tweak": n_tt, "other": len(chosen) - n_tt,
+                            "seed": int(seed)}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,13 +290,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = probe_policy(policy, rows["h"], rows["obs"], rows["proprio"], rows["all_actions"],
                               labels=rows["labels"], corrections=rows["corrections"], n_z=args.noise_draws,
                               seed=args.seed)
-        result.update(policy=str(args.policy), data=str(args.data), talk_tweak_states=rows["talk_tweak_states"])
+        result.update(policy=str(args.policy), data=str(args.data), talk_tweak_states=rows["talk_tweak_states"],
+                      held_states=rows["held_states"])
     except (OSError, ValueError, KeyError, DatasetFormatError, DataToolsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)
     if out is not None:
         atomic_write_text(out, text)
+    held = result["held_states"]
+    print(f"held states: {held['talk_tweak']} talk-and-tweak steps + {held['other']} other steps of {held['source']} "
+          f"(seed {held['seed']}); a run's authority.json holds its buffers' rows instead (its 'held_states'), so "
+          f"the two differ")
     lat, spr = result["latent_authority"], result["spread_ratio"]
     print(f"latent authority x/y/z: {lat['x']:.3f} / {lat['y']:.3f} / {lat['z']:.3f} (action units); "
           f"spread ratio {spr['x']:.2f} / {spr['y']:.2f} / {spr['z']:.2f}")

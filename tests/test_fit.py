@@ -74,8 +74,19 @@ def test_smoke_default_bench(tmp_path):
     tags = ea.Tags()["scalars"]
     assert "hp_metric" not in tags and "eval/final_average_success" in tags and "eval/online_steps" in tags
     assert ea.Tags()["images"] == ["eval/learning_curve"]
-    # one x-axis (learner updates) for losses and evaluations alike: the last eval point is at the last update
-    assert ea.Scalars("eval/average_success")[-1].step == summary["updates"]
+    # one x-axis (learner updates) for losses and evaluations alike: the final evaluation has its own tags, one
+    # value at the last update; the curve's points one value per step
+    assert [e.step for e in ea.Scalars("eval_final/average_success")] == [summary["updates"]]
+    curve_steps = [e.step for e in ea.Scalars("eval/average_success")]
+    assert len(curve_steps) == len(set(curve_steps)) == len(json.loads((run / "learning_curve.json").read_text())["points"]) - 1
+    # the episodes the teleop log holds are the ones the buffers hold (in-process: nothing in flight)
+    eps = summary["online_episodes"]
+    assert eps["teleop_log"]["episodes"] == eps["ingested"]["episodes"] > 0
+    assert eps["teleop_log"]["steps"] == eps["ingested"]["steps"] == summary["online_env_steps"]
+    assert eps["logged_not_ingested"] == {"episodes": 0, "steps": 0} and "why" not in eps
+    last = r.stdout.strip().splitlines()[-1]  # the last line names only what exists
+    named = last.split("(", 1)[1].split(";")[0].split(", ")
+    assert "eval.json" in named and all((run / n).exists() for n in named), last
     for tag in ("loss/actor", "loss/actor_bc", "loss/critic_place_the_bolt", "q/pick_up_the_bolt",
                 "eps/assemble_the_bolt", "grad_norm/actor", "loss/calql_reg_place_the_bolt",
                 "eval/average_success", "eval/success_place_the_bolt", "authority/latent_x",
@@ -91,9 +102,30 @@ def test_smoke_default_bench(tmp_path):
     c = subprocess.run([sys.executable, "-m", "data_tools", "convert", *map(str, sessions), "-o",
                         str(tmp_path / "online.hdf5"), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert c.returncode == 0, c.stderr
-    # ... under either label source: the log keeps the policy's proposal on intervened steps
+    # ... with the commands the run trained on: at convert's default label, each task's intervened steps, in the
+    # log's order, carry the commands of the talk-and-tweak buffer's rows in the run's last checkpoint, step for step
+    from data_tools.hdf5_format import read_episodes
+    from dual_actor.data.buffers import TaskBuffers
+
+    converted, trained = {}, {}
+    def ran(ep):  # a loop's episodes are "<actor>-<n>": the order it ran them
+        actor, n = ep.episode_id.rsplit("-", 1)
+        return actor, int(n)
+
+    for ep in sorted(read_episodes(tmp_path / "online.hdf5"), key=ran):  # one loop per task
+        converted.setdefault(str(ep.task), []).extend(c for c, i in zip(ep.refinement_command, ep.intervention) if i)
+    ckpt = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if "InteractionCallback" in k]
+    bufs = TaskBuffers(state["buffers"]["tasks"])
+    bufs.load_state_dict(state["buffers"])
+    rows = bufs.talk_tweak.all()
+    for c, t in zip(rows["command"], rows["task"]):
+        trained.setdefault(bufs.tasks[int(t)], []).append(policy.commands[int(c)])
+    assert converted == trained and sum(map(len, trained.values())) > 0
+    assert any(c != "[null]" for cs in trained.values() for c in cs)
+    # ... and under the other label source too: the log keeps the policy's proposal on intervened steps
     c = subprocess.run([sys.executable, "-m", "data_tools", "convert", *map(str, sessions), "-o",
-                        str(tmp_path / "online_c.hdf5"), "--quiet", "--label", "correction"], cwd=ROOT, env=env,
+                        str(tmp_path / "online_a.hdf5"), "--quiet", "--label", "action"], cwd=ROOT, env=env,
                        capture_output=True, text=True)
     assert c.returncode == 0, c.stderr
 
@@ -114,6 +146,42 @@ def test_a_wrong_type_or_an_unknown_key_is_one_error_line_and_writes_nothing(tmp
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and key in lines[0], r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("overrides, expect", [
+    (["trainer=gpu"], "trainer.accelerator=gpu: no CUDA GPU is visible"),
+    (["operator=spacemouse"], "SpaceMouseOperator: no SpaceMouse opened"),
+    (["operator=keyboard"], "KeyboardOperator: stdin is not a terminal"),
+    (["env=hdf5", "env.tasks=[a]", "data.path=absent.hdf5"], "needs a robot, but env 'hdf5' has none"),
+])
+def test_a_missing_gpu_or_operator_device_is_one_error_line_before_anything_runs(tmp_path, overrides, expect):
+    """The preflight: what the machine lacks is known before any data is generated or read."""
+    r = fit(f"run_root={tmp_path / 'runs'}", "run_name=x", "experiment=smoke", *overrides)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
+    assert not (tmp_path / "runs").exists()  # no run folder, no generated demos
+
+
+def test_resuming_a_finished_run_leaves_its_results_alone_and_a_failed_start_can_be_run_again(tmp_path):
+    """``resume=true`` on a run that holds its whole budget says so and changes nothing; a folder an earlier start
+    left without a checkpoint is started again by a plain re-run (no "exists")."""
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
+    base = [f"data.path={data}", f"run_root={tmp_path}", "run_name=r", *SYN, "algo.warmup_updates=4"]
+    r = fit(*base)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "r"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()}
+    r = fit(*base, "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "has finished its budget" in r.stdout and "nothing to do" in r.stdout
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()} == before
+    failed = tmp_path / "f"
+    failed.mkdir()
+    (failed / "config.yaml").write_text("a start that stopped before its first checkpoint\n")
+    r = fit(*[o.replace("run_name=r", "run_name=f") for o in base])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starting it again" in r.stdout and (failed / "last.ckpt").exists()
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path):
@@ -212,14 +280,19 @@ def test_resume_with_other_tasks_than_the_checkpoint_is_refused_at_start(tmp_pat
 
 
 def test_multirun_over_two_seeds_gives_each_job_its_own_run(tmp_path):
-    """`-m seed=0,1`: both jobs run (they start within the same second, which used to give them the same
-    timestamped run name and kill the second with "exists"), each in a run folder named by its swept values."""
+    """`-m seed=0,1`: both jobs run (they start within the same second), each in the run folder
+    notebooks/03_results.ipynb reads, ``<arm>-s<seed>``; Hydra's multirun.yaml goes under the run root, nothing
+    into the working directory."""
     data = write_synthetic_dataset(tmp_path / "d.hdf5")
     r = fit("-m", "seed=0,1", f"data.path={data}", f"run_root={tmp_path / 'runs'}", *SYN, "algo.warmup_updates=2",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert len(runs) == 2 and [n.split("_", 1)[1] for n in runs] == ["seed=0", "seed=1"], runs
-    for name in runs:
+    assert runs == ["dual-s0", "dual-s1", "multirun"], runs
+    for name in runs[:2]:
         assert (tmp_path / "runs" / name / "summary.json").is_file()
-    assert not (tmp_path / "multirun").exists() and not (tmp_path / "0").exists()
+    assert len(list((tmp_path / "runs" / "multirun").glob("*/multirun.yaml"))) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.hdf5", "runs"]  # nothing else in the working dir
+    from dual_actor.analysis.loading import find_runs
+
+    assert [p.name for p in find_runs(tmp_path / "runs", "dual")] == ["dual-s0", "dual-s1"]

@@ -85,6 +85,15 @@ def test_the_cli_with_its_progress_bar(tmp_path):
     assert (run / "eval.json").exists()
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["robots"]) == {"A", "B"} and summary["online_env_steps"] >= 300
+    # summary.json reconciles the teleop log with the buffers: what the robots finished after the budget was in
+    # flight at the stop (logged, not ingested), and it says so
+    eps = summary["online_episodes"]
+    assert eps["ingested"] == {"episodes": sum(r["episodes"] for r in summary["robots"].values()),
+                               "steps": summary["online_env_steps"]}
+    flight, logged = eps["in_flight_at_stop"], eps["teleop_log"]
+    assert logged["episodes"] == eps["ingested"]["episodes"] + flight["episodes"]
+    assert logged["steps"] == eps["ingested"]["steps"] + flight["steps"]
+    assert eps["logged_not_ingested"] == flight and (("why" in eps) == (flight["episodes"] > 0))
     online_bar = [line for line in re.split(r"[\r\n]", r.stdout) if line.lstrip().startswith("online:")]
     assert online_bar and "updates=" in online_bar[-1] and "intv=" in online_bar[-1], online_bar[-3:]
 

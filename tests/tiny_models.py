@@ -4,8 +4,8 @@
   read offline: the given ``SmolVLMConfig``, a word-level stand-in tokenizer carrying SmolVLM's
   special image tokens, and a ``SmolVLMProcessor``. Token ids do NOT match the real SmolVLM tokenizer
   (only the special-token wiring does): fine for random weights, wrong for real ones.
-* ``build_tiny_smolvlm``: that folder for a few-layer SmolVLM (DESIGN.md "Facts for building tiny
-  SmolVLA models offline").
+* ``build_tiny_smolvlm``: that folder for a few-layer SmolVLM (the recipe that lerobot 0.4.4 reads offline: a
+  SmolVLMConfig with a small vision tower and llama text model, the processor saved beside).
 * ``build_tiny_smolvla_checkpoint``: a random-weight ``SmolVLAPolicy`` saved in the
   ``lerobot/smolvla_base`` layout (config.json + model.safetensors + pre/post-processor with stats),
   its ``vlm_model_name`` pointing at a tiny SmolVLM folder.

@@ -8,7 +8,7 @@ share a warm-up (``warmup.share=true``, :func:`dual_actor.training.warmup_cache.
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from data_tools.talk_tweak import LABELS, SIGMA_M, WINDOW
+from data_tools.talk_tweak import DEFAULT_LABEL, LABELS, SIGMA_M, WINDOW
 from dual_actor.config.algo import AlgoConfig
 from dual_actor.config.fields import check_choices, setting
 
@@ -29,10 +29,10 @@ class EnvConfig:
     name: str = setting("???", "names the default data file (data.path)")
     tasks: List[str] = setting("???", "task strings, in task-id order")
     obs_key: str = setting("state", "obs/<key> in the HDF5 file: the state vector")
-    obs_dim: int = setting("???", "state size")
+    obs_dim: Optional[int] = setting(None, "state size (null: the data file's obs/<obs_key> width)")
     proprio_key: str = setting("proprio", "obs/<key> of the proprioception")
-    proprio_dim: int = setting("???", "proprioception size")
-    action_dim: int = setting(7, "action size")
+    proprio_dim: Optional[int] = setting(None, "proprioception size (null: the data file's obs/<proprio_key> width)")
+    action_dim: Optional[int] = setting(None, "action size (null: the data file's actions width)")
     fps: int = setting(10, "control rate (Hz)")
     robot: Any = setting(None, "a RobotEnv factory (Hydra _target_ with _partial_: true) for the online phase and "
                                "evaluation (null: warm-up only)")
@@ -49,7 +49,7 @@ class EnvConfig:
 
 @dataclass
 class MetaworldBenchConfig(EnvConfig):
-    """The built-in simulated bench: Metaworld 3.1.1, three tasks standing in for the paper's (DESIGN.md)."""
+    """The built-in simulated bench: Metaworld 3.1.1, three tasks standing in for the paper's (README.md, docs/results.md)."""
 
     render_effects: bool = setting(False, "shadows + reflections when rendering cameras (7x dearer on a CPU "
                                           "renderer)")
@@ -103,7 +103,7 @@ class OnlineConfig:
     window: int = setting(WINDOW, "talk-and-tweak J (Eq. 12)")
     sigma: float = setting(SIGMA_M, "talk-and-tweak threshold sigma (Eq. 13), metres")
     translation_scale_m: float = setting(0.01, "action units -> metres of the translational dims (Metaworld: 0.01)")
-    label: str = setting("correction", "talk-and-tweak label source: correction (executed - the policy's proposal: "
+    label: str = setting(DEFAULT_LABEL, "talk-and-tweak label source: correction (executed - the policy's proposal: "
                                        "which way the operator corrected it; 3 seeds per arm at 15k: weakest command "
                                        "0.30 -> 0.52 at the same success, docs/results.md) | action (Eq. 12 as "
                                        "printed: the executed actions)", choices=LABELS)

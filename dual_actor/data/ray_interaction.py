@@ -87,6 +87,7 @@ class RayInteraction:
         self.runs: dict = {}        # robot -> its running episode loop
         self.restarting: dict = {}  # robot -> a pid() call on its restarting actor
         self.pids: dict = {}
+        self.dropped_at_stop: dict | None = None  # episodes in the inbox when the robots were stopped (close)
 
     # ------------------------------------------------------------------------------ robots
     def start(self) -> None:
@@ -280,6 +281,8 @@ class RayInteraction:
         try:
             ray.get(self.board.stop.remote(), timeout=10)
             ray.wait(list(self.runs.values()), num_returns=len(self.runs), timeout=60)
+            left = ray.get(self.inbox.drain.remote(), timeout=10)  # finished after the budget: counted, not ingested
+            self.dropped_at_stop = {"episodes": len(left), "steps": int(sum(r.length for r in left))}
         except Exception:  # noqa: BLE001 - shutting down regardless
             pass
         for w in self.workers.values():

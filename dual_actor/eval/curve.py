@@ -65,17 +65,19 @@ class LearningCurve:
         return point
 
     @staticmethod
-    def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any], step: int | None = None) -> None:
+    def log_tensorboard(experiment: Any, online_steps: int, result: Mapping[str, Any], step: int | None = None,
+                        prefix: str = "eval") -> None:
         """``experiment.add_scalar`` (a ``SummaryWriter``, e.g. ``trainer.logger.experiment``):
-        ``eval/success_<task slug>`` per task, ``eval/average_success`` and ``eval/online_steps``, at ``step``
-        (the learner update: one x-axis for the whole run; ``online_steps`` when None)."""
+        ``<prefix>/success_<task slug>`` per task, ``<prefix>/average_success`` and ``<prefix>/online_steps``, at
+        ``step`` (the learner update: one x-axis for the whole run; ``online_steps`` when None). The curve's points
+        are ``eval/*``; the final evaluation (its own trial count) is ``eval_final/*``."""
         from dual_actor.utils import slug
 
         x = int(online_steps if step is None else step)
         for task, r in result["per_task"].items():
-            experiment.add_scalar(f"eval/success_{slug(task)}", float(r["success_rate"]), x)
-        experiment.add_scalar("eval/average_success", float(result["average_success_rate"]), x)
-        experiment.add_scalar("eval/online_steps", float(online_steps), x)
+            experiment.add_scalar(f"{prefix}/success_{slug(task)}", float(r["success_rate"]), x)
+        experiment.add_scalar(f"{prefix}/average_success", float(result["average_success_rate"]), x)
+        experiment.add_scalar(f"{prefix}/online_steps", float(online_steps), x)
 
     def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Path:
         """Success per task (and the average) against online steps, minutes at ``fps`` on top.

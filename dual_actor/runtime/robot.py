@@ -48,6 +48,15 @@ def make_env_factory(cfg: DictConfig, shift=None):
     return shifted_factory(instantiate(cfg.env.robot), shift)
 
 
+def per_task_operator(cfg: DictConfig) -> bool:
+    """A simulated human is one per task (its class takes ``task``); a physical device (SpaceMouse, keyboard) is
+    one, shared by the tasks."""
+    from hydra.utils import get_class
+
+    target = cfg.operator.get("_target_")
+    return bool(target) and "task" in inspect.signature(get_class(target)).parameters
+
+
 def image_size(cfg: DictConfig) -> dict:
     """``{"image_size": env.image_size}`` for an env factory, or nothing (the factory's own) when it is null."""
     return {} if cfg.env.image_size is None else {"image_size": int(cfg.env.image_size)}
@@ -76,7 +85,7 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
                 log_episode: Callable[[str], Any] | None = None,
                 gate: Callable[[int], bool] | None = None) -> list[ControlLoop]:
     """Robot ``index``'s control loops, one per task of ``env.tasks``."""
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
     from dual_actor.runtime.sim import ShiftedEnv, ShiftedOperator
 
@@ -86,17 +95,14 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
     if make_env is None:
         raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
     cameras = [str(c) for c in cfg.env.cameras]
-    shared_operator, per_task_operator = None, False
-    if cfg.operator.get("_target_"):
-        # a simulated human is one per task; a physical device (SpaceMouse, keyboard) is one, shared
-        per_task_operator = "task" in inspect.signature(get_class(cfg.operator._target_)).parameters
-        if not per_task_operator:
-            shared_operator = instantiate(cfg.operator)
+    shared_operator, per_task = None, per_task_operator(cfg)
+    if cfg.operator.get("_target_") and not per_task:
+        shared_operator = instantiate(cfg.operator)
     loops = []
     for i, task in enumerate(cfg.env.tasks):
         env = make_env(task=task, seed=int(on.seed) + ROBOT_SEED_STRIDE * index + i,
                        max_episode_steps=int(on.max_episode_steps), cameras=cameras, **image_size(cfg))
-        operator = instantiate(cfg.operator, task=task) if per_task_operator else shared_operator
+        operator = instantiate(cfg.operator, task=task) if per_task else shared_operator
         if operator is not None and isinstance(env, ShiftedEnv):
             operator = ShiftedOperator(operator, env)
         loops.append(ControlLoop(

@@ -44,24 +44,89 @@ def check_encoder_groups(cfg: DictConfig) -> None:
                               + " (see docs/encoders.md)")
 
 
+def check_accelerator(cfg: DictConfig) -> None:
+    """The Trainer's accelerator and device count exist on this machine."""
+    acc, devices = str(cfg.trainer.accelerator), cfg.trainer.devices
+    if acc in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={acc}: no CUDA GPU is visible on this machine "
+                              f"(torch.cuda.is_available() is False); use trainer=cpu")
+        if isinstance(devices, int) and devices > torch.cuda.device_count():
+            raise ConfigError(f"trainer.devices={devices}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    elif acc == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator=mps: no Apple GPU (MPS) on this machine; use trainer=cpu")
+
+
+def check_operator(cfg: DictConfig) -> None:
+    """A physical operator (a device shared by the tasks: SpaceMouse, keyboard) is there, when the online phase
+    will use it: built once and asked :meth:`~dual_actor.runtime.operators.Operator.check_ready`, then closed."""
+    from hydra.utils import instantiate
+
+    from dual_actor.runtime.robot import per_task_operator
+
+    target = cfg.operator.get("_target_")
+    if not target or int(cfg.online.env_steps) <= 0 or per_task_operator(cfg):
+        return
+    name = target.rsplit(".", 1)[-1]
+    try:
+        op = instantiate(cfg.operator)
+        try:
+            op.check_ready()
+        finally:
+            op.close()
+    except Exception as e:  # noqa: BLE001 - whatever the device layer raises: one line naming the operator
+        cause = e.__cause__ if e.__cause__ is not None and "Error in call to target" in str(e) else e
+        line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise ConfigError(line if line.startswith(name) else f"{name}: {line}") from None
+
+
 def check_run_config(cfg: DictConfig) -> Path:
-    """Everything about the config that needs no file read: the schema's checks (types, undeclared keys,
-    choices), the encoder groups, the run folder vs ``resume``, Alg. 1's batch split. Returns the run folder."""
+    """Everything that can be known before work starts, checked before anything is written: the schema's checks
+    (types, undeclared keys, choices), the encoder groups, the accelerator, the operator's device, the run folder
+    vs ``resume``, Alg. 1's batch split. Returns the run folder."""
     check_encoder_groups(cfg)
     check_config(cfg)
+    check_accelerator(cfg)
+    check_operator(cfg)
     run_dir = Path(cfg.run_root) / str(cfg.run_name)
-    if cfg.resume and not (run_dir / "last.ckpt").exists():
+    has_ckpt = (run_dir / "last.ckpt").exists()
+    if run_dir.exists() and not has_ckpt:  # a start that stopped before its first checkpoint: nothing to keep
+        print(f"[run] {run_dir} holds no checkpoint (an earlier start stopped before its first one): starting it "
+              f"again", flush=True)
+        cfg.resume = False
+    elif cfg.resume and not has_ckpt:
         raise ConfigError(f"resume=true but {run_dir / 'last.ckpt'} does not exist (set run_name to an existing run)")
-    if not cfg.resume and run_dir.exists():
+    elif not cfg.resume and run_dir.exists():
         raise ConfigError(f"{run_dir} exists: pick another run_name, or resume=true to continue it")
     b, n = int(cfg.algo.batch_size), len(cfg.env.tasks)
     if b % n:
         raise ConfigError(f"algo.batch_size={b} must be divisible by {n} tasks")
     if int(cfg.online.env_steps) > 0 and b % (2 * n):
         raise ConfigError(f"algo.batch_size={b} must be divisible by 2 x tasks for the online phase")
+    if int(cfg.online.env_steps) > 0 and cfg.env.robot is None:
+        raise ConfigError(f"online.env_steps={cfg.online.env_steps} needs a robot, but env {cfg.env.name!r} has none "
+                          f"(env.robot is null: a dataset-only env); set online.env_steps=0 for a warm-up only run")
     if cfg.eval.robot_b and cfg.env.robot_shift is None:
         raise ConfigError("eval.robot_b=true needs env.robot_shift (robot B's frame error)")
     return run_dir
+
+
+def dims_from_data(cfg: DictConfig) -> None:
+    """``env.obs_dim`` / ``proprio_dim`` / ``action_dim`` left null: the data file's widths (``obs/<obs_key>``,
+    ``obs/<proprio_key>``, ``actions``), set in ``cfg`` (the run's config.yaml records them)."""
+    keys = {"obs_dim": cfg.env.obs_key, "proprio_dim": cfg.env.proprio_key, "action_dim": "actions"}
+    missing = [k for k in keys if cfg.env[k] is None]
+    if not missing:
+        return
+    from data_tools.hdf5_format import feature_widths
+
+    path = Path(cfg.data.path)
+    if not path.exists():
+        raise DatasetFormatError(f"{path}: no such file (data.path; env.{missing[0]}=null reads it from the data)")
+    widths = feature_widths(path, [cfg.env.obs_key, cfg.env.proprio_key])
+    for k in missing:
+        cfg.env[k] = widths[keys[k]]
+    print(f"[data] {path}: " + ", ".join(f"env.{k}={cfg.env[k]}" for k in missing), flush=True)
 
 
 def algo_config(cfg: DictConfig) -> AlgoConfig:
@@ -135,9 +200,11 @@ def build_datamodule(cfg: DictConfig, module: DualActorModule, path: Path) -> Of
     return dm
 
 
-def checkpoint_phase(ckpt: Path, policy: PolicyConfig, warmup_updates: int) -> str:
-    """The phase ``ckpt`` was saved in ("warmup_done": a finished warm-up); a checkpoint of another task set or
-    other dims -> ConfigError (at start-up, before anything is written, instead of a shape error mid-run)."""
+def checkpoint_phase(ckpt: Path, policy: PolicyConfig, warmup_updates: int, env_steps: int | None = None) -> str:
+    """The phase ``ckpt`` was saved in ("warmup_done": a finished warm-up; "finished": with ``env_steps`` given,
+    the run wrote its summary and holds its whole online budget, so resuming it has nothing to do); a checkpoint
+    of another task set or other dims -> ConfigError (at start-up, before anything is written, instead of a shape
+    error mid-run)."""
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     saved = (state.get("hyper_parameters") or {}).get("policy") or {}
     for key in ("tasks", "obs_dim", "proprio_dim", "action_dim"):
@@ -152,7 +219,12 @@ def checkpoint_phase(ckpt: Path, policy: PolicyConfig, warmup_updates: int) -> s
     info = state.get("dual_actor", {})
     phase = info.get("phase", "warmup")
     if phase == "warmup" and int(info.get("num_updates", 0)) >= int(warmup_updates):
-        return "warmup_done"
+        phase = "warmup_done"
+    if env_steps is not None and (ckpt.parent / "summary.json").exists():
+        online = next((v for k, v in (state.get("callbacks") or {}).items() if "InteractionCallback" in k), None)
+        held = int(online["env_steps"]) if online is not None else 0
+        if (phase == "online" and held >= env_steps) or (phase == "warmup_done" and env_steps <= 0):
+            return "finished"
     return phase
 
 
@@ -196,9 +268,6 @@ def build_interaction(cfg: DictConfig, module: DualActorModule, buffers, run_dir
     from dual_actor.data.interaction import Interaction
     from dual_actor.runtime.robot import build_loops, robot_name, teleop_session
 
-    if env_factory(cfg) is None:
-        raise ConfigError(f"online phase: env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, "
-                          f"dual_actor/runtime/env.py); set online.env_steps=0 for a warm-up only run")
     on = cfg.online
     with module.deployed_weights():  # the acting side's own copy (sharing the frozen backbone), deployed weights
         actor_policy = module.policy.acting_copy()

@@ -61,5 +61,7 @@ def print_authority(when: str, res: dict) -> None:
     lat = res["latent_authority"]
     cmd = res["command_authority"]
     pos = min((r["positive_fraction"] for r in cmd.values()), default=float("nan"))
+    held = res.get("held_states", {})
+    states = f" ({held['talk_tweak']} talk-and-tweak + {sum(held['demos'].values())} demo rows)" if held else ""
     print(f"[authority] {when}: latent x/y/z {lat['x']:.3f} / {lat['y']:.3f} / {lat['z']:.3f} action units; "
-          f"single-axis commands move the commanded way on >= {pos:.0%} of held states", flush=True)
+          f"single-axis commands move the commanded way on >= {pos:.0%} of held states{states}", flush=True)

@@ -1,7 +1,7 @@
 """The ``state`` backbone (simulation default): h = [s, one_hot(task)].
 
 No parameters: a frozen random MLP would add nothing a trainable head cannot learn, so the
-embedding is the low-dim state with the task one-hot appended (DESIGN.md: "MLP/identity").
+embedding is the low-dim state with the task one-hot appended (the design's "MLP/identity" state backbone: no pretrained model).
 """
 
 from __future__ import annotations

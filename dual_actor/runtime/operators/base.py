@@ -113,6 +113,10 @@ class Operator(abc.ABC):
     def close(self) -> None:
         """Release devices (default: nothing to release)."""
 
+    def check_ready(self) -> None:
+        """Raise RuntimeError, naming what is missing, if the device this operator reads is not there (a run calls
+        it before it writes anything). Default: nothing to check."""
+
     def __enter__(self) -> "Operator":
         return self
 

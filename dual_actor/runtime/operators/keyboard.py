@@ -38,6 +38,13 @@ DEFAULT_KEY_COMMANDS: dict[str, str] = {
 """Keyboard command keys: key -> spoken refinement command."""
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class TerminalKeyReader:
     """Puts the keys typed in a terminal into a queue (a daemon thread; the terminal in cbreak mode).
 
@@ -196,6 +203,11 @@ class KeyboardOperator(TeleopOperator):
             command = self._command
             self._command_left -= 1
         return self._finish(policy, self.latched or pressed, np.clip(motion, -1.0, 1.0), gripper, command)
+
+    def check_ready(self) -> None:
+        """Keys come from an injected queue, or stdin is a terminal."""
+        if self._keys is None and not (hasattr(sys.stdin, "fileno") and _isatty(sys.stdin)):
+            raise RuntimeError("KeyboardOperator: stdin is not a terminal; run interactively (keys are read from it)")
 
     def close(self) -> None:
         if self._reader is not None:

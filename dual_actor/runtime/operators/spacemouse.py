@@ -132,6 +132,11 @@ class SpaceMouseOperator(TeleopOperator):
         self._owns_device = True
         return self._device
 
+    def check_ready(self) -> None:
+        """The SpaceMouse opens (then it is closed again if this operator opened it)."""
+        self._open()
+        self.close()
+
     def read_state(self) -> tuple[np.ndarray, list[int]]:
         """Drain the device; return (the 6 axis values in ``SPACEMOUSE_AXES`` order, buttons)."""
         device = self._open()
