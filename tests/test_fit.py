@@ -166,20 +166,22 @@ def test_a_missing_gpu_or_operator_device_is_one_error_line_before_anything_runs
 def test_resuming_a_finished_run_leaves_its_results_alone_and_a_failed_start_can_be_run_again(tmp_path):
     """``resume=true`` on a run that holds its whole budget says so and changes nothing; a folder an earlier start
     left without a checkpoint is started again by a plain re-run (no "exists")."""
-    data = write_synthetic_dataset(tmp_path / "d.hdf5")
-    base = [f"data.path={data}", f"run_root={tmp_path}", "run_name=r", *SYN, "algo.warmup_updates=4"]
+    base = ["experiment=smoke", f"run_root={tmp_path}", "run_name=r", "algo.warmup_updates=4", "online.env_steps=60",
+            "online.min_rollout=5", "eval.trials=1", "eval.curve_every_env_steps=1000", "trainer.progress_bar=false"]
     r = fit(*base)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "r"
+    assert (run / "eval.json").exists()
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()}
     r = fit(*base, "resume=true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "has finished its budget" in r.stdout and "nothing to do" in r.stdout
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in run.iterdir() if p.is_file()} == before
+    data = write_synthetic_dataset(tmp_path / "d.hdf5")
     failed = tmp_path / "f"
     failed.mkdir()
     (failed / "config.yaml").write_text("a start that stopped before its first checkpoint\n")
-    r = fit(*[o.replace("run_name=r", "run_name=f") for o in base])
+    r = fit(f"data.path={data}", f"run_root={tmp_path}", "run_name=f", *SYN, "algo.warmup_updates=4")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "starting it again" in r.stdout and (failed / "last.ckpt").exists()
 
@@ -219,6 +221,7 @@ def test_bad_input_one_clear_error_nothing_written(tmp_path, case, expect):
     r = fit(f"data.path={data}", "data.generate_if_missing=false", f"run_root={runs}", "run_name=x", *SYN)
     assert r.returncode == 2
     assert expect in r.stderr and str(data) in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:"), r.stderr
     assert "Traceback" not in r.stderr
     assert not runs.exists()
 
