@@ -34,6 +34,7 @@ SESSION_FILE = "session.json"
 EPISODES_DIR = "episodes"
 STEPS_FILE = "steps.jsonl"
 STAGING_DIR = ".staging"  # episodes being written (SessionWriter(staging=True)); never read
+DISCARDED_DIR = "discarded"  # episodes the operator asked to re-record: kept, never converted
 PROPRIO_KEY = "proprio"
 STEP_KEYS = ("step", "t", "task", "obs", "action", "policy_action", "intervention", "command", "reward", "done")
 SESSION_KEYS = ("format", "version", "fps", "robot", "action_dim", "translation_scale_m", "cameras")

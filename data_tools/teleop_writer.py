@@ -21,6 +21,7 @@ from PIL import Image
 from .atomic import atomic_write_bytes
 from .errors import TeleopLogError
 from .teleop_format import (
+    DISCARDED_DIR,
     EPISODES_DIR,
     FORMAT,
     SESSION_FILE,
@@ -289,6 +290,28 @@ class EpisodeWriter:
                 self.path.rmdir()
             except OSError:
                 pass
+
+    def discard(self, reason: str) -> Path | None:
+        """Close the episode and move it to ``<session>/discarded/<id>/`` with ``reason.txt``: an episode the operator
+        asked to re-record is kept (robot data is never deleted) but never converted. Returns its new folder (None for
+        an episode without a step, which leaves nothing)."""
+        self.final = None  # a staged episode must not appear under episodes/
+        if self._file is not None and self.num_steps == 0:
+            self.close()
+            return None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        dest = self.session.root / DISCARDED_DIR / self.episode_id
+        k = 1
+        while dest.exists():  # the same id re-recorded again: keep every take
+            dest = self.session.root / DISCARDED_DIR / f"{self.episode_id}.{k}"
+            k += 1
+        dest.parent.mkdir(exist_ok=True)
+        os.rename(self.path, dest)
+        (dest / "reason.txt").write_text(reason + "\n")
+        self.path, self.steps_path = dest, dest / STEPS_FILE
+        return dest
 
     def __enter__(self) -> "EpisodeWriter":
         return self

@@ -11,23 +11,29 @@ built in :mod:`dual_actor.training`.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
 import torch
+
+try:
+    import lightning as L
+except ImportError as _e:  # a robot computer's install: pip install "dual-actor[robot]" has no learner
+    import sys
+
+    print(f"error: python -m dual_actor.fit is the learner and needs its extra, pip install 'dual-actor[learner]' "
+          f"(this install lacks {_e.name!r}); a robot computer runs its side with runtime=ray (docs/real-robot.md)",
+          file=sys.stderr)
+    sys.exit(2)
 from omegaconf import DictConfig
 
-import dual_actor.config.store  # noqa: F401  (the schemas, registered in Hydra's ConfigStore)
 from data_tools.atomic import atomic_write_text
 from data_tools.hdf5_format import DatasetFormatError
+from dual_actor.cli import fail, run_hydra_app
 from dual_actor.config.fields import ConfigError
-from dual_actor.config.store import error_line
 from dual_actor.data.datamodule import OfflineDataModule
 from dual_actor.module import DualActorModule
 from dual_actor.training import build, warmup_cache
@@ -36,7 +42,7 @@ from dual_actor.training.callbacks import EvalCallback, RNGCheckpoint, UpdateChe
 from dual_actor.training.evaluation import evaluate_robot_b, evaluate_run, evaluate_with_commands, print_authority
 from dual_actor.training.naming import multirun_job_name
 from dual_actor.training.summary import existing_results, online_episodes
-from dual_actor.watch import RunProgressBar, log_frames, log_run_summary, quiet_libraries
+from dual_actor.watch import RunProgressBar, log_frames, log_run_summary
 
 
 @dataclass
@@ -216,6 +222,7 @@ def summarize(r: Run, result: dict | None) -> None:
         summary["online_after_fill"] = r.after_fill
     if inter is not None:
         summary["online_episodes"] = online_episodes(inter, r.run_dir)
+        summary["safety_events"] = dict(inter.safety)  # what the safety layer clipped, held or ended
         if hasattr(inter, "robot_summary"):
             summary["robots"] = inter.robot_summary()
     atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -247,27 +254,16 @@ def run(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    quiet_libraries()
     try:
         multirun_job_name(cfg)
         run(cfg)
     except (DatasetFormatError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        fail(e)
 
 
 def main() -> None:
-    """The CLI: Hydra composes the config; a composition error (a wrong type, an unknown key or option, a bad
-    override) is one ``error:`` line and exit 2, like every other config error, instead of Hydra's report."""
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own report and exiting 1
-    try:
-        _main()
-    except Exception as e:  # noqa: BLE001 - only composition errors are reported here; the rest re-raise
-        line = error_line(e)
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    """The CLI: ``python -m dual_actor.fit [group=option ...] [key=value ...]``."""
+    run_hydra_app(_main)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 * :class:`RunProgressBar`: ``warm-up 1234/3000 updates`` or ``online 910/6000 env steps`` with the BC /
   critic losses, Q(s, pi) and (online) the update count and the operator's intervention rate as postfix.
-* :func:`quiet_libraries`: Lightning's "GPU available" / litlogger tips, PyOpenGL's accelerate note and known
-  deprecation / eval-mode warnings do not reach the console; our own lines do.
 * :func:`log_run_summary`: the hyper-parameters with the final ``eval/average_success`` (TensorBoard's
   HPARAMS tab) and the learning-curve figure as an image; :func:`log_frames`: evaluation rollout frames.
 
@@ -13,21 +11,10 @@ TensorBoard's x-axis is the learner update for every scalar of a run (``loss/*``
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
 from lightning.pytorch.callbacks import TQDMProgressBar
-
-
-def quiet_libraries() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda", "OpenGL.acceleratesupport"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)`? is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
 
 
 @runtime_checkable

@@ -26,7 +26,13 @@ BEFORE = ROOT / "tests" / "data" / "default_run_config_4e99546.yaml"
 # critic_feature_dim / critic_obs_feature_dim at 4e99546) and the simulated operator's own talk-and-tweak
 # defaults (command_window 5, sigma 0.001), which the config now links to online.window / online.sigma.
 ADDED = {"algo.refine_proj_dim": 128, "algo.obs_feature_dim": 256, "algo.critic_feature_dim": 64,
-         "algo.critic_obs_feature_dim": 256, "operator.command_window": 5, "operator.sigma": 0.001}
+         "algo.critic_obs_feature_dim": 256, "operator.command_window": 5, "operator.sigma": 0.001,
+         # the safety layer (issue 26): every limit off on the bench but the watchdog (the non-finite check has no key)
+         "safety.workspace_min": None, "safety.workspace_max": None, "safety.max_step_m": None,
+         "safety.max_step_rad": None, "safety.joint_limits": None, "safety.timeout_s": 5.0, "safety.on_exit": "hold",
+         # episode control and the robot tools (issue 26): the sim's robot never waits for a person
+         "online.wait_for_operator": False, "record.episodes": 20, "record.tasks": None, "record.session": None,
+         "record.seed": 0, "check.reads": 20, "check.task": None}
 
 
 def _compose(*overrides):

@@ -135,14 +135,19 @@ def test_spacemouse_scripted_sequence_default_mapping():
         (dict(buttons=[1, 0]), POLICY, True, [0.0, 0.0, 0.0, 1.0]),  # close button only
         (dict(pitch=0.4), POLICY, False, None),  # rotation is not mapped with action_dim 4
         (dict(y=1.3, yaw=-0.9), POLICY, True, [0.5, 0.0, 0.0, 0.7]),  # y clipped to 1; policy's gripper again
-        (dict(buttons=[1, 1]), POLICY, True, [0.0, 0.0, 0.0, 0.7]),  # both buttons: gripper held
+        (dict(buttons=[1, 1]), POLICY, False, None),  # both buttons: the e-stop engages (no action) ...
+        (dict(buttons=[0, 0]), POLICY, False, None),  # ... and stays engaged, latched ...
+        (dict(buttons=[1, 1]), POLICY, False, None),  # ... until both are pressed again: released
+        (dict(buttons=[0, 0]), POLICY, False, None),  # released: the policy acts
         (dict(buttons=[0, 1], z=0.049), POLICY, True, [0.0, 0.0, 0.0, -1.0]),  # open; z in deadzone
         (dict(x=-0.2), -POLICY, True, [0.0, 0.1, 0.0, -1.0]),  # gripper stays open
     ]
+    estop = [False] * 5 + [True, True, False, False, False, False]  # the e-stop's state after each step
     for k, (report, policy, intervening, expected) in enumerate(script):
         dev.push(**report)
         inp = op.observe(obs, policy, {})
         assert inp.intervening is intervening, k
+        assert inp.estop is estop[k], k
         assert inp.command is None
         if expected is None:
             assert inp.action is None

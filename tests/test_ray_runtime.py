@@ -271,3 +271,55 @@ def test_a_robot_holds_without_fresh_weights(tmp_path):
         assert np.all(executed[~rec.rows["intervention"].numpy(), :3] == 0.0)
     finally:
         ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_hosts_with_token_authentication(tmp_path):
+    """The paper's split on one machine: a head node (the GPU machine's, 1 CPU) and a second node offering the
+    ``robot`` resource (the robot computer's), both started with Ray's token authentication. The learner joins with
+    the token and its robots run where ``robot`` is (``runtime.robot_resources``); without the token, or with
+    another one, the learner is refused with one error line before anything is written."""
+    import secrets
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    token = secrets.token_hex(32)
+    auth = {**ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # AF_UNIX socket paths must stay under 107 bytes
+    common = ["--num-cpus=1", "--disable-usage-stats", f"--temp-dir={short}"]
+    try:
+        for cmd in ([ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                    [ray_bin, "start", f"--address={address}", '--resources={"robot": 2}', *common[:2]]):
+            r = subprocess.run(cmd, env=auth, capture_output=True, text=True, timeout=180)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        over = [f"runtime.address={address}", "runtime.robots=2", "runtime.robot_resources={robot: 1}",
+                "online.env_steps=200"]
+        for env, why in (({k: v for k, v in auth.items() if k != "RAY_AUTH_TOKEN"}, "token authentication is not set up"),
+                         ({**auth, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, "cannot join the Ray cluster")):
+            cmd = [sys.executable, "-m", "dual_actor.fit", "runtime=ray", "experiment=smoke", f"run_root={tmp_path}",
+                   "run_name=refused", *QUIET, *over]
+            r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2 and lines[-1].startswith("error:") and why in lines[-1], r.stderr[-2000:]
+            assert not (tmp_path / "refused").exists()
+        cmd = [sys.executable, "-m", "dual_actor.fit", "runtime=ray", "experiment=smoke", f"run_root={tmp_path}",
+               "run_name=r", *QUIET, *over]
+        r = subprocess.run(cmd, cwd=ROOT, env=auth, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+        assert set(summary["robots"]) == {"A", "B"} and summary["online_env_steps"] >= 200
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=auth, capture_output=True, timeout=120)
+        import shutil
+
+        shutil.rmtree(short, ignore_errors=True)

@@ -314,6 +314,7 @@ def test_build_loops_robot_b_is_shifted_and_seeded_apart():
     from hydra import compose, initialize_config_dir
 
     from dual_actor.runtime.robot import build_loops, robot_name
+    from dual_actor.runtime.safety import SafeEnv
     from dual_actor.runtime.sim import MetaworldTaskEnv, ShiftedEnv, ShiftedOperator
     from dual_actor.runtime.transport import InProcessTransport
     from factories import tiny_policy_kwargs
@@ -327,7 +328,9 @@ def test_build_loops_robot_b_is_shifted_and_seeded_apart():
     b = build_loops(cfg, policy, InProcessTransport(), index=1, name=robot_name(1, cfg))
     try:
         assert [robot_name(i, cfg) for i in range(4)] == ["A", "B", "A2", "B2"]
-        assert all(isinstance(l.env, MetaworldTaskEnv) for l in a) and all(isinstance(l.env, ShiftedEnv) for l in b)
+        # every env behind the safety layer (in the robot's own frame), robot B's seen through its shift
+        assert all(isinstance(l.env, SafeEnv) and isinstance(l.env.env, MetaworldTaskEnv) for l in a)
+        assert all(isinstance(l.env, ShiftedEnv) and isinstance(l.env.env, SafeEnv) for l in b)
         assert all(isinstance(l.operator, ShiftedOperator) for l in b)
         assert [l.env.seed for l in a] == [int(cfg.online.seed) + i for i in range(3)]
         assert [l.env.env.seed for l in b] == [int(cfg.online.seed) + 100 + i for i in range(3)]

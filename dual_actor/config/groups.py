@@ -216,7 +216,14 @@ class RayRuntime:
                                                    "the learner (null: never; real robots run on)")
     num_cpus: Optional[int] = setting(None, "Ray's CPU count when it starts locally (null: all cores)")
     object_store_mb: int = setting(256, "Ray object store when it starts locally (weights, in-flight episodes)")
-    address: Optional[str] = setting(None, "an existing Ray cluster (null: start one in this process)")
+    address: Optional[str] = setting(None, "an existing Ray cluster, HOST:PORT (null: start one in this process); "
+                                           "across hosts it must require Ray's token authentication (docs/real-robot.md)")
+    require_auth: bool = setting(True, "with an address: refuse to connect unless this process holds Ray's token "
+                                       "(RAY_AUTH_MODE=token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), the one the "
+                                       "cluster was started with")
+    robot_resources: Any = setting(None, "Ray resources a robot actor needs, e.g. {robot: 1}: it then runs on the "
+                                         "node started with them (the robot computer: ray start --resources "
+                                         "'{\"robot\": 1}'); null: anywhere")
     journal: bool = setting(True, "every ingested episode is written to <run>/journal/ before it counts (kill -9 + "
                                   "resume loses none)")
 

@@ -13,7 +13,7 @@ from typing import Any
 from dual_actor.config.algo import AlgoConfig
 from dual_actor.config.fields import field_types
 from dual_actor.config.groups import GROUP_SCHEMAS
-from dual_actor.config.sections import Config, EnvConfig, MetaworldBenchConfig, TrainerConfig
+from dual_actor.config.sections import ENV_SCHEMAS, Config, EnvConfig, TrainerConfig
 
 HEADER = """# Configuration reference
 
@@ -94,16 +94,16 @@ def markdown() -> str:
     parts.append(_table("Run (`conf/config.yaml`)", Config.__doc__,
                         _rows(Config, "", skip={f.name for f in dataclasses.fields(Config)} - {f.name for f in top})))
     fields = {f.name: f for f in dataclasses.fields(Config)}
-    fields = {f.name: f for f in dataclasses.fields(Config)}
-    for name in ("data", "warmup", "online", "eval"):
+    for name in ("data", "warmup", "online", "eval", "safety", "record", "check"):
         schema = field_types(Config)[name]
         parts.append(_table(f"`{name}`", schema.__doc__, _rows(schema, f"{name}.", warmup=_warmup(fields[name]))))
     parts.append(_table("`algo` (`conf/algo`)", AlgoConfig.__doc__ + " The defaults are the default algorithm "
                         "(`algo=dual_actor`); `algo=dual_actor_paper` sets Eq. 6 and Eq. 8 as printed.",
                         _rows(AlgoConfig, "algo.")))
     parts.append(_table("`env` (`conf/env`)", EnvConfig.__doc__, _rows(EnvConfig, "env.")))
-    extra = [r for r in _rows(MetaworldBenchConfig, "env.") if r not in _rows(EnvConfig, "env.")]
-    parts.append(_table("`env=metaworld_bench`: its own keys", MetaworldBenchConfig.__doc__, extra))
+    for option, schema in ENV_SCHEMAS.items():
+        extra = [r for r in _rows(schema, "env.") if r not in _rows(EnvConfig, "env.")]
+        parts.append(_table(f"`env={option}`: its own keys", schema.__doc__, extra))
     parts.append(_table("`trainer` (`conf/trainer`)", TrainerConfig.__doc__, _rows(TrainerConfig, "trainer.")))
     for group, options in GROUP_SCHEMAS.items():
         for option, schema in options.items():

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 from data_tools.talk_tweak import DEFAULT_LABEL, LABELS, SIGMA_M, WINDOW
 from dual_actor.config.algo import AlgoConfig
-from dual_actor.config.fields import check_choices, setting
+from dual_actor.config.fields import ConfigError, check_choices, setting
 
 
 @dataclass
@@ -53,6 +53,67 @@ class MetaworldBenchConfig(EnvConfig):
 
     render_effects: bool = setting(False, "shadows + reflections when rendering cameras (7x dearer on a CPU "
                                           "renderer)")
+
+
+@dataclass
+class FrankaServerEnvConfig(EnvConfig):
+    """A Franka arm through the HIL-SERL / ConRFT robot server (dual_actor/robots/franka_server.py; the adapter's
+    keys are ``env.robot.*``, docs/real-robot.md)."""
+
+    url: str = setting("http://127.0.0.1:5000/", "the robot server, http://HOST:PORT/ (Flask's port 5000)")
+
+
+@dataclass
+class LeRobotEnvConfig(EnvConfig):
+    """Any robot of lerobot 0.4.4's ``Robot`` API (dual_actor/robots/lerobot_robot.py): ``env.robot.type`` names
+    the lerobot robot config and ``env.robot.<field>`` sets its fields (``+env.robot.<field>`` for one the yaml
+    does not list); ``env.robot.adapter.*`` are the adapter's keys (docs/real-robot.md)."""
+
+    urdf_path: Optional[str] = setting(None, "the arm's URDF: actions are end-effector deltas turned into joint "
+                                             "targets by lerobot's kinematics (null: joint deltas)")
+
+
+ENV_SCHEMAS = {"metaworld_bench": MetaworldBenchConfig, "franka_server": FrankaServerEnvConfig,
+               "lerobot_robot": LeRobotEnvConfig}
+"""``conf/env`` options with keys of their own (schema ``schema/env/<name>``)."""
+
+
+@dataclass
+class SafetyConfig:
+    """The one safety layer between the control loop and every robot, the bench's simulation included
+    (dual_actor/runtime/safety.py; docs/real-robot.md). Null switches a check off; the bench keeps every limit off
+    (its simulator bounds the hand itself) but the non-finite-action check and the watchdog."""
+
+    workspace_min: Optional[List[float]] = setting(None, "[x, y, z] metres: the end effector's box, lower corner "
+                                                         "(robot base frame); an action that would leave the box is "
+                                                         "clipped to it (null: no box)")
+    workspace_max: Optional[List[float]] = setting(None, "[x, y, z] metres: the box's upper corner")
+    max_step_m: Optional[float] = setting(None, "largest translation one action may command, metres (the norm; "
+                                                "longer ones are scaled down; null: the action's own bound)")
+    max_step_rad: Optional[float] = setting(None, "largest rotation one action may command, radians (7-d actions)")
+    joint_limits: Optional[List[List[float]]] = setting(None, "[[low, high], ...] per joint, the arm's units: joint "
+                                                              "targets are clamped into them (arms whose adapter "
+                                                              "commands joints)")
+    timeout_s: float = setting(5.0, "watchdog: a robot or camera read slower than this holds the arm and ends the "
+                                    "episode")
+    on_exit: str = setting("hold", "what the robot does when the run exits, is interrupted or crashes: hold (keep "
+                                   "its pose) | home (move to the env's home pose first); the connection is closed",
+                           choices=("hold", "home"))
+
+    def __post_init__(self) -> None:
+        check_choices(self, "safety.")
+        box = (self.workspace_min, self.workspace_max)
+        if (box[0] is None) != (box[1] is None):
+            raise ConfigError("safety.workspace_min and safety.workspace_max go together (both, or neither)")
+        if box[0] is not None and (len(box[0]) != 3 or len(box[1]) != 3 or any(lo >= hi for lo, hi in zip(*box))):
+            raise ConfigError(f"safety.workspace_min < safety.workspace_max, 3 values each, got {box[0]} / {box[1]}")
+        for name in ("max_step_m", "max_step_rad", "timeout_s"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"safety.{name} must be > 0, got {v}")
+        for i, lim in enumerate(self.joint_limits or []):
+            if len(lim) != 2 or not lim[0] < lim[1]:
+                raise ConfigError(f"safety.joint_limits[{i}] must be [low, high] with low < high, got {lim}")
 
 
 @dataclass
@@ -108,6 +169,8 @@ class OnlineConfig:
                                        "0.30 -> 0.52 at the same success, docs/results.md) | action (Eq. 12 as "
                                        "printed: the executed actions)", choices=LABELS)
     log_teleop: bool = setting(True, "write the online teleop log under <run>/teleop/")
+    wait_for_operator: bool = setting(False, "after each reset the robot holds until the operator resumes (pause): "
+                                             "a person resets a real robot's scene (experiment=real)")
     seed: int = setting(1000, "env seeds of the online phase (demos use seed, evaluation eval.seed)")
 
     def __post_init__(self) -> None:
@@ -122,13 +185,31 @@ class EvalConfig:
     max_episode_steps: int = setting(200, "episode time limit of an evaluation trial")
     seed: int = setting(10000, "first evaluation seed")
     curve_every_env_steps: int = setting(1500, "learning-curve points during the online phase")
-    curve_trials: int = setting(10, "trials per task of a learning-curve point")
+    curve_trials: int = setting(10, "trials per task of a learning-curve point (0: no points: experiment=real)")
     warmup_point: bool = setting(True, "evaluate the warm-up policy as the curve's first point with eval.trials "
                                        "(the final evaluation's trials and seeds): the table shows warm-up -> final")
     with_commands: bool = setting(False, "also evaluate with a simulated operator speaking refinement commands "
                                          "(eval_commands.json)")
     robot_b: bool = setting(False, "also evaluate on robot B (env.robot_shift) -> eval_B.json (multi-robot transfer, "
                                    "RQ5)")
+
+
+@dataclass
+class RecordConfig:
+    """``python -m dual_actor.record``: demos driven by the person, written as a teleop session."""
+
+    episodes: int = setting(20, "episodes to record per task (the paper: 20)")
+    tasks: Optional[List[str]] = setting(None, "the tasks to record, one after the other (null: env.tasks)")
+    session: Optional[str] = setting(None, "the session folder under ${run_root}/recordings/ (null: a time stamp)")
+    seed: int = setting(0, "the env seeds of the recording (a simulated robot's scenes)")
+
+
+@dataclass
+class CheckConfig:
+    """``python -m dual_actor.check_robot``: connect, read, report, move nothing, disconnect."""
+
+    reads: int = setting(20, "observations (and camera frames) read to measure the rates")
+    task: Optional[str] = setting(None, "the task the env is built for (null: the first of env.tasks)")
 
 
 @dataclass
@@ -150,6 +231,9 @@ class Config:
     resume: bool = setting(False, "continue ${run_root}/${run_name}/last.ckpt", warmup=False)
     seed: int = setting(0, "seeds the learner, the demos and the simulated operator")
     data: DataConfig = setting(DataConfig(), "the warm-up dataset")
+    safety: SafetyConfig = setting(SafetyConfig(), "the safety layer around every robot", warmup=False)
+    record: RecordConfig = setting(RecordConfig(), "python -m dual_actor.record", warmup=False)
+    check: CheckConfig = setting(CheckConfig(), "python -m dual_actor.check_robot", warmup=False)
     warmup: WarmupConfig = setting(WarmupConfig(), "sharing the warm-up between runs", warmup=False)
     online: OnlineConfig = setting(OnlineConfig(), "phase II on the robots", warmup=False)
     eval: EvalConfig = setting(EvalConfig(), "evaluation and the learning curve", warmup=False)

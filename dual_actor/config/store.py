@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from dual_actor.config.algo import AlgoConfig
 from dual_actor.config.fields import ConfigError
 from dual_actor.config.groups import GROUP_SCHEMAS
-from dual_actor.config.sections import Config, EnvConfig, MetaworldBenchConfig, TrainerConfig
+from dual_actor.config.sections import ENV_SCHEMAS, Config, EnvConfig, TrainerConfig
 
 
 def register() -> None:
@@ -28,7 +28,8 @@ def register() -> None:
     cs.store(name="config_schema", node=Config)
     cs.store(group="schema/algo", name="algo", node=AlgoConfig)
     cs.store(group="schema/env", name="env", node=EnvConfig)
-    cs.store(group="schema/env", name="metaworld_bench", node=MetaworldBenchConfig)
+    for name, node in ENV_SCHEMAS.items():
+        cs.store(group="schema/env", name=name, node=node)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     for group, options in GROUP_SCHEMAS.items():
         for name, node in options.items():

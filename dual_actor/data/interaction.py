@@ -14,6 +14,8 @@ rollout statistics and keeps the buffers in the checkpoint (a resumed run keeps 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import time
 from typing import Sequence
@@ -71,6 +73,7 @@ class Interaction:
         self.episodes = 0
         self.next_loop = 0
         self.recent: list[dict] = []  # per-episode stats since the last log
+        self.safety: Counter = Counter()  # the safety layer's events over the online phase (summary.json)
         self.filled: tuple[float, int] | None = None  # (clock, env steps) when learning began (this process)
 
     @property
@@ -84,6 +87,7 @@ class Interaction:
         self.env_steps += rec.length
         self.episodes += 1
         self.credit -= rec.length
+        self.safety.update(rec.extra.get("safety") or {})  # the safety layer's events, every robot
         self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
                             "interventions": rec.interventions, "overruns": rec.overruns})
         ingest(self.buffers, self.transport.poll_episodes())

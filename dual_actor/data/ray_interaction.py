@@ -19,9 +19,8 @@ streaming sampler and the callbacks are the same for both runtimes. What differs
 
 from __future__ import annotations
 
-import json
 import time
-from collections import defaultdict, deque
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,20 @@ from dual_actor.runtime.transport import EpisodeRecord
 def online_transitions(buffers: TaskBuffers) -> int:
     """Online transitions held: autonomous (rollouts) + operator (interventions) rows over all tasks."""
     return sum(len(buffers[t]["rollouts"]) + len(buffers[t]["interventions"]) for t in buffers.tasks)
+
+
+def check_token_auth(rt) -> None:
+    """An existing cluster (``runtime.address``) is joined only with Ray's token authentication on: the robot
+    computer's cluster must not accept a process without the token (``runtime.require_auth``)."""
+    import os
+
+    if not rt.require_auth:
+        return
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not (os.environ.get("RAY_AUTH_TOKEN")
+                                                           or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        raise ConnectionError(f"runtime.address={rt.address}: Ray's token authentication is not set up in this process "
+                              f"(export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, the token the "
+                              f"cluster was started with; docs/real-robot.md); runtime.require_auth=false skips this")
 
 
 def _robot_stats() -> dict:
@@ -79,6 +92,7 @@ class RayInteraction:
         self.journal = EpisodeJournal(self.run_dir / "journal") if self.rt.journal else None
         self._prune_upto = 0
         self.recent: list[dict] = []
+        self.safety: Counter = Counter()  # the safety layer's events over the online phase (summary.json)
         self.robot = {n: _robot_stats() for n in self.names}
         self._started = False
         self._owns_ray = False
@@ -101,6 +115,7 @@ class RayInteraction:
         if not ray.is_initialized():
             kw = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
             if self.rt.address:
+                check_token_auth(self.rt)
                 ray.init(address=str(self.rt.address), **kw)
             else:
                 # "local": always a new cluster of this run's own (never a stale one left by a killed run)
@@ -118,7 +133,7 @@ class RayInteraction:
         Worker = ray.remote(RobotWorker)
         for i, name in enumerate(self.names):
             w = Worker.options(num_cpus=0, max_restarts=int(self.rt.max_restarts), max_task_retries=0,
-                               max_concurrency=2).remote(cfg, i, name, policy_ref, self.board, self.inbox, teleop,
+                               max_concurrency=2, resources=dict(self.rt.robot_resources or {})).remote(cfg, i, name, policy_ref, self.board, self.inbox, teleop,
                                                           self.version)
             self.workers[name] = w
             self.runs[name] = w.run.remote()
@@ -197,6 +212,7 @@ class RayInteraction:
         st["successes"] += int(rec.success)
         st["recent_success"].append(float(rec.success))
         st["weight_age"] = max(0, self.learner_updates - int(rec.weights_version))
+        self.safety.update(rec.extra.get("safety") or {})  # the safety layer's events, every robot
         self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
                             "interventions": rec.interventions, "overruns": rec.overruns})
         if journal is not None:

@@ -44,6 +44,34 @@ class RobotEnv(Protocol):
 
 
 @runtime_checkable
+class Arm(Protocol):
+    """What the safety layer (:mod:`dual_actor.runtime.safety`) reads from and commands to an arm, beside
+    :class:`RobotEnv`: every real-robot adapter (``dual_actor.robots``) and the bench implement it.
+
+    Actions are deltas in [-1, 1]: dims 0..2 the end effector's translation, ``translation_scale_m`` metres per
+    unit; with 7-d actions dims 3..5 its rotation (roll, pitch, yaw), ``rotation_scale_rad`` radians per unit; the
+    last dim the gripper (absolute: -1 open .. 1 closed, or as the adapter documents)."""
+
+    translation_scale_m: float
+    """Metres the end effector moves per action unit of dims 0..2."""
+    rotation_scale_rad: float
+    """Radians per action unit of dims 3..5 (7-d actions; 0 where the arm takes no rotation)."""
+
+    def observe(self) -> np.ndarray:
+        """The current observation (as ``reset`` / ``step`` return it), read without moving anything
+        (``python -m dual_actor.check_robot`` reads only this and ``images()``)."""
+
+    def ee_position(self) -> np.ndarray:
+        """(3,) the end effector's position in metres, in the frame of ``safety.workspace_*`` (the robot base)."""
+
+    def joint_positions(self) -> np.ndarray | None:
+        """The joint positions (radians; lerobot arms: the units of their calibration), or None where unknown."""
+
+    def hold(self) -> None:
+        """Stop moving now and keep the current pose (the gripper as it is); callable at any time."""
+
+
+@runtime_checkable
 class RandomStateful(Protocol):
     """A part of a robot (its env, its operator) with a random state that a resumed run must continue."""
 

@@ -23,8 +23,9 @@ images (a SmolVLA backbone alone needs none: h is computed here and stored).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from dual_actor.utils import mc_returns
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.env import RandomStateful, RobotEnv
 from dual_actor.runtime.operators import NO_INPUT, apply_intervention
+from dual_actor.runtime.safety import hold_action  # noqa: F401 - defined once, there
 from dual_actor.runtime.transport import EpisodeRecord, RobotTransport
 
 
@@ -69,12 +71,30 @@ def observation_batch(
     }
 
 
-def hold_action(previous: np.ndarray | None, action_dim: int, gripper_index: int | None = -1) -> np.ndarray:
-    """Zero motion; the gripper keeps its last command (a held robot must not drop the part)."""
-    a = np.zeros(action_dim, dtype=np.float32)
-    if gripper_index is not None and previous is not None:
-        a[gripper_index] = previous[gripper_index]
-    return a
+HOLD_POLL_S = 0.05
+"""Seconds between two looks at the operator while the robot holds (e-stop, pause) in a loop without a period."""
+
+
+def hold_until_released(env, operator, obs: np.ndarray, held: np.ndarray, info: dict, estop: bool,
+                        sleep: Callable[[float], None] = time.sleep, period_s: float | None = None,
+                        who: str = "robot") -> None:
+    """The operator's e-stop (``estop``) or pause holds the robot (``env.hold()`` every control period, nothing else
+    sent; the operator watches the held robot, ``held`` its action) until released: the e-stop disengaged, or a
+    second "pause". An e-stop engaged while paused is held for first."""
+    hold = getattr(env, "hold", None)
+    what = "e-stop" if estop else "pause"
+    print(f"[{who}] {what}: the robot holds until the operator releases it", flush=True)
+    while True:
+        if hold is not None:
+            hold()
+        sleep(period_s or HOLD_POLL_S)
+        human = operator.observe(obs, held, info)
+        now_estop, event = bool(getattr(human, "estop", False)), getattr(human, "event", None)
+        if (not now_estop) if estop else (event == "pause" and not now_estop):
+            break
+        if not estop and now_estop:
+            estop, what = True, "e-stop"
+    print(f"[{who}] {what} released", flush=True)
 
 
 @dataclass
@@ -84,6 +104,9 @@ class LoopStats:
     interventions: int = 0
     overruns: int = 0
     successes: int = 0
+    rerecorded: int = 0
+    estops: int = 0
+    safety: Counter = field(default_factory=Counter)  # the safety layer's events (info["safety"]) by name
 
 
 class ControlLoop:
@@ -103,6 +126,14 @@ class ControlLoop:
         gate: optional ``callable(step) -> bool`` asked before every step; False: the robot holds (zero
             motion, gripper kept) instead of acting, e.g. a Ray robot whose weights are older than
             ``runtime.max_weight_age`` updates or that cannot reach the learner. Held steps are counted.
+        wait_for_operator: after each reset the robot holds until the operator resumes ("pause"): a person resets
+            the scene of a real robot first.
+
+    Episode control (the operator's :class:`~dual_actor.runtime.operators.OperatorInput`): ``estop`` holds the
+    robot at once (nothing of that step is sent; ``env.hold()`` every period) until released; "pause" holds it
+    until a second "pause"; "success" / "failure" end the episode after this step with reward 1 / 0 (the sparse
+    reward of a real robot is the person's); "rerecord" drops the episode (its teleop log is moved aside, nothing
+    reaches the learner) and records it again.
         clock / sleep: injectable for tests.
     """
 
@@ -127,6 +158,7 @@ class ControlLoop:
         log_episode: Callable[[str], Any] | None = None,
         actor_id: str = "actor-0",
         gate: Callable[[int], bool] | None = None,
+        wait_for_operator: bool = False,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -140,6 +172,8 @@ class ControlLoop:
         self.log_episode = log_episode
         self.actor_id = actor_id
         self.gate = gate
+        self.wait_for_operator = bool(wait_for_operator)
+        self.action_dim = policy.config.action_dim
         self.clock, self.sleep = clock, sleep
         self.stats = LoopStats()
         self.weights_version = -1
@@ -192,15 +226,31 @@ class ControlLoop:
         a = self.policy.act(h, observation, state[:, self.proprio_slice], commands=[command])
         return a[0].numpy(), h[0]
 
+    def _hold_until_released(self, obs: np.ndarray, previous: np.ndarray | None, action_dim: int, info: dict,
+                             estop: bool) -> None:
+        hold_until_released(self.env, self.operator, obs, hold_action(previous, action_dim, self.gripper_index), info,
+                            estop, self.sleep, self.period_s, self.actor_id)
+
     def run_episode(self, episode_id: str | None = None) -> EpisodeRecord:
-        """One episode; returns (and sends) its record."""
+        """One episode; returns (and sends) its record. An episode the operator asks to re-record is dropped (its log
+        moved aside, nothing sent) and recorded again."""
+        while True:
+            record = self._episode(episode_id)
+            if record is not None:
+                return record
+            self.stats.rerecorded += 1
+
+    def _episode(self, episode_id: str | None) -> EpisodeRecord | None:
         self.sync_weights()
         self.policy.eval()
         obs = np.asarray(self.env.reset(), dtype=np.float32)
         if self.operator is not None:
             self.operator.reset(self.task)
         self.labeler.reset()
-        writer = self.log_episode(episode_id or f"{self.actor_id}-{self.stats.episodes}") if self.log_episode else None
+        name = episode_id or f"{self.actor_id}-{self.stats.episodes + self.stats.rerecorded}"
+        writer = self.log_episode(name) if self.log_episode else None
+        if self.wait_for_operator and self.operator is not None:  # a person resets the scene, then resumes
+            self._hold_until_released(obs, None, int(self.action_dim), {}, estop=False)
         states, hs, actions, policy_actions, intervened, rewards, spoken = [], [], [], [], [], [], []
         images: list[torch.Tensor] = []  # (C, 3, H, W) uint8 per step, when the policy's encoders read them
         labels: dict[int, str] = {}
@@ -208,6 +258,7 @@ class ControlLoop:
         previous: np.ndarray | None = None
         info: dict = {}
         overruns = held = 0
+        safety: Counter = Counter()  # this episode's safety-layer events
         terminated = truncated = False
         t = 0
         while True:
@@ -221,11 +272,26 @@ class ControlLoop:
                 a_pi = hold_action(previous, len(a_pi), self.gripper_index)  # weights too old / learner unreachable
                 held += 1
             human = self.operator.observe(obs, a_pi, info) if self.operator is not None else NO_INPUT
+            estop, event = bool(getattr(human, "estop", False)), getattr(human, "event", None)
+            if estop or event == "pause":  # nothing is sent: hold, then act afresh
+                self._hold_until_released(obs, previous, len(a_pi), info, estop=estop)
+                self.stats.estops += int(estop)
+                continue
+            if event == "rerecord":
+                if writer is not None:
+                    writer.discard("the operator asked to re-record it")
+                print(f"[{self.actor_id}] episode dropped (re-record): starting it again", flush=True)
+                return None
             executed, intv = apply_intervention(a_pi, human, self.low, self.high)
             executed = np.asarray(executed, dtype=np.float32)
             command = human.command
             next_obs, reward, terminated, truncated, info = self.env.step(executed)
             next_obs = np.asarray(next_obs, dtype=np.float32)
+            if info.get("executed_action") is not None:  # what the robot did after the safety layer's clipping
+                executed = np.asarray(info["executed_action"], dtype=np.float32)
+            safety.update(info.get("safety") or ())
+            if event in ("success", "failure"):  # the person ends the episode: the sparse reward is theirs
+                reward, terminated, info = float(event == "success"), True, {**info, "operator": event}
             for s, c in self.labeler.push(executed, intv, a_pi):
                 labels[s] = c
             states.append(obs)
@@ -263,7 +329,7 @@ class ControlLoop:
             task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
             interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
             weights_version=self.weights_version,
-            extra={"commands": commands, "policy_actions": policy_actions, "held": held},
+            extra={"commands": commands, "policy_actions": policy_actions, "held": held, "safety": dict(safety)},
         )
         self.transport.send_episode(record)
         st = self.stats
@@ -272,6 +338,7 @@ class ControlLoop:
         st.interventions += record.interventions
         st.overruns += overruns
         st.successes += int(record.success)
+        st.safety.update(safety)
         return record
 
     def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands, images=()) -> dict:

@@ -179,14 +179,20 @@ class RobotWorker:
 
     # ------------------------------------------------------------------------------ main loop
     def run(self) -> None:
-        """Episodes until the learner stops the run; holds while it may not act."""
-        while True:
-            may_act, stopped = self._sync()
-            if stopped:
-                return
-            if not may_act:
-                time.sleep(self.hold_s)  # zero motion: a robot at rest between episodes
-                continue
-            loop = self.loops[self.next_loop]
-            self.next_loop = (self.next_loop + 1) % len(self.loops)
-            loop.run_episode()
+        """Episodes until the learner stops the run; holds while it may not act. However it ends (stopped, an
+        error, the process interrupted), every env is closed: the safety layer leaves the robot as
+        ``safety.on_exit`` says and closes the connection."""
+        try:
+            while True:
+                may_act, stopped = self._sync()
+                if stopped:
+                    return
+                if not may_act:
+                    time.sleep(self.hold_s)  # zero motion: a robot at rest between episodes
+                    continue
+                loop = self.loops[self.next_loop]
+                self.next_loop = (self.next_loop + 1) % len(self.loops)
+                loop.run_episode()
+        finally:
+            for loop in self.loops:
+                loop.env.close()

@@ -37,15 +37,19 @@ def robot_shift(index: int, cfg: DictConfig):
     return instantiate(node)
 
 
-def make_env_factory(cfg: DictConfig, shift=None):
-    """``make_env(task, seed, max_episode_steps, cameras, image_size)`` from ``env.robot``, through ``shift``."""
+def make_env_factory(cfg: DictConfig, shift=None, safe: bool = True):
+    """``make_env(task, seed, max_episode_steps, cameras, image_size)`` from ``env.robot``: every env behind the
+    safety layer (``safety.*``, in the robot's own frame; ``safe=False`` only for a tool that commands nothing,
+    check_robot), then seen through ``shift`` (robot B)."""
     if cfg.env.robot is None:
         return None
     from hydra.utils import instantiate
 
+    from dual_actor.runtime.safety import safe_factory
     from dual_actor.runtime.sim import shifted_factory
 
-    return shifted_factory(instantiate(cfg.env.robot), shift)
+    make_env = instantiate(cfg.env.robot)
+    return shifted_factory(safe_factory(make_env, cfg.safety) if safe else make_env, shift)
 
 
 def per_task_operator(cfg: DictConfig) -> bool:
@@ -63,10 +67,13 @@ def image_size(cfg: DictConfig) -> dict:
 
 
 def robot_identity(cfg: DictConfig) -> str:
-    """The robot's name in teleop logs and datasets: ``robot_name`` of the class (or function) ``env.robot``
-    builds (the bench's: "metaworld-sawyer"), else ``env.name``."""
+    """The robot's name in teleop logs and datasets: a lerobot robot's ``env.robot.type`` (``so101_follower``),
+    else ``robot_name`` of the class (or function) ``env.robot`` builds (the bench's: "metaworld-sawyer"), else
+    ``env.name``."""
     from hydra.utils import get_object
 
+    if (cfg.env.robot or {}).get("type"):
+        return str(cfg.env.robot.type)
     target = (cfg.env.robot or {}).get("_target_")
     return str(getattr(get_object(target), "robot_name", cfg.env.name)) if target else str(cfg.env.name)
 
@@ -81,6 +88,18 @@ def teleop_session(cfg: DictConfig, root, staging: bool = False):
                          cameras=[str(c) for c in cfg.env.cameras], staging=staging)
 
 
+def robot_env(cfg: DictConfig, task: str, seed: int, index: int = 0, max_episode_steps: int | None = None,
+              safe: bool = True):
+    """Robot ``index``'s env for ``task`` (``env.robot``; robot B through ``env.robot_shift``), as every tool builds
+    it: the online phase's loops, ``check_robot`` and ``record``."""
+    make_env = make_env_factory(cfg, robot_shift(index, cfg), safe=safe)
+    if make_env is None:
+        raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
+    steps = int(cfg.online.max_episode_steps if max_episode_steps is None else max_episode_steps)
+    return make_env(task=task, seed=int(seed), max_episode_steps=steps, cameras=[str(c) for c in cfg.env.cameras],
+                    **image_size(cfg))
+
+
 def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str | None = None,
                 log_episode: Callable[[str], Any] | None = None,
                 gate: Callable[[int], bool] | None = None) -> list[ControlLoop]:
@@ -90,18 +109,12 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
     from dual_actor.runtime.sim import ShiftedEnv, ShiftedOperator
 
     on = cfg.online
-    shift = robot_shift(index, cfg)
-    make_env = make_env_factory(cfg, shift)
-    if make_env is None:
-        raise ValueError(f"env {cfg.env.name!r} has no robot (env.robot: a RobotEnv factory, dual_actor/runtime/env.py)")
-    cameras = [str(c) for c in cfg.env.cameras]
     shared_operator, per_task = None, per_task_operator(cfg)
     if cfg.operator.get("_target_") and not per_task:
         shared_operator = instantiate(cfg.operator)
     loops = []
     for i, task in enumerate(cfg.env.tasks):
-        env = make_env(task=task, seed=int(on.seed) + ROBOT_SEED_STRIDE * index + i,
-                       max_episode_steps=int(on.max_episode_steps), cameras=cameras, **image_size(cfg))
+        env = robot_env(cfg, task, seed=int(on.seed) + ROBOT_SEED_STRIDE * index + i, index=index)
         operator = instantiate(cfg.operator, task=task) if per_task else shared_operator
         if operator is not None and isinstance(env, ShiftedEnv):
             operator = ShiftedOperator(operator, env)
@@ -110,6 +123,6 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
             period_s=None if on.period_s is None else float(on.period_s),
             window=int(on.window), sigma=float(on.sigma), translation_scale_m=float(on.translation_scale_m),
             label=str(on.label), gamma=float(cfg.algo.gamma), log_episode=log_episode, actor_id=f"{name}-{i}" if name else f"sim-{i}",
-            gate=gate,
+            gate=gate, wait_for_operator=bool(on.wait_for_operator),
         ))
     return loops

@@ -80,6 +80,32 @@ def check_operator(cfg: DictConfig) -> None:
         raise ConfigError(line if line.startswith(name) else f"{name}: {line}") from None
 
 
+def check_ray_cluster(cfg: DictConfig) -> None:
+    """``runtime=ray runtime.address=...``: this process holds the cluster's token and joins it now (a refused or
+    unauthenticated join is known before anything is written); the robots then start on that connection."""
+    if cfg.runtime.name != "ray" or not cfg.runtime.get("address"):
+        return
+    import ray
+
+    from dual_actor.data.ray_interaction import check_token_auth
+
+    try:
+        check_token_auth(cfg.runtime)
+        if not ray.is_initialized():
+            ray.init(address=str(cfg.runtime.address), include_dashboard=False, configure_logging=False,
+                     log_to_driver=True)
+    except ConnectionError as e:
+        raise ConfigError(f"runtime=ray: cannot join the Ray cluster at {cfg.runtime.address}: "
+                          f"{str(e).splitlines()[0]} (is it up, and is RAY_AUTH_TOKEN the token it was started with?)")
+    if cfg.runtime.robot_resources:
+        have = ray.cluster_resources()
+        missing = {k: v for k, v in dict(cfg.runtime.robot_resources).items() if have.get(k, 0) < float(v)}
+        if missing:
+            raise ConfigError(f"runtime.robot_resources {dict(cfg.runtime.robot_resources)}: the cluster at "
+                              f"{cfg.runtime.address} offers {({k: have.get(k, 0) for k in missing})} (start the robot "
+                              f"computer's node with ray start --resources)")
+
+
 def check_run_config(cfg: DictConfig) -> Path:
     """Everything that can be known before work starts, checked before anything is written: the schema's checks
     (types, undeclared keys, choices), the encoder groups, the accelerator, the operator's device, the run folder
@@ -88,6 +114,7 @@ def check_run_config(cfg: DictConfig) -> Path:
     check_config(cfg)
     check_accelerator(cfg)
     check_operator(cfg)
+    check_ray_cluster(cfg)
     run_dir = Path(cfg.run_root) / str(cfg.run_name)
     has_ckpt = (run_dir / "last.ckpt").exists()
     if run_dir.exists() and not has_ckpt:  # a start that stopped before its first checkpoint: nothing to keep

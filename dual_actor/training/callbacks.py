@@ -68,7 +68,7 @@ class EvalCallback(L.Callback):
         self.t0 = time.perf_counter()  # reset by the online phase when the robots start (before the first batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.interaction.env_steps < self.next_at:
+        if self.interaction.env_steps < self.next_at or int(self.cfg.eval.curve_trials) <= 0:
             return
         self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
         experiment = pl_module.logger.experiment if pl_module.logger is not None else None

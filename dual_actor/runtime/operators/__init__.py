@@ -24,7 +24,7 @@ Every public name is importable from this package (Hydra configs name
 rule are documented in ``docs/operators.md``.
 """
 
-from dual_actor.runtime.operators.base import NO_INPUT, NullOperator, Operator, OperatorInput, apply_intervention
+from dual_actor.runtime.operators.base import EVENTS, NO_INPUT, NullOperator, Operator, OperatorInput, apply_intervention
 from dual_actor.runtime.operators.keyboard import (
     DEFAULT_KEY_COMMANDS,
     DEFAULT_KEY_MAP,
@@ -53,6 +53,7 @@ __all__ = [
     "NullOperator",
     "Operator",
     "OperatorInput",
+    "EVENTS",
     "ROBOT_FRAME_AXIS_MAP",
     "ROBOT_FRAME_AXIS_SIGN",
     "SPACEMOUSE_AXES",

@@ -25,6 +25,10 @@ import numpy as np
 from data_tools.talk_tweak import NULL_COMMAND
 
 
+EVENTS = ("success", "failure", "rerecord", "pause")
+"""Episode control an operator can give (:attr:`OperatorInput.event`)."""
+
+
 @dataclass(frozen=True)
 class OperatorInput:
     """What the operator does at one control step.
@@ -34,11 +38,18 @@ class OperatorInput:
         action: (A,) float32, the operator's action; set exactly when ``intervening``.
         command: the spoken refinement command in force at this step (a talk-and-tweak sentence
             such as "move left"), or None. "[null]" and "" are stored as None.
+        event: episode control given at this step (:data:`EVENTS`): "success" / "failure" end the episode with
+            reward 1 / 0, "rerecord" drops it (nothing is learned from it) and starts it again, "pause" holds the
+            robot until the operator resumes (a second "pause"); None: nothing.
+        estop: the emergency stop is engaged: the robot holds, whatever the policy or the operator's action, until
+            it is released (``estop`` False again).
     """
 
     intervening: bool = False
     action: np.ndarray | None = None
     command: str | None = None
+    event: str | None = None
+    estop: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intervening", bool(self.intervening))
@@ -52,6 +63,9 @@ class OperatorInput:
             object.__setattr__(self, "action", a)
         elif self.action is not None:
             raise ValueError("OperatorInput: action given but not intervening")
+        if self.event is not None and self.event not in EVENTS:
+            raise ValueError(f"OperatorInput: event must be one of {EVENTS} or None, got {self.event!r}")
+        object.__setattr__(self, "estop", bool(self.estop))
         if self.command in ("", NULL_COMMAND):
             object.__setattr__(self, "command", None)
         elif self.command is not None and not isinstance(self.command, str):

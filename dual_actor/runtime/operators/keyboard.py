@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from data_tools.talk_tweak import NULL_COMMAND, command_vocabulary
-from dual_actor.runtime.operators.base import OperatorInput
+from dual_actor.runtime.operators.base import EVENTS, OperatorInput
 from dual_actor.runtime.operators.teleop import TeleopOperator
 
 DEFAULT_KEY_MAP: dict[str, tuple[int, float]] = {
@@ -36,6 +36,11 @@ DEFAULT_KEY_COMMANDS: dict[str, str] = {
     "4": "move backward", "5": "move up", "6": "move down",
 }
 """Keyboard command keys: key -> spoken refinement command."""
+
+DEFAULT_EVENT_KEYS: dict[str, str] = {"g": "success", "b": "failure", "n": "rerecord", "p": "pause"}
+"""Keyboard episode-control keys: key -> event (``OperatorInput.event``)."""
+ESTOP_KEY = "k"
+"""The e-stop key: engages the emergency stop; pressed again, releases it."""
 
 
 def _isatty(stream: Any) -> bool:
@@ -113,6 +118,8 @@ class KeyboardOperator(TeleopOperator):
         gripper_key, intervention_key, clear_command_key: "space", "i", "0".
         command_steps: steps a spoken command stays in force.
         words: talk-and-tweak axis words (see ``data_tools.talk_tweak``), for the vocabulary check.
+        event_keys: key -> episode event (success, failure, rerecord, pause); default ``DEFAULT_EVENT_KEYS``.
+        estop_key: toggles the e-stop (engaged: every input says ``estop``, no action): ``ESTOP_KEY``.
     """
 
     def __init__(
@@ -129,6 +136,8 @@ class KeyboardOperator(TeleopOperator):
         clear_command_key: str = "0",
         command_steps: int = 5,
         words: Mapping[str, Sequence[str]] | None = None,
+        event_keys: Mapping[str, str] | None = None,
+        estop_key: str = ESTOP_KEY,
     ) -> None:
         super().__init__(action_dim, translation_scale, rotation_scale, gripper_index)
         if command_steps < 1:
@@ -147,11 +156,17 @@ class KeyboardOperator(TeleopOperator):
         for key, cmd in self.commands.items():
             if cmd not in vocab:
                 raise ValueError(f"commands[{key!r}] = {cmd!r} is not a talk-and-tweak command")
-        special = [gripper_key, intervention_key, clear_command_key]
-        clashes = (set(self.key_map) & set(self.commands)) | (set(special) & (set(self.key_map) | set(self.commands)))
-        if clashes or len(set(special)) != 3:
-            raise ValueError(f"KeyboardOperator: keys bound twice: {sorted(clashes) or special}")
-        self.gripper_key, self.intervention_key, self.clear_command_key = special
+        self.event_keys = dict(DEFAULT_EVENT_KEYS if event_keys is None else event_keys)
+        for key, event in self.event_keys.items():
+            if event not in EVENTS:
+                raise ValueError(f"event_keys[{key!r}] = {event!r}: events are {EVENTS}")
+        special = [gripper_key, intervention_key, clear_command_key, estop_key]
+        bound = [*self.key_map, *self.commands, *self.event_keys, *special]
+        clashes = sorted({k for k in bound if bound.count(k) > 1})
+        if clashes:
+            raise ValueError(f"KeyboardOperator: keys bound twice: {clashes}")
+        self.estop_key = estop_key
+        self.gripper_key, self.intervention_key, self.clear_command_key = special[:3]
         self.command_steps = int(command_steps)
         self._keys = keys
         self._reader: TerminalKeyReader | None = None
@@ -176,7 +191,8 @@ class KeyboardOperator(TeleopOperator):
         q = self._queue()
         motion = np.zeros(self.n_motion, dtype=np.float64)
         pressed = False
-        gripper = None
+        gripper = event = None
+        later: list[str] = []
         while True:
             try:
                 key = q.get_nowait()
@@ -198,11 +214,19 @@ class KeyboardOperator(TeleopOperator):
                 self._command, self._command_left = self.commands[key], self.command_steps
             elif key == self.clear_command_key:
                 self._command, self._command_left = None, 0
+            elif key == self.estop_key:
+                self.estop = not self.estop
+            elif key in self.event_keys and event is None:  # one event per step; a later one waits for the next
+                event = self.event_keys[key]
+            elif key in self.event_keys:
+                later.append(key)
+        for key in later:
+            q.put(key)
         command = None
         if self._command_left > 0:
             command = self._command
             self._command_left -= 1
-        return self._finish(policy, self.latched or pressed, np.clip(motion, -1.0, 1.0), gripper, command)
+        return self._finish(policy, self.latched or pressed, np.clip(motion, -1.0, 1.0), gripper, command, event)
 
     def check_ready(self) -> None:
         """Keys come from an injected queue, or stdin is a terminal."""

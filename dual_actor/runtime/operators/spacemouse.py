@@ -9,11 +9,11 @@ are documented in ``docs/operators.md``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dual_actor.runtime.operators.base import OperatorInput
+from dual_actor.runtime.operators.base import EVENTS, OperatorInput
 from dual_actor.runtime.operators.teleop import TeleopOperator
 
 SPACEMOUSE_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
@@ -49,14 +49,19 @@ class SpaceMouseOperator(TeleopOperator):
         axis_sign: +-1 per entry of ``axis_map``. Default ``ROBOT_FRAME_AXIS_SIGN`` with the default
             map, all +1 with a given map.
         gripper_index: the gripper's action dim (must be the dim after the motion dims).
-        close_button, open_button: button indices: close sets the gripper to +1, open to -1
-            (both held, or neither: the gripper command is held).
+        close_button, open_button: button indices: close sets the gripper to +1, open to -1 (neither: the
+            gripper command is held).
+        estop_buttons: the buttons that, pressed together, toggle the e-stop (engaged: every input says
+            ``estop``, no action; pressed together again: released). Default (0, 1): both buttons of a two-button
+            SpaceMouse; a device with a spare button can give it alone, e.g. (2,).
+        event_buttons: button index -> episode event (success, failure, rerecord, pause), given when the button
+            is pressed, for devices with more than two buttons (e.g. a SpaceMouse Pro); default none.
         device_name: pyspacemouse device name (e.g. "SpaceMouseCompact"); None: the first found.
         axis_convention: pyspacemouse ``AxisConvention`` value used when opening ("hid_z_up").
         max_reads: HID reports drained per control step (the device sends one report per
             channel per read; draining keeps the state current at 10 Hz).
 
-    Intervening: a mapped axis beyond the deadzone, or any button held.
+    Intervening: a mapped axis beyond the deadzone, or a button held (not the e-stop's together, nor an event's).
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class SpaceMouseOperator(TeleopOperator):
         device_name: str | None = None,
         axis_convention: str = "hid_z_up",
         max_reads: int = 64,
+        event_buttons: Mapping[int, str] | None = None,
+        estop_buttons: Sequence[int] = (0, 1),
     ) -> None:
         super().__init__(action_dim, translation_scale, rotation_scale, gripper_index)
         if not 0.0 <= deadzone < 1.0:
@@ -111,6 +118,18 @@ class SpaceMouseOperator(TeleopOperator):
         self.max_reads = int(max_reads)
         self._device = device
         self._owns_device = False
+        self.event_buttons = {int(i): e for i, e in (event_buttons or {}).items()}
+        for i, e in self.event_buttons.items():
+            if e not in EVENTS or i in (self.close_button, self.open_button) or i < 0:
+                raise ValueError(f"event_buttons[{i}] = {e!r}: an event of {EVENTS} on a button other than the "
+                                 f"gripper's ({self.close_button}, {self.open_button})")
+        self.estop_buttons = tuple(int(i) for i in estop_buttons)
+        if not self.estop_buttons or min(self.estop_buttons) < 0:
+            raise ValueError(f"estop_buttons must name at least one button index >= 0, got {estop_buttons}")
+        if set(self.estop_buttons) & set(self.event_buttons):
+            raise ValueError(f"estop_buttons {self.estop_buttons} overlap event_buttons {sorted(self.event_buttons)}")
+        self._both_held = False
+        self._pressed: dict[int, bool] = {}
 
     def _open(self) -> Any:
         if self._device is not None:
@@ -173,6 +192,18 @@ class SpaceMouseOperator(TeleopOperator):
         v = np.clip(np.array([raw[name] for name in self.axis_map]), -1.0, 1.0) * self.axis_sign
         v[np.abs(v) <= self.deadzone] = 0.0
         close, open_ = bool(buttons[self.close_button]), bool(buttons[self.open_button])
+        both = all(i < len(buttons) and bool(buttons[i]) for i in self.estop_buttons)
+        if both and not self._both_held:  # pressing the e-stop buttons together toggles the e-stop
+            self.estop = not self.estop
+        self._both_held = both
+        event = None
+        for index, name in self.event_buttons.items():  # devices with more buttons: episode events, on the press
+            pressed = index < len(buttons) and bool(buttons[index])
+            if pressed and not self._pressed.get(index) and event is None:
+                event = name
+            self._pressed[index] = pressed
+        if both or event is not None:
+            return self._finish(policy, False, v, None, None, event)
         gripper = 1.0 if close and not open_ else -1.0 if open_ and not close else None
         intervening = bool(np.any(v != 0.0) or any(buttons))
         return self._finish(policy, intervening, v, gripper, None)

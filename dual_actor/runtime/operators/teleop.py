@@ -39,6 +39,7 @@ class TeleopOperator(Operator):
         self.rotation_scale = float(rotation_scale)
         self.task: str | None = None
         self._gripper: float | None = None
+        self.estop = False  # latched: the device's e-stop control engages and releases it, episodes do not
 
     def reset(self, task: str) -> None:
         self.task = task
@@ -50,17 +51,18 @@ class TeleopOperator(Operator):
         return s
 
     def _finish(self, policy: np.ndarray | None, intervening: bool, motion: np.ndarray, gripper: float | None,
-                command: str | None) -> OperatorInput:
-        """Build the step's input; ``gripper`` is a new close/open command or None (hold)."""
+                command: str | None, event: str | None = None) -> OperatorInput:
+        """Build the step's input; ``gripper`` is a new close/open command or None (hold); ``event`` an episode
+        control given at this step; the e-stop state is :attr:`estop`."""
         if gripper is not None:
             self._gripper = float(gripper)
-        if not intervening:
+        if not intervening or self.estop:
             if policy is not None and gripper is None:
                 self._gripper = float(policy[self.gripper_index])
-            return OperatorInput(False, None, command)
+            return OperatorInput(False, None, command, event=event, estop=self.estop)
         if self._gripper is None:
             self._gripper = float(policy[self.gripper_index]) if policy is not None else -1.0
         action = np.zeros(self.action_dim, dtype=np.float32)
         action[: self.n_motion] = motion * self._scale()
         action[self.gripper_index] = self._gripper
-        return OperatorInput(True, action, command)
+        return OperatorInput(True, action, command, event=event)

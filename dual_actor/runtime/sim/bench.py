@@ -123,6 +123,8 @@ class MetaworldTaskEnv:
     observation_dim = OBS_DIM
     action_dim = ACTION_DIM
     robot_name = ROBOT
+    translation_scale_m = ACTION_SCALE_M  # dual_actor.runtime.env.Arm: Metaworld moves its mocap 1 cm per unit
+    rotation_scale_rad = 0.0               # xyz + gripper: no rotation
     proprio_slice = PROPRIO_SLICE
 
     def __init__(
@@ -293,6 +295,22 @@ class MetaworldTaskEnv:
             setattr(env, attr, value.copy())
         self.hand_start_error = float(np.linalg.norm(err))
         return obs
+
+    # ------------------------------------------------------------------ Arm (the safety layer's view)
+    def ee_position(self) -> np.ndarray:
+        """(3,) the hand's position in metres (what ``obs[:3]`` reports), in Metaworld's world frame."""
+        return np.asarray(self._env.unwrapped.get_endeff_pos(), dtype=np.float64).copy()
+
+    def observe(self) -> np.ndarray:
+        """The current observation (39-d), without stepping."""
+        return np.asarray(self._env._get_obs(), dtype=np.float32)
+
+    def joint_positions(self) -> None:
+        """The bench commands the hand's mocap body, not joints: none."""
+        return None
+
+    def hold(self) -> None:
+        """Nothing moves between steps in the simulation: holding is stepping no further."""
 
     def step(self, action: Sequence[float] | np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:

@@ -95,6 +95,18 @@ class ShiftedEnv:
     def close(self) -> None:
         self.env.close()
 
+    def observe(self) -> np.ndarray:
+        self.world_observation = np.asarray(self.env.observe(), dtype=np.float32)
+        return self.shift.observation(self.world_observation)
+
+    def hold(self) -> None:
+        self.env.hold()
+
+    def __getattr__(self, name: str):
+        """The rest of the robot (the Arm members the safety layer and the tools read, counters) is the wrapped
+        env's; what is in the world frame (ee_position) is B's own frame only through the observation."""
+        return getattr(self.env, name)
+
 
 class ShiftedOperator:
     """The operator of robot B: watches the world (not B's miscalibrated state) and steers in the world;
