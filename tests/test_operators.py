@@ -157,6 +157,37 @@ def test_spacemouse_scripted_sequence_default_mapping():
     assert not dev.closed  # an injected device belongs to the caller
 
 
+def test_spacemouse_episode_keys_and_event_buttons_beside_the_puck():
+    """Keys typed in the terminal (the default map: g success, b failure, n rerecord, p pause, k e-stop) and a
+    spare button (event_buttons) give episode events on the step they arrive; the e-stop key toggles as the two
+    buttons do; a key bound to nothing is ignored."""
+    import queue
+
+    dev, keys = FakeSpaceMouse(n_buttons=3), queue.Queue()
+    op = SpaceMouseOperator(device=dev, keys=keys, event_buttons={2: "success"})
+    op.reset("place the bolt")
+    obs = np.zeros(39)
+    script = [  # (keys typed, buttons, expected event, expected e-stop)
+        ("", [0, 0, 0], None, False),
+        ("b", [0, 0, 0], "failure", False),
+        ("xg", [0, 0, 0], "success", False),  # x: no binding
+        ("", [0, 0, 1], "success", False),  # the spare button, on its press ...
+        ("", [0, 0, 1], None, False),  # ... not while it stays held
+        ("k", [0, 0, 0], None, True),  # the e-stop key engages ...
+        ("np", [0, 0, 0], "rerecord", True),  # the first event of a step counts
+        ("k", [0, 0, 0], None, False),  # ... and releases
+        ("kk", [0, 0, 0], None, False),  # twice in one step: unchanged
+    ]
+    for k, (typed, buttons, event, estop) in enumerate(script):
+        for key in typed:
+            keys.put(key)
+        dev.push(buttons=buttons)
+        inp = op.observe(obs, POLICY, {})
+        assert (inp.event, inp.estop) == (event, estop), k
+    with pytest.raises(ValueError, match="event_keys"):
+        SpaceMouseOperator(device=dev, keys=keys, event_keys={"g": "win"})
+
+
 def test_spacemouse_7dof_custom_axes_and_scales():
     dev = FakeSpaceMouse(n_buttons=4)
     op = SpaceMouseOperator(

@@ -112,7 +112,7 @@ def test_record_over_each_device_writes_a_session_that_converts(tmp_path, env, e
     (["env=lerobot_robot", "env.robot.port=/dev/ttyDOES_NOT_EXIST", "env.tasks=[pick]",
       "env.robot.adapter.gripper_range=[0,40]"], "/dev/ttyDOES_NOT_EXIST"),
 ])
-@pytest.mark.parametrize("tool", ["dual_actor.check_robot", "dual_actor.record"])
+@pytest.mark.parametrize("tool", ["dual_actor.check_robot", "dual_actor.record", "dual_actor.fit"])
 def test_a_real_robot_that_is_not_there_is_one_error_line_within_10_s(tmp_path, tool, args, expect):
     t0 = time.perf_counter()
     r = run(tool, *args, f"run_root={tmp_path}", timeout=60)
@@ -120,4 +120,37 @@ def test_a_real_robot_that_is_not_there_is_one_error_line_within_10_s(tmp_path, 
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and expect in lines[0], r.stderr
     assert seconds < 10 + 8  # the interpreter's start-up on a loaded machine, then within 10 s
-    assert not (tmp_path / "recordings").exists() or not any((tmp_path / "recordings").rglob("*.jsonl"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no session, no run folder, nothing half-written
+
+
+def test_record_with_a_policy_evaluates_it_on_the_robot_and_logs_online_episodes(tmp_path):
+    """``record.policy``: the policy acts, the (simulated) person watches and takes over; eval.json's rates are
+    those of the logged episodes (success: the last reward; autonomous: a success without any take-over)."""
+    import torch
+
+    from dual_actor.policy import DualActorPolicy
+    from factories import tiny_policy_kwargs
+
+    torch.manual_seed(0)
+    DualActorPolicy(**tiny_policy_kwargs(tasks=["pick up the bolt", "place the bolt"], obs_dim=39,
+                                         proprio_dim=4)).save_pretrained(tmp_path / "policy")
+    r = run("dual_actor.record", "env=franka_sim", f"run_root={tmp_path}", "record.session=ev", "record.episodes=3",
+            "record.tasks=[pick up the bolt,place the bolt]", "online.max_episode_steps=40",
+            f"record.policy={tmp_path / 'policy'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "recordings" / "ev" / "eval.json").read_text())
+    convert = r.stdout.strip().splitlines()[-1].split()
+    c = subprocess.run([sys.executable, *convert[1:], "--quiet"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert c.returncode == 0, c.stderr
+    eps = list(read_episodes(Path(convert[-1])))
+    assert {e.kind for e in eps} == {"online"} and len(eps) == 6
+    assert any(e.intervention.any() for e in eps)  # a random policy: the person took over
+    for task in ("pick up the bolt", "place the bolt"):
+        mine = [e for e in eps if e.task == task]
+        wins = [e.rewards[-1] > 0 for e in mine]
+        alone = [w and not e.intervention.any() for w, e in zip(wins, mine)]
+        assert res["tasks"][task] == {"episodes": 3, "success": sum(wins) / 3, "autonomous_success": sum(alone) / 3}
+    r = run("dual_actor.record", "env=franka_sim", f"run_root={tmp_path}", "record.session=bad",
+            "record.tasks=[assemble the bolt]", f"record.policy={tmp_path / 'policy'}")
+    assert r.returncode == 2 and "was trained on" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "recordings" / "bad").exists()

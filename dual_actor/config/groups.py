@@ -7,7 +7,7 @@ own (tests/test_wiring.py compares them).
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from dual_actor.config.fields import check_choices, setting
 
@@ -183,6 +183,12 @@ class SpaceMouseOperatorConfig(_DeviceOperatorConfig):
     deadzone: float = setting(0.05, "puck displacement below which it does not intervene")
     close_button: int = setting(0, "button that closes the gripper")
     open_button: int = setting(1, "button that opens the gripper")
+    estop_buttons: List[int] = setting([0, 1], "buttons that, pressed together, toggle the e-stop")
+    event_buttons: Dict[int, str] = setting({}, "button -> success | failure | rerecord | pause, for devices with "
+                                                "spare buttons (e.g. {2: success, 3: failure})")
+    event_keys: Dict[str, str] = setting({"g": "success", "b": "failure", "n": "rerecord", "p": "pause",
+                                          "k": "estop"}, "terminal key -> episode event or estop, typed beside the "
+                                                         "puck ({}: off)")
 
 
 # -------------------------------------------------------------------------------------------- runtime/

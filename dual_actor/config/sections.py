@@ -202,6 +202,10 @@ class RecordConfig:
     tasks: Optional[List[str]] = setting(None, "the tasks to record, one after the other (null: env.tasks)")
     session: Optional[str] = setting(None, "the session folder under ${run_root}/recordings/ (null: a time stamp)")
     seed: int = setting(0, "the env seeds of the recording (a simulated robot's scenes)")
+    policy: Optional[str] = setting(None, "a policy folder (``<run>/policy``) or Hub repo id that acts while the "
+                                          "person watches, takes over and ends episodes: an evaluation on the robot "
+                                          "(``<session>/eval.json``: success with and without take-overs), logged "
+                                          "as online episodes (null: the person drives, demos)")
 
 
 @dataclass

@@ -202,6 +202,7 @@ class FrankaServerEnv:
     """
 
     robot_name = "franka"
+    connects = True  # fit reads it once before anything starts (dual_actor/training/build.py)
 
     def __init__(
         self,

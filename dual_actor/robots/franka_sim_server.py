@@ -387,6 +387,7 @@ def make_sim_env(task: str, seed: int, max_episode_steps: int = MAX_EPISODE_STEP
 
 
 make_sim_env.robot_name = ROBOT  # type: ignore[attr-defined]  # the bench's robot, behind HTTP
+make_sim_env.connects = True  # type: ignore[attr-defined]  # as FrankaServerEnv
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -595,3 +595,6 @@ def make_lerobot_env(task: str, seed: int, max_episode_steps: int = 200, cameras
     robot = {"type": type, **robot_fields, **({} if robot_cameras is None else {"cameras": robot_cameras})}
     return LeRobotEnv(task, seed, max_episode_steps, cameras, image_size, robot=robot, plugins=plugins,
                       **_plain(adapter or {}))
+
+
+make_lerobot_env.connects = True  # type: ignore[attr-defined]  # fit reads the robot once before anything starts

@@ -80,6 +80,32 @@ def check_operator(cfg: DictConfig) -> None:
         raise ConfigError(line if line.startswith(name) else f"{name}: {line}") from None
 
 
+def check_robot_reachable(cfg: DictConfig) -> None:
+    """A robot behind a connection (``connects = True`` on what ``env.robot`` builds: the Franka server, a lerobot
+    robot, and their simulation-backed stand-ins) answers one read, before anything is written and before the
+    warm-up's minutes, when this process will drive it (``runtime=inprocess`` with an online phase); the read moves
+    nothing. With ``runtime=ray`` the robots are on their own hosts: ``python -m dual_actor.check_robot`` there."""
+    from hydra.utils import get_object
+
+    from dual_actor.check_robot import UNREACHABLE
+    from dual_actor.runtime.robot import robot_env
+
+    target = (cfg.env.robot or {}).get("_target_")
+    if (not target or int(cfg.online.env_steps) <= 0 or cfg.runtime.name == "ray"
+            or not getattr(get_object(target), "connects", False)):
+        return
+    try:
+        env = robot_env(cfg, str(cfg.env.tasks[0]), seed=int(cfg.online.seed), safe=False)
+        try:
+            env.observe()
+        finally:
+            env.close()
+    except UNREACHABLE as e:
+        raise ConfigError(f"env {cfg.env.name!r}: the robot could not be reached or read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); python -m dual_actor.check_robot "
+                          "with the same overrides tells more") from None
+
+
 def check_ray_cluster(cfg: DictConfig) -> None:
     """``runtime=ray runtime.address=...``: this process holds the cluster's token and joins it now (a refused or
     unauthenticated join is known before anything is written); the robots then start on that connection."""
@@ -108,13 +134,15 @@ def check_ray_cluster(cfg: DictConfig) -> None:
 
 def check_run_config(cfg: DictConfig) -> Path:
     """Everything that can be known before work starts, checked before anything is written: the schema's checks
-    (types, undeclared keys, choices), the encoder groups, the accelerator, the operator's device, the run folder
+    (types, undeclared keys, choices), the encoder groups, the accelerator, the operator's device, the robot's
+    connection, the run folder
     vs ``resume``, Alg. 1's batch split. Returns the run folder."""
     check_encoder_groups(cfg)
     check_config(cfg)
     check_accelerator(cfg)
     check_operator(cfg)
     check_ray_cluster(cfg)
+    check_robot_reachable(cfg)
     run_dir = Path(cfg.run_root) / str(cfg.run_name)
     has_ckpt = (run_dir / "last.ckpt").exists()
     if run_dir.exists() and not has_ckpt:  # a start that stopped before its first checkpoint: nothing to keep

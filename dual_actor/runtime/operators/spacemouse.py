@@ -9,6 +9,8 @@ are documented in ``docs/operators.md``.
 
 from __future__ import annotations
 
+import queue
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -56,6 +58,12 @@ class SpaceMouseOperator(TeleopOperator):
             SpaceMouse; a device with a spare button can give it alone, e.g. (2,).
         event_buttons: button index -> episode event (success, failure, rerecord, pause), given when the button
             is pressed, for devices with more than two buttons (e.g. a SpaceMouse Pro); default none.
+        event_keys: terminal key -> episode event, or "estop" (toggles the e-stop), typed while the other hand is on
+            the puck (a two-button SpaceMouse has no spare button): default the keyboard operator's
+            (``DEFAULT_EVENT_KEYS`` and ``ESTOP_KEY``: g success, b failure, n rerecord, p pause, k e-stop); an empty
+            mapping turns them off. Read by a :class:`TerminalKeyReader` started with the device; a process
+            without a terminal (a Ray robot actor) says once that only the buttons remain.
+        keys: the key queue (tests, a GUI); None: the terminal's.
         device_name: pyspacemouse device name (e.g. "SpaceMouseCompact"); None: the first found.
         axis_convention: pyspacemouse ``AxisConvention`` value used when opening ("hid_z_up").
         max_reads: HID reports drained per control step (the device sends one report per
@@ -81,6 +89,8 @@ class SpaceMouseOperator(TeleopOperator):
         max_reads: int = 64,
         event_buttons: Mapping[int, str] | None = None,
         estop_buttons: Sequence[int] = (0, 1),
+        event_keys: Mapping[str, str] | None = None,
+        keys: queue.Queue | None = None,
     ) -> None:
         super().__init__(action_dim, translation_scale, rotation_scale, gripper_index)
         if not 0.0 <= deadzone < 1.0:
@@ -130,6 +140,43 @@ class SpaceMouseOperator(TeleopOperator):
             raise ValueError(f"estop_buttons {self.estop_buttons} overlap event_buttons {sorted(self.event_buttons)}")
         self._both_held = False
         self._pressed: dict[int, bool] = {}
+        from dual_actor.runtime.operators.keyboard import DEFAULT_EVENT_KEYS, ESTOP_KEY
+
+        self.event_keys = dict({**DEFAULT_EVENT_KEYS, ESTOP_KEY: "estop"} if event_keys is None else event_keys)
+        bad = {k: e for k, e in self.event_keys.items() if e not in (*EVENTS, "estop")}
+        if bad:
+            raise ValueError(f"event_keys {bad}: each key gives one of {(*EVENTS, 'estop')}")
+        self._keys, self._key_reader = keys, None
+
+    def _open_keys(self) -> None:
+        """The terminal's key reader, once, when event keys are wanted and none were injected."""
+        if self._keys is not None or not self.event_keys:
+            return
+        from dual_actor.runtime.operators.keyboard import TerminalKeyReader
+
+        self._keys = queue.Queue()
+        try:
+            self._key_reader = TerminalKeyReader(self._keys)
+        except RuntimeError:
+            print("[operator] SpaceMouse: no terminal in this process, so the episode keys "
+                  f"({', '.join(f'{k} {e}' for k, e in self.event_keys.items())}) are off; the buttons remain "
+                  f"(e-stop: buttons {self.estop_buttons} together; operator.event_buttons)", file=sys.stderr,
+                  flush=True)
+
+    def _key_events(self) -> tuple[str | None, bool]:
+        """The typed keys since the last step: (the first episode event, whether the e-stop key was typed an odd
+        number of times)."""
+        event, toggles = None, 0
+        while self._keys is not None:
+            try:
+                name = self.event_keys.get(self._keys.get_nowait())
+            except queue.Empty:
+                break
+            if name == "estop":
+                toggles += 1
+            elif name is not None and event is None:
+                event = name
+        return event, bool(toggles % 2)
 
     def _open(self) -> Any:
         if self._device is not None:
@@ -178,6 +225,7 @@ class SpaceMouseOperator(TeleopOperator):
     def reset(self, task: str) -> None:
         super().reset(task)
         self._open()
+        self._open_keys()
 
     def observe(self, obs, policy_action, info) -> OperatorInput:
         policy = self._check_action(policy_action)
@@ -193,10 +241,11 @@ class SpaceMouseOperator(TeleopOperator):
         v[np.abs(v) <= self.deadzone] = 0.0
         close, open_ = bool(buttons[self.close_button]), bool(buttons[self.open_button])
         both = all(i < len(buttons) and bool(buttons[i]) for i in self.estop_buttons)
-        if both and not self._both_held:  # pressing the e-stop buttons together toggles the e-stop
+        self._open_keys()
+        event, key_estop = self._key_events()
+        if (both and not self._both_held) != key_estop:  # the e-stop buttons pressed together, or its key
             self.estop = not self.estop
         self._both_held = both
-        event = None
         for index, name in self.event_buttons.items():  # devices with more buttons: episode events, on the press
             pressed = index < len(buttons) and bool(buttons[index])
             if pressed and not self._pressed.get(index) and event is None:
@@ -209,6 +258,9 @@ class SpaceMouseOperator(TeleopOperator):
         return self._finish(policy, intervening, v, gripper, None)
 
     def close(self) -> None:
+        if self._key_reader is not None:
+            self._key_reader.close()
+            self._key_reader, self._keys = None, None
         if self._owns_device and self._device is not None:
             self._device.close()
             self._device = None
