@@ -116,7 +116,8 @@ def record(cfg: DictConfig) -> Path:
     from hydra.utils import instantiate
 
     from data_tools.talk_tweak import StreamingLabeler
-    from dual_actor.runtime.robot import per_task_operator, robot_env, teleop_session
+    from dual_actor.runtime.robot import (check_operator_ready, check_robot_answers, per_task_operator, robot_env,
+                                          teleop_session)
 
     if cfg.env.robot is None:
         raise ConfigError(f"env {cfg.env.name!r} has no robot (env.robot is null): nothing to record")
@@ -136,10 +137,16 @@ def record(cfg: DictConfig) -> Path:
     if cfg.record.policy:
         from dual_actor.policy import DualActorPolicy
 
-        policy = DualActorPolicy.from_pretrained(str(cfg.record.policy))
+        try:
+            policy = DualActorPolicy.from_pretrained(str(cfg.record.policy))
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"record.policy={cfg.record.policy}: not a policy folder or Hub repo id "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'})") from None
         if [t for t in tasks if t not in policy.tasks]:
             raise ConfigError(f"record.policy {cfg.record.policy} was trained on {policy.tasks}, not on all of "
                               f"{tasks}")
+    check_operator_ready(cfg)  # the device and the robot answer before anything is written
+    check_robot_answers(cfg)
     per_task = per_task_operator(cfg)
     shared = None if per_task else instantiate(cfg.operator)
     on = cfg.online
@@ -170,6 +177,8 @@ def record(cfg: DictConfig) -> Path:
         session.close()
         if not [p for p in root.rglob("*") if p.is_file() and p.name != "session.json"]:
             shutil.rmtree(root, ignore_errors=True)  # nothing recorded (the robot never answered): leave no session
+            if not any(root.parent.iterdir()):
+                root.parent.rmdir()
         raise
     finally:
         session.close()

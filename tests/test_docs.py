@@ -94,6 +94,9 @@ INPUTS = {
     "lr": "python -m data_tools export-lerobot bolts.hdf5 -o lr/ --repo-id me/bolts",
     "my.hdf5": "a dataset of 'pick up the bolt' episodes (tests/factories.py)",
     "checkpoints/r1": f"python -m dual_actor.fit run_name=r1 env.demos.episodes_per_task=2 {FIT_SMOKE}",
+    "checkpoints/recordings/rehearsal": "python -m dual_actor.record env=lerobot_sim record.session=rehearsal "
+                                        "record.episodes=1 'record.tasks=[pick up the bolt]' "
+                                        "online.max_episode_steps=20",
 }
 #: In every scratch folder: the demos checkpoints/r1 recorded (2 per task), under the default names of both
 #: the default run and experiment=smoke (read only).
@@ -102,6 +105,9 @@ BENCH_DEMOS = ("metaworld_bench_demos.hdf5", "metaworld_bench_smoke_demos.hdf5")
 #: Commands not run here: (as written) -> why.
 NOT_RUN = {
     "bash .ci/env python -m pytest": "the test suite itself: CI runs exactly this command (.ci/run)",
+    **{f'pip install "dual-actor[{extras}]"': "installs the package from an index (the suite uses no network); "
+                                               "bash .ci/env installs every extra from pyproject.toml"
+       for extras in ("robot", "learner", "learner,robot", "robot,realsense")},
     "bash benchmarks/gpu_session.sh --fetch-wheels": "downloads wheels from PyPI (the suite uses no network); "
                                                       "tests/test_benchmarks.py runs the script itself (TINY=1)",
 }
@@ -531,7 +537,8 @@ def prepare(root: Path, server: Server) -> None:
     root.mkdir(parents=True)
     write_session(root / "s1", online=False, seed=1)
     write_session(root / "s2", online=True, seed=2)
-    for name in ("bolts.hdf5", "week.hdf5", "monday.hdf5", "tuesday.hdf5", "lr", "checkpoints/r1"):
+    for name in ("bolts.hdf5", "week.hdf5", "monday.hdf5", "tuesday.hdf5", "lr", "checkpoints/r1",
+                 "checkpoints/recordings/rehearsal"):
         how = INPUTS[name]
         argv = shlex.split(how)
         assert argv[:2] == ["python", "-m"], how

@@ -174,8 +174,8 @@ def test_spacemouse_episode_keys_and_event_buttons_beside_the_puck():
         ("", [0, 0, 1], "success", False),  # the spare button, on its press ...
         ("", [0, 0, 1], None, False),  # ... not while it stays held
         ("k", [0, 0, 0], None, True),  # the e-stop key engages ...
-        ("np", [0, 0, 0], "rerecord", True),  # the first event of a step counts
-        ("k", [0, 0, 0], None, False),  # ... and releases
+        ("np", [0, 0, 0], "rerecord", True),  # one event per step ...
+        ("k", [0, 0, 0], "pause", False),  # ... the next waits for the next step; the e-stop key releases
         ("kk", [0, 0, 0], None, False),  # twice in one step: unchanged
     ]
     for k, (typed, buttons, event, estop) in enumerate(script):
@@ -184,6 +184,15 @@ def test_spacemouse_episode_keys_and_event_buttons_beside_the_puck():
         dev.push(buttons=buttons)
         inp = op.observe(obs, POLICY, {})
         assert (inp.event, inp.estop) == (event, estop), k
+    spoken = []  # the talk of talk-and-tweak: "1" speaks "move left" for command_steps (5) steps, "0" ends one
+    for typed in ["1", "", "", "", "", "", "3", "", "0", ""]:
+        for key in typed:
+            keys.put(key)
+        dev.push()
+        inp = op.observe(obs, POLICY, {})
+        spoken.append(inp.command)
+        assert not inp.intervening  # speaking is not taking over
+    assert spoken == ["move left"] * 5 + [None, "move forward", "move forward", None, None]
     with pytest.raises(ValueError, match="event_keys"):
         SpaceMouseOperator(device=dev, keys=keys, event_keys={"g": "win"})
 

@@ -304,8 +304,12 @@ def test_two_hosts_with_token_authentication(tmp_path):
             assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         over = [f"runtime.address={address}", "runtime.robots=2", "runtime.robot_resources={robot: 1}",
                 "online.env_steps=200"]
-        for env, why in (({k: v for k, v in auth.items() if k != "RAY_AUTH_TOKEN"}, "token authentication is not set up"),
-                         ({**auth, "RAY_AUTH_TOKEN": secrets.token_hex(32)}, "cannot join the Ray cluster")):
+        home = tmp_path / "home"  # no ~/.ray/auth_token (Ray's default token file) in the refused processes
+        home.mkdir()
+        no_token = {k: v for k, v in auth.items() if k != "RAY_AUTH_TOKEN"}
+        for env, why in (({**no_token, "HOME": str(home)}, "token authentication is not set up"),
+                         ({**auth, "HOME": str(home), "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+                          "cannot join the Ray cluster")):
             cmd = [sys.executable, "-m", "dual_actor.fit", "runtime=ray", "experiment=smoke", f"run_root={tmp_path}",
                    "run_name=refused", *QUIET, *over]
             r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -323,3 +327,47 @@ def test_two_hosts_with_token_authentication(tmp_path):
         import shutil
 
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_the_token_check_reads_the_token_where_ray_does(tmp_path, monkeypatch):
+    """RAY_AUTH_MODE=token with the token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or Ray's default file
+    ~/.ray/auth_token (what `ray get-auth-token --generate` writes); refused without one, or without the mode."""
+    from types import SimpleNamespace
+
+    from dual_actor.data.ray_interaction import check_token_auth
+
+    rt = SimpleNamespace(require_auth=True, address="10.0.0.2:6379")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(ConnectionError, match="token authentication is not set up"):
+        check_token_auth(rt)
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("a" * 64)
+    check_token_auth(rt)
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with pytest.raises(ConnectionError, match="RAY_AUTH_MODE=token"):
+        check_token_auth(rt)
+    check_token_auth(SimpleNamespace(require_auth=False, address="10.0.0.2:6379"))
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_not_minutes():
+    """Ray's own join retries an unreachable GCS address for minutes; the preflight probes it first."""
+    import socket
+    import time
+
+    from dual_actor.training.build import reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        reachable(f"127.0.0.1:{s.getsockname()[1]}")
+        reachable(f"ray://127.0.0.1:{s.getsockname()[1]}")
+    closed = _free_port()
+    t0 = time.perf_counter()
+    for address in (f"127.0.0.1:{closed}", "no-such-host.invalid:6379", "127.0.0.1"):
+        with pytest.raises(ConnectionError, match="nothing answers"):
+            reachable(address, timeout_s=2)
+    assert time.perf_counter() - t0 < 8
+    reachable("auto")

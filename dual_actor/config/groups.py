@@ -189,6 +189,10 @@ class SpaceMouseOperatorConfig(_DeviceOperatorConfig):
     event_keys: Dict[str, str] = setting({"g": "success", "b": "failure", "n": "rerecord", "p": "pause",
                                           "k": "estop"}, "terminal key -> episode event or estop, typed beside the "
                                                          "puck ({}: off)")
+    command_keys: Dict[str, str] = setting({"1": "move left", "2": "move right", "3": "move forward",
+                                            "4": "move backward", "5": "move up", "6": "move down"},
+                                           "terminal key -> spoken refinement command, held 5 steps (0 ends it; "
+                                           "{}: off)")
 
 
 # -------------------------------------------------------------------------------------------- runtime/

@@ -45,11 +45,15 @@ def check_token_auth(rt) -> None:
 
     if not rt.require_auth:
         return
-    if os.environ.get("RAY_AUTH_MODE") != "token" or not (os.environ.get("RAY_AUTH_TOKEN")
-                                                           or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+    from pathlib import Path
+
+    token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+             or (Path.home() / ".ray" / "auth_token").is_file())  # Ray's own default token file
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not token:
         raise ConnectionError(f"runtime.address={rt.address}: Ray's token authentication is not set up in this process "
-                              f"(export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, the token the "
-                              f"cluster was started with; docs/real-robot.md); runtime.require_auth=false skips this")
+                              f"(RAY_AUTH_MODE=token, and the token the cluster was started with in ~/.ray/auth_token, "
+                              f"RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; docs/real-robot.md); runtime.require_auth=false "
+                              f"skips this")
 
 
 def _robot_stats() -> dict:

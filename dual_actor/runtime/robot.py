@@ -126,3 +126,50 @@ def build_loops(cfg: DictConfig, policy, transport, *, index: int = 0, name: str
             gate=gate, wait_for_operator=bool(on.wait_for_operator),
         ))
     return loops
+
+
+def check_operator_ready(cfg: DictConfig) -> None:
+    """A physical operator (a device shared by the tasks: SpaceMouse, keyboard) is there: built once and asked
+    :meth:`~dual_actor.runtime.operators.Operator.check_ready`, then closed (``ConfigError`` naming it)."""
+    from hydra.utils import instantiate
+
+    from dual_actor.config.fields import ConfigError
+
+    target = cfg.operator.get("_target_")
+    if not target or per_task_operator(cfg):
+        return
+    name = target.rsplit(".", 1)[-1]
+    try:
+        op = instantiate(cfg.operator)
+        try:
+            op.check_ready()
+        finally:
+            op.close()
+    except Exception as e:  # noqa: BLE001 - whatever the device layer raises: one line naming the operator
+        cause = e.__cause__ if e.__cause__ is not None and "Error in call to target" in str(e) else e
+        line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise ConfigError(line if line.startswith(name) else f"{name}: {line}") from None
+
+
+def check_robot_answers(cfg: DictConfig) -> None:
+    """A robot behind a connection (``connects = True`` on what ``env.robot`` builds: the Franka server, a lerobot
+    robot, and their simulation-backed stand-ins) answers one read, which moves nothing (``ConfigError`` naming
+    the robot and why)."""
+    from hydra.utils import get_object
+
+    from dual_actor.check_robot import UNREACHABLE
+    from dual_actor.config.fields import ConfigError
+
+    target = (cfg.env.robot or {}).get("_target_")
+    if not target or not getattr(get_object(target), "connects", False):
+        return
+    try:
+        env = robot_env(cfg, str(cfg.env.tasks[0]), seed=int(cfg.online.seed), safe=False)
+        try:
+            env.observe()
+        finally:
+            env.close()
+    except UNREACHABLE as e:
+        raise ConfigError(f"env {cfg.env.name!r}: the robot could not be reached or read ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); python -m dual_actor.check_robot "
+                          "with the same overrides tells more") from None

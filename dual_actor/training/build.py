@@ -58,52 +58,37 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 
 def check_operator(cfg: DictConfig) -> None:
-    """A physical operator (a device shared by the tasks: SpaceMouse, keyboard) is there, when the online phase
-    will use it: built once and asked :meth:`~dual_actor.runtime.operators.Operator.check_ready`, then closed."""
-    from hydra.utils import instantiate
+    """The operator's device is there when the online phase will use it from this process (with
+    ``runtime.address`` it is on the robot computer, where the robot actor opens it)."""
+    from dual_actor.runtime.robot import check_operator_ready
 
-    from dual_actor.runtime.robot import per_task_operator
-
-    target = cfg.operator.get("_target_")
-    if not target or int(cfg.online.env_steps) <= 0 or per_task_operator(cfg):
-        return
-    name = target.rsplit(".", 1)[-1]
-    try:
-        op = instantiate(cfg.operator)
-        try:
-            op.check_ready()
-        finally:
-            op.close()
-    except Exception as e:  # noqa: BLE001 - whatever the device layer raises: one line naming the operator
-        cause = e.__cause__ if e.__cause__ is not None and "Error in call to target" in str(e) else e
-        line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-        raise ConfigError(line if line.startswith(name) else f"{name}: {line}") from None
+    if int(cfg.online.env_steps) > 0 and not (cfg.runtime.name == "ray" and cfg.runtime.get("address")):
+        check_operator_ready(cfg)
 
 
 def check_robot_reachable(cfg: DictConfig) -> None:
-    """A robot behind a connection (``connects = True`` on what ``env.robot`` builds: the Franka server, a lerobot
-    robot, and their simulation-backed stand-ins) answers one read, before anything is written and before the
-    warm-up's minutes, when this process will drive it (``runtime=inprocess`` with an online phase); the read moves
-    nothing. With ``runtime=ray`` the robots are on their own hosts: ``python -m dual_actor.check_robot`` there."""
-    from hydra.utils import get_object
+    """A connected robot answers one read before anything is written and before the warm-up's minutes, when this
+    process will drive it (``runtime=inprocess`` with an online phase); with ``runtime=ray`` the robots are on
+    their own hosts: ``python -m dual_actor.check_robot`` there."""
+    from dual_actor.runtime.robot import check_robot_answers
 
-    from dual_actor.check_robot import UNREACHABLE
-    from dual_actor.runtime.robot import robot_env
+    if int(cfg.online.env_steps) > 0 and cfg.runtime.name != "ray":
+        check_robot_answers(cfg)
 
-    target = (cfg.env.robot or {}).get("_target_")
-    if (not target or int(cfg.online.env_steps) <= 0 or cfg.runtime.name == "ray"
-            or not getattr(get_object(target), "connects", False)):
+
+def reachable(address: str, timeout_s: float = 5.0) -> None:
+    """``HOST:PORT`` (or ``ray://HOST:PORT``) accepts a TCP connection within ``timeout_s`` (ConnectionError
+    otherwise): Ray's own join retries an unreachable address for minutes. ``auto`` is not checked."""
+    import socket
+
+    if address == "auto":
         return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
     try:
-        env = robot_env(cfg, str(cfg.env.tasks[0]), seed=int(cfg.online.seed), safe=False)
-        try:
-            env.observe()
-        finally:
-            env.close()
-    except UNREACHABLE as e:
-        raise ConfigError(f"env {cfg.env.name!r}: the robot could not be reached or read ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else 'no message'}); python -m dual_actor.check_robot "
-                          "with the same overrides tells more") from None
+        with socket.create_connection((host or address, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"nothing answers at {address} within {timeout_s:g} s ({type(e).__name__}: {e})") from None
 
 
 def check_ray_cluster(cfg: DictConfig) -> None:
@@ -117,6 +102,7 @@ def check_ray_cluster(cfg: DictConfig) -> None:
 
     try:
         check_token_auth(cfg.runtime)
+        reachable(str(cfg.runtime.address))
         if not ray.is_initialized():
             ray.init(address=str(cfg.runtime.address), include_dashboard=False, configure_logging=False,
                      log_to_driver=True)

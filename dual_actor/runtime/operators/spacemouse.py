@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from data_tools.talk_tweak import NULL_COMMAND, command_vocabulary
 from dual_actor.runtime.operators.base import EVENTS, OperatorInput
 from dual_actor.runtime.operators.teleop import TeleopOperator
 
@@ -63,6 +64,9 @@ class SpaceMouseOperator(TeleopOperator):
             (``DEFAULT_EVENT_KEYS`` and ``ESTOP_KEY``: g success, b failure, n rerecord, p pause, k e-stop); an empty
             mapping turns them off. Read by a :class:`TerminalKeyReader` started with the device; a process
             without a terminal (a Ray robot actor) says once that only the buttons remain.
+        command_keys, clear_command_key, command_steps: terminal keys that speak a refinement command, held for
+            ``command_steps`` steps (the keyboard operator's: ``1``..``6`` "move left" .. "move down", ``0`` ends it,
+            5 steps): the talk of talk-and-tweak with a hand on the puck ({}: off).
         keys: the key queue (tests, a GUI); None: the terminal's.
         device_name: pyspacemouse device name (e.g. "SpaceMouseCompact"); None: the first found.
         axis_convention: pyspacemouse ``AxisConvention`` value used when opening ("hid_z_up").
@@ -90,6 +94,9 @@ class SpaceMouseOperator(TeleopOperator):
         event_buttons: Mapping[int, str] | None = None,
         estop_buttons: Sequence[int] = (0, 1),
         event_keys: Mapping[str, str] | None = None,
+        command_keys: Mapping[str, str] | None = None,
+        clear_command_key: str = "0",
+        command_steps: int = 5,
         keys: queue.Queue | None = None,
     ) -> None:
         super().__init__(action_dim, translation_scale, rotation_scale, gripper_index)
@@ -140,12 +147,20 @@ class SpaceMouseOperator(TeleopOperator):
             raise ValueError(f"estop_buttons {self.estop_buttons} overlap event_buttons {sorted(self.event_buttons)}")
         self._both_held = False
         self._pressed: dict[int, bool] = {}
-        from dual_actor.runtime.operators.keyboard import DEFAULT_EVENT_KEYS, ESTOP_KEY
+        from dual_actor.runtime.operators.keyboard import DEFAULT_EVENT_KEYS, DEFAULT_KEY_COMMANDS, ESTOP_KEY
 
         self.event_keys = dict({**DEFAULT_EVENT_KEYS, ESTOP_KEY: "estop"} if event_keys is None else event_keys)
         bad = {k: e for k, e in self.event_keys.items() if e not in (*EVENTS, "estop")}
         if bad:
             raise ValueError(f"event_keys {bad}: each key gives one of {(*EVENTS, 'estop')}")
+        self.command_keys = dict(DEFAULT_KEY_COMMANDS if command_keys is None else command_keys)
+        vocab = set(command_vocabulary()) - {NULL_COMMAND}
+        bound = [*self.event_keys, *self.command_keys, clear_command_key]
+        if [c for c in self.command_keys.values() if c not in vocab] or len(set(bound)) < len(bound) or command_steps < 1:
+            raise ValueError(f"command_keys {self.command_keys}: talk-and-tweak commands, on keys not bound twice "
+                             f"(event_keys {sorted(self.event_keys)}, clear {clear_command_key!r}), command_steps >= 1")
+        self.clear_command_key, self.command_steps = clear_command_key, int(command_steps)
+        self._command, self._command_left = None, 0
         self._keys, self._key_reader = keys, None
 
     def _open_keys(self) -> None:
@@ -163,20 +178,33 @@ class SpaceMouseOperator(TeleopOperator):
                   f"(e-stop: buttons {self.estop_buttons} together; operator.event_buttons)", file=sys.stderr,
                   flush=True)
 
-    def _key_events(self) -> tuple[str | None, bool]:
-        """The typed keys since the last step: (the first episode event, whether the e-stop key was typed an odd
-        number of times)."""
-        event, toggles = None, 0
+    def _key_events(self) -> tuple[str | None, bool, str | None]:
+        """The keys typed since the last step: (the first episode event, whether the e-stop key was typed an odd
+        number of times, the spoken command now in force). As the keyboard operator: one event per step, a later
+        one waits for the next step."""
+        event, toggles, later = None, 0, []
         while self._keys is not None:
             try:
-                name = self.event_keys.get(self._keys.get_nowait())
+                key = self._keys.get_nowait()
             except queue.Empty:
                 break
+            name = self.event_keys.get(key)
             if name == "estop":
                 toggles += 1
             elif name is not None and event is None:
                 event = name
-        return event, bool(toggles % 2)
+            elif name is not None:
+                later.append(key)
+            elif key in self.command_keys:
+                self._command, self._command_left = self.command_keys[key], self.command_steps
+            elif key == self.clear_command_key:
+                self._command, self._command_left = None, 0
+        for key in later:
+            self._keys.put(key)
+        command = None
+        if self._command_left > 0:
+            command, self._command_left = self._command, self._command_left - 1
+        return event, bool(toggles % 2), command
 
     def _open(self) -> Any:
         if self._device is not None:
@@ -226,6 +254,7 @@ class SpaceMouseOperator(TeleopOperator):
         super().reset(task)
         self._open()
         self._open_keys()
+        self._command, self._command_left = None, 0
 
     def observe(self, obs, policy_action, info) -> OperatorInput:
         policy = self._check_action(policy_action)
@@ -242,7 +271,7 @@ class SpaceMouseOperator(TeleopOperator):
         close, open_ = bool(buttons[self.close_button]), bool(buttons[self.open_button])
         both = all(i < len(buttons) and bool(buttons[i]) for i in self.estop_buttons)
         self._open_keys()
-        event, key_estop = self._key_events()
+        event, key_estop, command = self._key_events()
         if (both and not self._both_held) != key_estop:  # the e-stop buttons pressed together, or its key
             self.estop = not self.estop
         self._both_held = both
@@ -252,10 +281,10 @@ class SpaceMouseOperator(TeleopOperator):
                 event = name
             self._pressed[index] = pressed
         if both or event is not None:
-            return self._finish(policy, False, v, None, None, event)
+            return self._finish(policy, False, v, None, command, event)
         gripper = 1.0 if close and not open_ else -1.0 if open_ and not close else None
         intervening = bool(np.any(v != 0.0) or any(buttons))
-        return self._finish(policy, intervening, v, gripper, None)
+        return self._finish(policy, intervening, v, gripper, command)
 
     def close(self) -> None:
         if self._key_reader is not None:
