@@ -20,10 +20,8 @@ from omegaconf import DictConfig
 
 from dual_actor.cli import fail, run_hydra_app
 from dual_actor.config.fields import ConfigError
+from dual_actor.runtime.robot import UNREACHABLE
 
-UNREACHABLE = (OSError, ConnectionError, TimeoutError, RuntimeError, ValueError, ImportError)
-"""What a robot that cannot be reached or read raises (a refused connection, a timeout, a missing port, a motor SDK
-that is not installed)."""
 
 
 def _rate(seconds: list[float]) -> float:

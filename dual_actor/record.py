@@ -207,7 +207,7 @@ def control_loop(cfg: DictConfig, env, task: str, policy, operator, session):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    from dual_actor.check_robot import UNREACHABLE
+    from dual_actor.runtime.robot import UNREACHABLE
     from dual_actor.config.store import check_config
 
     try:

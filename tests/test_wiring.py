@@ -215,7 +215,12 @@ def test_every_default_has_one_value():
                 assert node[f.name] == f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
                 continue
             assert f.name in defaults, (name, f.name)  # every config key is a constructor argument
-            if not (isinstance(f.default, str) and f.default.startswith("${")):
+            if f.default is dataclasses.MISSING:  # a list / dict setting: what the default-built operator holds
+                got = getattr(cls(), f.name)
+                got = list(got) if isinstance(got, tuple) else got
+                assert got == f.default_factory(), (name, f.name, got, f.default_factory())
+                checked += 1
+            elif not (isinstance(f.default, str) and f.default.startswith("${")):
                 assert defaults[f.name] == f.default, (name, f.name, defaults[f.name], f.default)
                 checked += 1
     assert checked >= 12

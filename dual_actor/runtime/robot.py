@@ -15,6 +15,9 @@ from omegaconf import DictConfig
 
 from dual_actor.runtime.loop import ControlLoop
 
+UNREACHABLE = (OSError, ConnectionError, TimeoutError, RuntimeError, ValueError, ImportError)
+"""What a robot that cannot be reached or read raises (a refused connection, a timeout, a missing port, a motor SDK
+that is not installed)."""
 ROBOT_SEED_STRIDE = 100  # robot r, task i: env seed online.seed + 100 r + i (robot 0 keeps the one-robot seeds)
 
 
@@ -157,7 +160,6 @@ def check_robot_answers(cfg: DictConfig) -> None:
     the robot and why)."""
     from hydra.utils import get_object
 
-    from dual_actor.check_robot import UNREACHABLE
     from dual_actor.config.fields import ConfigError
 
     target = (cfg.env.robot or {}).get("_target_")

@@ -388,22 +388,18 @@ class SafeEnv:
             return action
         a = np.array(action, dtype=np.float64)
         changed = False
-        if self.max_step_m is not None:
-            t = np.clip(a[0:3], -1.0, 1.0)
-            commanded = float(np.linalg.norm(t)) * float(self.env.translation_scale_m)
-            if commanded > self.max_step_m:
-                a[0:3] = t * (self.max_step_m / commanded)
+        limits = [(slice(0, 3), self.max_step_m, self.env.translation_scale_m, "translation_limited", "m")]
+        if len(a) >= 7:
+            limits.append((slice(3, 6), self.max_step_rad, self.env.rotation_scale_rad, "rotation_limited", "rad"))
+        for dims, cap, scale, name, unit in limits:  # the norm of the commanded motion, scaled down to the cap
+            if cap is None:
+                continue
+            v = np.clip(a[dims], -1.0, 1.0)
+            commanded = float(np.linalg.norm(v)) * float(scale)
+            if commanded > cap:
+                a[dims] = v * (cap / commanded)
                 changed = True
-                self._event(events, detail, "translation_limited", {"commanded_m": commanded,
-                                                                    "max_step_m": self.max_step_m})
-        if self.max_step_rad is not None and len(a) >= 7:
-            r = np.clip(a[3:6], -1.0, 1.0)
-            commanded = float(np.linalg.norm(r)) * float(self.env.rotation_scale_rad)
-            if commanded > self.max_step_rad:
-                a[3:6] = r * (self.max_step_rad / commanded)
-                changed = True
-                self._event(events, detail, "rotation_limited", {"commanded_rad": commanded,
-                                                                 "max_step_rad": self.max_step_rad})
+                self._event(events, detail, name, {f"commanded_{unit}": commanded, f"max_step_{unit}": cap})
         if self.workspace_min is not None:
             scale = float(self.env.translation_scale_m)
             p = np.asarray(self._call("ee_position", self.env.ee_position), dtype=np.float64).reshape(3)
