@@ -13,23 +13,18 @@ three sub-tasks are separate Metaworld scenes: objects and goal are drawn afresh
 only the hand carries over (docs/chain.md says what that does and does not capture).
 
 Seeding (so that ``bolts=1, carry_hand=False`` reproduces :func:`dual_actor.eval.evaluate` trial for
-trial): each sub-task has one env for the whole run, seeded as ``evaluate`` seeds that task
-(:func:`dual_actor.eval.eval_seeds`), and its own torch RNG stream seeded with that task's torch seed
-(saved and restored around each of its episodes, inside ``torch.random.fork_rng``: the caller's RNG is
-untouched). A sub-task that a chain does not reach is still reset once, never stepped, so that the
-configuration of sub-task t at bolt b of chain j is always the ``(j * K + b)``-th configuration of
-``evaluate``'s trials of t, whatever failed before. Hence, with K = 1, chain j's sub-task i sees
-``evaluate``'s trial-j configuration; the actions match too for a policy whose acting draws no noise
-(the default anchored head at temperature 0) and, for one that samples, as long as every earlier
-chain reached sub-task i (a sub-task's noise stream only advances when it runs). The hand carry
-changes where the hand starts, not the configuration drawn. A ``speaker`` is one operator for the
-whole run (its own RNG advances in chain order).
+trial): chain j has ``evaluate``'s trial seed j of the same split (:func:`dual_actor.eval.trial_seeds`); its
+sub-task t at bolt b is put at ``eval_seeds(trial seed, t, stage=b)`` (env seed, and the torch seed set
+before the episode, inside ``torch.random.fork_rng``: the caller's RNG is untouched). Bolt 0 is
+``evaluate``'s trial j of task t exactly: the same configuration and the same action noise, whatever earlier
+chains did. The hand carry changes where the hand starts, not the configuration drawn. A ``speaker`` is one
+operator for the whole run (its own RNG advances in chain order).
 
 Result (written by ``python -m dual_actor.eval POLICY --chain K --out chain.json``, printed by
 :func:`format_chain_table`)::
 
     {"bolts": K, "trials": N, "subtasks": [3 task strings], "max_episode_steps": int, "seed": int,
-     "carry_hand": bool, "with_commands": bool,
+     "split": "dev" | "test", "seeds": [trial seed, ...], "carry_hand": bool, "with_commands": bool,
      "success_at_k": [{"k": k, "successes": int, "success_rate": float}, ...],   # k = 1..K
      "per_subtask": {task: {"reached": int, "succeeded": int, "success_rate": float | null}},
      "per_stage": [{"bolt": b, "task": str, "reached": int, "succeeded": int,
@@ -56,23 +51,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, eval_seeds, run_episode
+from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, TrialEnv, eval_seeds, run_episode, trial_seeds
 from dual_actor.eval.table import pct
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.sim import BENCH_TASKS, HAND_TOLERANCE, IMAGE_SIZE, MAX_EPISODE_STEPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv
 
 SUBTASKS: tuple[str, ...] = tuple(BENCH_TASKS)
 """One bolt's sub-tasks, in chain order."""
-
-
-def _rng_state(device: torch.device) -> tuple:
-    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-
-def _set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 def evaluate_chain(
@@ -85,6 +70,7 @@ def evaluate_chain(
     carry_hand: bool = True,
     progress: bool = False,
     make_env: Any = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Run ``trials`` chains of ``bolts`` bolts x 3 sub-tasks; return the chain result (module docstring).
 
@@ -101,6 +87,7 @@ def evaluate_chain(
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value}")
     bolts, trials = int(bolts), int(trials)
+    seeds = trial_seeds(split, trials, seed)
     missing = [t for t in SUBTASKS if t not in policy.tasks]
     if missing:
         raise ValueError(f"a chain runs all three bench tasks {list(SUBTASKS)}; the policy was not trained on "
@@ -122,34 +109,30 @@ def evaluate_chain(
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
             stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
-            envs, streams = {}, {}
+            envs = {}
             for task in SUBTASKS:
-                env_seed, torch_seed = eval_seeds(seed, task)
-                envs[task] = stack.enter_context(contextlib.closing(make_env(
+                envs[task] = stack.enter_context(TrialEnv(lambda env_seed, task=task: make_env(
                     task=task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
                     image_size=image_size)))
-                torch.manual_seed(torch_seed)
-                streams[task] = _rng_state(device)
             bar = stack.enter_context(tqdm(total=trials, desc=f"chains of {bolts}", unit="chain",
                                            disable=not progress, leave=False))
-            for _ in range(trials):
+            for chain_seed in seeds:
                 outcomes: list[bool] = []
                 lengths: list[int] = []
                 hand = None  # each chain starts from the default hand position
-                for _bolt in range(bolts):
+                for bolt in range(bolts):
                     for task in SUBTASKS:
-                        env = envs[task]
-                        if outcomes and not outcomes[-1]:  # the chain has failed: keep the seeding aligned
-                            env.reset()
-                            continue
+                        if outcomes and not outcomes[-1]:  # the chain has failed
+                            break
+                        env_seed, torch_seed = eval_seeds(chain_seed, task, stage=bolt)
+                        env = envs[task].at(env_seed)
                         if carry_hand and hand is not None:
                             obs = env.reset(hand_pos=hand)
                             hand_errors.append(float(np.linalg.norm(np.asarray(obs[:3], np.float64) - hand)))
                         else:
                             obs = env.reset()
-                        _set_rng_state(streams[task], device)
+                        torch.manual_seed(torch_seed)
                         succeeded, last = run_episode(policy, env, task, obs, PROPRIO_SLICE, speaker=speaker)
-                        streams[task] = _rng_state(device)
                         outcomes.append(bool(succeeded))
                         lengths.append(int(env.elapsed_steps))
                         hand = np.asarray(last[:3], dtype=np.float64)
@@ -158,7 +141,7 @@ def evaluate_chain(
     finally:
         policy.train(was_training)
     return chain_summary(chains, bolts, max_episode_steps=max_episode_steps, seed=seed, carry_hand=carry_hand,
-                         with_commands=speaker is not None, hand_errors=hand_errors)
+                         with_commands=speaker is not None, hand_errors=hand_errors, split=split, seeds=seeds)
 
 
 def chain_summary(
@@ -169,6 +152,8 @@ def chain_summary(
     carry_hand: bool,
     with_commands: bool,
     hand_errors: Sequence[float] = (),
+    split: str = "test",
+    seeds: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The result dict (module docstring) from each chain's ``{"outcomes", "lengths"}`` (the sub-tasks it ran)."""
     n = len(chains)
@@ -198,6 +183,8 @@ def chain_summary(
         "subtasks": list(SUBTASKS),
         "max_episode_steps": int(max_episode_steps),
         "seed": int(seed),
+        "split": str(split),
+        "seeds": [int(x) for x in seeds],
         "carry_hand": bool(carry_hand),
         "with_commands": bool(with_commands),
         "success_at_k": [{"k": k, "successes": s, "success_rate": s / n} for k, s in enumerate(k_ok, start=1)],

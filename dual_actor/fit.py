@@ -35,6 +35,7 @@ from data_tools.hdf5_format import DatasetFormatError
 from dual_actor.cli import fail, run_hydra_app
 from dual_actor.config.fields import ConfigError
 from dual_actor.data.datamodule import OfflineDataModule
+from dual_actor.eval.protocol import WARMUP_EVAL
 from dual_actor.module import DualActorModule
 from dual_actor.training import build, warmup_cache
 from dual_actor.training.build import make_trainer
@@ -129,14 +130,27 @@ def warmup(r: Run) -> None:
         if not any(p["online_steps"] == 0 for p in r.authority.points):
             print_authority("warm-up", r.authority.add(module.policy, r.dm.buffers, 0, r.logger.experiment,
                                                        step=module.num_updates))
-        if (int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point and int(cfg.eval.trials) > 0
-                and not any(p["online_steps"] == 0 for p in r.curve.points)):
-            # the final evaluation's trials (same count, same seeds): the printed table compares the two
-            res = evaluate_run(cfg, module.policy, None, int(cfg.eval.trials))
-            r.curve.add(0, res)
-            r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
+        if int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point:
+            warmup_evaluations(r)
     warmup_cache.publish_shared_warmup(cfg, r.run_dir, r.shared_warmup, module.num_updates)
     r.warmup_s = time.perf_counter() - r.t0
+
+
+def warmup_evaluations(r: Run) -> None:
+    """The warm-up policy on the final evaluation's trials (``eval_warmup.json``: same split, count and seeds; the
+    printed table compares the two) and as the learning curve's first (``dev``) point; each once (a resumed run
+    keeps them)."""
+    from dual_actor.eval import write_eval
+
+    cfg, module = r.cfg, r.module
+    if int(cfg.eval.trials) > 0 and not (r.run_dir / WARMUP_EVAL).exists():
+        res = evaluate_run(cfg, module.policy, None, int(cfg.eval.trials))
+        write_eval(res, r.run_dir, WARMUP_EVAL)
+        r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates, prefix="eval_warmup")
+    if int(cfg.eval.curve_trials) > 0 and not any(p["online_steps"] == 0 for p in r.curve.points):
+        res = evaluate_run(cfg, module.policy, None, int(cfg.eval.curve_trials), split="dev")
+        r.curve.add(0, res)
+        r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates)
 
 
 def online(r: Run) -> None:
@@ -198,9 +212,12 @@ def evaluate_and_save(r: Run) -> dict | None:
                 evaluate_with_commands(cfg, module.policy, inter, r.run_dir)
             if cfg.eval.robot_b:
                 evaluate_robot_b(cfg, module.policy, inter, r.run_dir)
-            if inter is not None:
-                r.curve.add(inter.env_steps, {**result, "wall_seconds": r.online_s})
-                r.curve.plot()
+        if inter is not None and int(cfg.eval.curve_trials) > 0 and build.env_factory(cfg) is not None:
+            if not any(p["online_steps"] == inter.env_steps for p in r.curve.points):  # the curve ends where the run does
+                res = evaluate_run(cfg, module.policy, inter, int(cfg.eval.curve_trials), split="dev")
+                r.curve.add(inter.env_steps, {**res, "wall_seconds": r.online_s})
+                r.curve.log_tensorboard(r.logger.experiment, inter.env_steps, res, step=module.num_updates)
+            r.curve.plot()
     return result
 
 
@@ -223,6 +240,7 @@ def summarize(r: Run, result: dict | None) -> None:
     if inter is not None:
         summary["online_episodes"] = online_episodes(inter, r.run_dir)
         summary["safety_events"] = dict(inter.safety)  # what the safety layer clipped, held or ended
+        summary["operator_effort"] = inter.effort.totals()  # steps taken over, spoken, and their sum
         if hasattr(inter, "robot_summary"):
             summary["robots"] = inter.robot_summary()
     atomic_write_text(r.run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -231,7 +249,8 @@ def summarize(r: Run, result: dict | None) -> None:
                     png if png.exists() else None, module.num_updates)
     r.logger.finalize("success")
     if result is not None:
-        start = next((p for p in r.curve.points if p["online_steps"] == 0), None) if inter is not None else None
+        path = r.run_dir / WARMUP_EVAL
+        start = json.loads(path.read_text()) if inter is not None and path.exists() else None
         print(format_table(result, fps=float(r.cfg.env.fps), warmup=start), flush=True)
     print(f"{module.num_updates} learner updates, {summary['online_env_steps']} online steps in {elapsed:.1f} s. "
           f"Run: {r.run_dir} ({', '.join(existing_results(r.run_dir))}; TensorBoard: tensorboard --logdir "

@@ -138,11 +138,15 @@ def test_hand_is_carried_from_one_subtask_to_the_next():
 class ScriptedEnv:
     """A stand-in bench env: the hand (obs[:3]) starts where asked (else at the origin) and moves +1 cm in x
     per step; an episode succeeds at its 2nd step unless (task, reset index) is in ``fail``, then it
-    truncates at the step limit."""
+    truncates at the step limit. The seed it is built at and every ``reseed`` (one env per task for the whole run) are logged."""
 
     def __init__(self, task, seed, max_episode_steps, cameras=(), image_size=128, *, fail, log):
         self.task, self.limit, self.fail, self.log = task, max_episode_steps, fail, log
         self.resets, self.t = 0, 0
+        self.log.append(("seed", task, seed, None))  # built at a trial's seed ...
+
+    def reseed(self, seed):
+        self.log.append(("seed", self.task, seed, None))  # ... or put at the next one
 
     def reset(self, hand_pos=None):
         self.obs = np.zeros(39, np.float32)
@@ -170,8 +174,9 @@ class ScriptedEnv:
 
 def test_chain_stops_at_its_first_failed_subtask():
     log: list = []
-    # chain 0 fails the pick-up of its bolt 2 (pick's reset 1); chain 1 the assembly of its bolt 3 (assemble's reset 5)
-    fail = {(PICK, 1), (ASSEMBLE, 5)}
+    # chain 0 fails the pick-up of its bolt 2 (pick's reset 1); chain 1 the assembly of its bolt 3 (assemble's reset
+    # 3: one in chain 0, then bolts 1-3 of chain 1; a sub-task a chain does not reach is not reset)
+    fail = {(PICK, 1), (ASSEMBLE, 3)}
 
     class Speaker:
         def __init__(self):
@@ -191,12 +196,19 @@ def test_chain_stops_at_its_first_failed_subtask():
     assert [c["lengths"] for c in res["chains"]] == [[2, 2, 2, 2, 4], [2] * 8 + [4]]
     # no env is stepped after a failure: the stepped episodes are exactly those the chains ran, in order ...
     stepped = [(task, i) for kind, task, i, _ in log if kind == "step"]
-    assert list(dict.fromkeys(stepped)) == [(t, i // 3) for i, t in enumerate(run0)] + [
-        (t, 3 + i // 3) for i, t in enumerate(run1)]
+    count = {t: 0 for t in SUBTASKS}
+    ran = []
+    for t in run0 + run1:
+        ran.append((t, count[t]))
+        count[t] += 1
+    assert list(dict.fromkeys(stepped)) == ran
     assert speaker.resets == run0 + run1 and res["with_commands"]
-    # ... and every env is reset once per bolt of every chain (reached or not): chain j's bolt b is reset j*K + b
-    for task in SUBTASKS:
-        assert [i for kind, t, i, _ in log if kind == "reset" and t == task] == list(range(6))
+    # ... each put, before its reset, at the chain's trial seed for that sub-task and bolt (test split: 10001, 10003)
+    seeds = [(t, s) for kind, t, s, _ in log if kind == "seed"]
+    bolts = [b for b in range(2) for _ in SUBTASKS][:5] + [b for b in range(3) for _ in SUBTASKS]
+    assert seeds == [(t, eval_seeds(chain, t, stage=b)[0]) for chain, t, b in
+                     zip([10_001] * 5 + [10_003] * 9, run0 + run1, bolts)]
+    assert res["split"] == "test" and res["seeds"] == [10_001, 10_003]
     # the hand: each chain starts at the default; every later sub-task where the previous one ended
     starts = [(t, i, h) for kind, t, i, h in log if kind == "reset"]
     ran = set(stepped)
@@ -205,7 +217,7 @@ def test_chain_stops_at_its_first_failed_subtask():
     for t, i, h in starts:
         if (t, i) not in ran:
             continue
-        if (t, i) in {(PLACE, 0), (PLACE, 3)}:
+        if (t, i) in {(PLACE, 0), (PLACE, 2)}:
             assert h is None
         else:
             np.testing.assert_array_equal(h, ends[previous])

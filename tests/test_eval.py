@@ -18,6 +18,7 @@ from dual_actor.eval import (  # noqa: E402
     format_table,
     write_eval,
 )
+from dual_actor.eval.stats import wilson_interval  # noqa: E402
 from dual_actor.policy import DualActorPolicy  # noqa: E402
 from dual_actor.runtime.sim import (  # noqa: E402
     BENCH_TASKS,
@@ -57,12 +58,14 @@ def test_schema_exact_and_eval_json(tmp_path):
     res = evaluate(pol, ["pick-place-v3", "assemble the bolt"], trials=2, max_episode_steps=10,
                    online_steps=1234, intervention_rate=0.25)
     assert pol.training, "the policy's train/eval mode is restored"
-    assert set(res) == {"per_task", "average_success_rate", "online_steps", "intervention_rate"}
+    assert set(res) == {"per_task", "average_success_rate", "online_steps", "intervention_rate", "split", "seeds"}
+    assert res["split"] == "test" and res["seeds"] == [10_001, 10_003]  # the final evaluation's trials by default
     assert list(res["per_task"]) == [PLACE, "assemble the bolt"]  # env names reported as task strings
     for r in res["per_task"].values():
-        assert set(r) == {"success_rate", "mean_episode_length", "trials"}
+        assert set(r) == {"success_rate", "mean_episode_length", "trials", "successes", "wilson_95"}
         assert type(r["success_rate"]) is float and type(r["mean_episode_length"]) is float
-        assert type(r["trials"]) is int and r["trials"] == 2
+        assert type(r["trials"]) is int and r["trials"] == 2 and r["successes"] == 0
+        assert r["wilson_95"][0] == 0.0 and r["wilson_95"][1] == pytest.approx(1.96 ** 2 / (2 + 1.96 ** 2), abs=1e-4)
         # a random tiny policy cannot solve these in 10 steps: every trial runs to the limit
         assert r["success_rate"] == 0.0 and r["mean_episode_length"] == 10.0
     assert type(res["average_success_rate"]) is float and res["average_success_rate"] == 0.0
@@ -80,9 +83,12 @@ def test_schema_exact_and_eval_json(tmp_path):
     table = format_table(res).splitlines()
     assert table[0].split() == ["task", "success", "mean", "length", "trials"]
     assert table[1].split() == ["place", "the", "bolt", "0.0%", "10.0", "2"]
-    assert any(line.split() == ["average", "0.0%"] for line in table)
+    assert any(line.split() == ["average", "0.0%", "test"] for line in table)  # the split under the trials
     assert "online steps: 1234 (2.1 min at 10 Hz)" in table
     assert "intervention rate: 25.0%" in table
+    assert not any(line.startswith("operator effort") for line in table)  # only a run's evaluation has one
+    effort = format_table({**res, "takeover_steps": 300, "spoken_steps": 100, "effort_steps": 400}).splitlines()
+    assert effort[-1] == "operator effort: 300 steps taken over + 100 spoken = 400 (32.4% of the online steps)"
 
 
 def test_bad_arguments():
@@ -126,9 +132,12 @@ def test_deterministic_shared_trials_and_rng_untouched():
         starts[name] = np.stack(seen)
     assert starts["a"].shape == (3, 39)
     np.testing.assert_array_equal(starts["a"], starts["b"])
-    # ... which are the configurations of MetaworldTaskEnv at eval_seeds(), distinct from the demos'.
-    with MetaworldTaskEnv(PLACE, seed=eval_seeds(10_000, PLACE)[0]) as env:
-        np.testing.assert_array_equal(np.stack([env.reset() for _ in range(3)]), starts["a"])
+    # ... which are, trial by trial, a fresh MetaworldTaskEnv at eval_seeds(trial seed), distinct from the demos'.
+    fresh = []
+    for trial_seed in (10_001, 10_003, 10_005):
+        with MetaworldTaskEnv(PLACE, seed=eval_seeds(trial_seed, PLACE)[0]) as env:
+            fresh.append(env.reset())
+    np.testing.assert_array_equal(np.stack(fresh), starts["a"])
     with MetaworldTaskEnv(PLACE, seed=task_seeds(0, "pick-place-v3")[0]) as env:
         demo_first = env.reset()
     assert not np.allclose(demo_first[4:7], starts["a"][0, 4:7]) or not np.allclose(
@@ -188,17 +197,20 @@ def test_scripted_expert_scores_one_and_zero_policy_scores_zero():
     expert = ScriptedExpert(PLACE, noise=0.0)
     pol.act = lambda h, obs, proprio, commands=None: torch.from_numpy(expert.act(obs[0].numpy()))[None]
     res = evaluate(pol, [PLACE], trials=3, max_episode_steps=200)
-    with MetaworldTaskEnv(PLACE, seed=eval_seeds(10_000, PLACE)[0], max_episode_steps=200) as env:
-        lengths = [len(rollout_expert(env, ScriptedExpert(PLACE, noise=0.0)).actions) for _ in range(3)]
+    lengths = []
+    for trial_seed in res["seeds"]:
+        with MetaworldTaskEnv(PLACE, seed=eval_seeds(trial_seed, PLACE)[0], max_episode_steps=200) as env:
+            lengths.append(len(rollout_expert(env, ScriptedExpert(PLACE, noise=0.0)).actions))
     assert res["per_task"][PLACE] == {"success_rate": 1.0, "mean_episode_length": float(np.mean(lengths)),
-                                      "trials": 3}
+                                      "trials": 3, "successes": 3, "wilson_95": list(wilson_interval(3, 3))}
     assert max(lengths) < 200
     assert res["average_success_rate"] == 1.0
 
     zero = tiny_policy()
     zero.act = lambda h, obs, proprio, commands=None: torch.zeros(1, 4)
     res0 = evaluate(zero, [PLACE], trials=3, max_episode_steps=60)
-    assert res0["per_task"][PLACE] == {"success_rate": 0.0, "mean_episode_length": 60.0, "trials": 3}
+    assert res0["per_task"][PLACE] == {"success_rate": 0.0, "mean_episode_length": 60.0, "trials": 3,
+                                       "successes": 0, "wilson_95": list(wilson_interval(0, 3))}
 
 
 class FakeWriter:
@@ -329,10 +341,13 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
 
     res = evaluate_expert([PLACE, "assemble the bolt"], trials=3, max_episode_steps=120)
     for task in (PLACE, "assemble the bolt"):
-        with MetaworldTaskEnv(task, seed=eval_seeds(10_000, task)[0], max_episode_steps=120) as env:
-            eps = [rollout_expert(env, ScriptedExpert(task, noise=0.0)) for _ in range(3)]
-        want = {"success_rate": float(np.mean([e.dones[-1] for e in eps])),
-                "mean_episode_length": float(np.mean([len(e.actions) for e in eps])), "trials": 3}
+        eps = []
+        for trial_seed in (10_001, 10_003, 10_005):
+            with MetaworldTaskEnv(task, seed=eval_seeds(trial_seed, task)[0], max_episode_steps=120) as env:
+                eps.append(rollout_expert(env, ScriptedExpert(task, noise=0.0)))
+        k = int(sum(e.dones[-1] for e in eps))
+        want = {"success_rate": k / 3, "mean_episode_length": float(np.mean([len(e.actions) for e in eps])),
+                "trials": 3, "successes": k, "wilson_95": list(wilson_interval(k, 3))}
         assert res["per_task"][task] == want, task
     pol = tiny_policy()
     expert = ScriptedExpert(PLACE, noise=0.0)
@@ -426,8 +441,40 @@ def test_evaluate_takes_any_robot_env(tmp_path):
     made.clear()
     frames = {}
     res = evaluate(pol, ["reach", "push"], trials=2, max_episode_steps=10, make_env=LineEnv, frames=frames)
-    assert res["per_task"]["reach"] == {"success_rate": 1.0, "mean_episode_length": 3.0, "trials": 2}
-    assert [e.task for e in made] == ["reach", "push"] and all(e.closed for e in made)
-    assert made[0].seed == eval_seeds(10_000, "reach")[0]  # seeds keyed by the task string off the bench
+    assert res["per_task"]["reach"] == {"success_rate": 1.0, "mean_episode_length": 3.0, "trials": 2,
+                                        "successes": 2, "wilson_95": list(wilson_interval(2, 2))}
+    # an env that cannot be reseeded is built afresh for every trial, at the trial's env seed, and closed
+    assert [e.task for e in made] == ["reach", "reach", "push", "push"] and all(e.closed for e in made)
+    assert [e.seed for e in made[:2]] == [eval_seeds(s, "reach")[0] for s in (10_001, 10_003)]  # keyed by the task
+    # string off the bench
     # rollout frames for TensorBoard: the first trial of each task, every FRAME_EVERY steps (3-step episodes: one)
     assert sorted(frames) == ["push", "reach"] and [f.shape for f in frames["reach"]] == [(8, 8, 3)]
+
+
+def test_dev_and_test_trials_never_share_a_seed_or_a_scene():
+    """``trial_seeds``: dev ``seed + 2i``, test ``seed + 2i + 1`` (hand-written), disjoint for any count; the scenes
+    the two splits start from differ; each result records its split and seeds; a bad split is refused."""
+    from dual_actor.eval import trial_seeds
+
+    assert trial_seeds("dev", 3) == [10_000, 10_002, 10_004] and trial_seeds("test", 3) == [10_001, 10_003, 10_005]
+    assert trial_seeds("test", 2, seed=7) == [8, 10] and trial_seeds("dev", 0) == []
+    for n in (1, 10, 25, 1000):
+        assert not set(trial_seeds("dev", n)) & set(trial_seeds("test", n))
+    assert not set(trial_seeds("dev", 10)) & set(trial_seeds("test", 25))  # curve points vs the final evaluation
+    with pytest.raises(ValueError, match="split must be one of"):
+        trial_seeds("val", 3)
+    starts = {}
+    for split in ("dev", "test"):
+        seen = []
+        res = evaluate(tiny_policy(0), [PLACE], trials=4, max_episode_steps=2, split=split,
+                       command_fn=lambda task, obs, step: seen.append(obs.copy()) if step == 0 else None)
+        assert res["split"] == split and res["seeds"] == trial_seeds(split, 4)
+        starts[split] = np.stack(seen)
+    # object and goal positions: no dev scene is a test scene
+    for a in starts["dev"]:
+        assert not any(np.allclose(a[4:7], b[4:7]) and np.allclose(a[36:39], b[36:39]) for b in starts["test"])
+    # the first k trials of a longer evaluation are the k-trial evaluation's trials (independent of the count)
+    seen = []
+    evaluate(tiny_policy(0), [PLACE], trials=2, max_episode_steps=2, split="test",
+             command_fn=lambda task, obs, step: seen.append(obs.copy()) if step == 0 else None)
+    np.testing.assert_array_equal(np.stack(seen), starts["test"][:2])

@@ -47,16 +47,30 @@ def test_smoke_default_bench(tmp_path):
     ev = json.loads((run / "eval.json").read_text())
     spoken = json.loads((run / "eval_commands.json").read_text())  # the same trials with a speaking operator
     assert set(spoken) == set(ev) and list(spoken["per_task"]) == TASKS and "with spoken refinement commands" in r.stdout
-    assert set(ev) == {"per_task", "average_success_rate", "online_steps", "intervention_rate"}
+    assert set(ev) == {"per_task", "average_success_rate", "online_steps", "intervention_rate", "split", "seeds",
+                       "takeover_steps", "spoken_steps", "effort_steps", "effort_per_task"}
     assert list(ev["per_task"]) == TASKS and ev["online_steps"] == summary["online_env_steps"]
+    assert ev["split"] == "test" and ev["seeds"] == [10_001, 10_003]  # the final evaluation: test trials
     for res in ev["per_task"].values():
-        assert set(res) == {"success_rate", "mean_episode_length", "trials"} and res["trials"] == 2
-        assert 0.0 <= res["success_rate"] <= 1.0
+        assert set(res) == {"success_rate", "mean_episode_length", "trials", "successes", "wilson_95"}
+        assert res["trials"] == 2 and 0.0 <= res["success_rate"] <= 1.0
     assert 0.0 < ev["intervention_rate"] < 1.0  # the simulated operator stepped in on a 30-update policy
-    assert "average" in r.stdout and "intervention rate" in r.stdout  # the results table
-    # beside the warm-up point, evaluated on the final evaluation's trials
-    start = json.loads((run / "learning_curve.json").read_text())["points"][0]
-    assert start["online_steps"] == 0 and start["trials"] == 2
+    # the operator's effort: steps taken over (the intervention rate's numerator), spoken, and their sum, per task
+    assert ev["takeover_steps"] == round(ev["intervention_rate"] * ev["online_steps"]) > 0
+    assert ev["effort_steps"] == ev["takeover_steps"] + ev["spoken_steps"]
+    for key in ("takeover_steps", "spoken_steps", "effort_steps", "env_steps"):
+        assert sum(t[key] for t in ev["effort_per_task"].values()) == summary["operator_effort"][key]
+    assert summary["operator_effort"]["effort_steps"] == ev["effort_steps"]
+    assert summary["operator_effort"]["env_steps"] == ev["online_steps"]
+    assert "average" in r.stdout and "intervention rate" in r.stdout and "operator effort:" in r.stdout
+    # the warm-up policy on the final evaluation's very trials (eval_warmup.json) is the table's warm-up column;
+    # every learning-curve point, the warm-up's included, is on dev trials (disjoint from test's)
+    start = json.loads((run / "eval_warmup.json").read_text())
+    assert start["split"] == "test" and start["seeds"] == ev["seeds"] and start["online_steps"] == 0
+    points = json.loads((run / "learning_curve.json").read_text())["points"]
+    assert points[0]["online_steps"] == 0 and points[-1]["online_steps"] == summary["online_env_steps"]
+    assert all(p["split"] == "dev" and not set(p["seeds"]) & set(ev["seeds"]) for p in points)
+    assert points[-1]["effort_steps"] == ev["effort_steps"] and points[0]["effort_steps"] == 0
     head = [line for line in r.stdout.splitlines() if line.startswith("task ")][-1]  # the last table: the final one
     assert head.split()[-3:] == ["warm-up", "(2)", "change"]
     avg = [line for line in r.stdout.splitlines() if line.startswith("average ")][-1]
@@ -78,7 +92,9 @@ def test_smoke_default_bench(tmp_path):
     # value at the last update; the curve's points one value per step
     assert [e.step for e in ea.Scalars("eval_final/average_success")] == [summary["updates"]]
     curve_steps = [e.step for e in ea.Scalars("eval/average_success")]
-    assert len(curve_steps) == len(set(curve_steps)) == len(json.loads((run / "learning_curve.json").read_text())["points"]) - 1
+    assert len(curve_steps) == len(set(curve_steps)) == len(points)
+    assert [e.step for e in ea.Scalars("eval_warmup/average_success")] == [curve_steps[0]]
+    assert "effort/effort_steps" in tags
     # the episodes the teleop log holds are the ones the buffers hold (in-process: nothing in flight)
     eps = summary["online_episodes"]
     assert eps["teleop_log"]["episodes"] == eps["ingested"]["episodes"] > 0

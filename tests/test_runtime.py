@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data_tools.talk_tweak import label_episode
+from data_tools.talk_tweak import NULL_COMMAND, label_episode
 from dual_actor import constants as K
 from dual_actor.data.buffers import TaskBuffers
 from dual_actor.data.datamodule import BufferSampler
@@ -341,3 +341,36 @@ def test_build_loops_robot_b_is_shifted_and_seeded_apart():
     finally:
         for l in a + b:
             l.env.close()
+
+
+class TalkingOperator(ScriptedOperator):
+    """ScriptedOperator's take-over on steps [3, 9), and it speaks: "move left" on steps 0-1 (the policy acts), also
+    on step 4 (while taking over), the null command on step 10."""
+
+    def observe(self, obs, policy_action, info):
+        t, human = self.t, super().observe(obs, policy_action, info)
+        command = {0: "move left", 1: "move left", 4: "move left", 10: NULL_COMMAND}.get(t)
+        return Human(human.intervening, human.action, command)
+
+
+def test_operator_effort_counts_steps_taken_over_and_spoken_apart():
+    """Per episode (12 steps): taken over 6 (steps 3-8); spoken 2 (steps 0-1: a command while the policy acts; step
+    4 is a take-over step, step 10's null command is silence); effort 8. Two tasks' episodes sum per task, and the
+    counts survive the interaction's checkpoint."""
+    transport = InProcessTransport()
+    torch.manual_seed(0)
+    policy = DualActorPolicy(**tiny_policy_kwargs())
+    loops = [ControlLoop(FakeEnv(horizon=12, seed=i), t, policy, TalkingOperator(), transport,
+                         proprio_slice=slice(0, 2)) for i, t in enumerate(TASKS[:2])]
+    inter = Interaction(loops, transport, TaskBuffers(TASKS))
+    for _ in range(3):  # task 0, task 1, task 0
+        inter.run_episode()
+    assert (loops[0].stats.interventions, loops[0].stats.spoken) == (12, 4)
+    want = {TASKS[0]: {"env_steps": 24, "takeover_steps": 12, "spoken_steps": 4, "effort_steps": 16},
+            TASKS[1]: {"env_steps": 12, "takeover_steps": 6, "spoken_steps": 2, "effort_steps": 8}}
+    totals = inter.effort.totals()
+    assert totals == {"env_steps": 36, "takeover_steps": 18, "spoken_steps": 6, "effort_steps": 24, "per_task": want}
+    assert inter.pop_stats()["effort/effort_steps"] == 24.0
+    other = Interaction(loops, transport, TaskBuffers(TASKS))
+    other.load_state_dict(inter.state_dict())
+    assert other.effort.totals() == totals

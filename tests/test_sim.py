@@ -246,3 +246,21 @@ def test_the_bench_does_not_import_operators():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+
+
+def test_reseed_gives_the_scene_and_steps_of_a_fresh_env():
+    """``MetaworldTaskEnv.reseed(s)`` on an env that has already run episodes: the next reset and the steps after it
+    are those of a fresh env built with seed ``s`` (the evaluation puts one env at each trial's seed this way)."""
+    rng = np.random.default_rng(0)
+    for task in ("place the bolt", "assemble the bolt"):
+        with MetaworldTaskEnv(task, seed=5, max_episode_steps=200) as used:
+            used.reset()
+            for _ in range(30):
+                used.step(rng.uniform(-1, 1, 4).astype(np.float32))
+            for s in (11, 12):
+                with MetaworldTaskEnv(task, seed=s, max_episode_steps=200) as fresh:
+                    used.reseed(s)
+                    np.testing.assert_array_equal(used.reset(), fresh.reset())
+                    for _ in range(15):
+                        a = rng.uniform(-1, 1, 4).astype(np.float32)
+                        np.testing.assert_array_equal(used.step(a)[0], fresh.step(a)[0])

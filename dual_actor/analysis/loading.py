@@ -40,7 +40,7 @@ def load_run(run: str | os.PathLike) -> dict:
     """One run folder's results (missing files are None; no curve: ``[]``; no probes: ``[]``)."""
     run = Path(run)
     curve = _load(run / "learning_curve.json")
-    return {"name": run.name, "path": run, "eval": _load(run / "eval.json"),
+    return {"name": run.name, "path": run, "eval": _load(run / "eval.json"), "eval_warmup": _load(run / "eval_warmup.json"),
             "eval_commands": _load(run / "eval_commands.json"), "eval_B": _load(run / "eval_B.json"),
             "summary": _load(run / "summary.json"), "curve": curve["points"] if curve else [],
             "fps": (curve or {}).get("fps", 10.0), "authority": _load(run / "authority.json") or [],

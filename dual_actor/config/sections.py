@@ -183,15 +183,23 @@ class EvalConfig:
 
     trials: int = setting(25, "final evaluation, per task, no interventions")
     max_episode_steps: int = setting(200, "episode time limit of an evaluation trial")
-    seed: int = setting(10000, "first evaluation seed")
+    seed: int = setting(10000, "first evaluation seed: trial i of split dev has seed + 2 i, of split test "
+                               "seed + 2 i + 1 (disjoint)")
+    split: str = setting("test", "the trials of the final evaluation and of eval_warmup.json (test: what is "
+                                 "reported; dev: to choose settings on); learning-curve points always use dev",
+                         choices=("dev", "test"))
     curve_every_env_steps: int = setting(1500, "learning-curve points during the online phase")
     curve_trials: int = setting(10, "trials per task of a learning-curve point (0: no points: experiment=real)")
-    warmup_point: bool = setting(True, "evaluate the warm-up policy as the curve's first point with eval.trials "
-                                       "(the final evaluation's trials and seeds): the table shows warm-up -> final")
+    warmup_point: bool = setting(True, "evaluate the warm-up policy on the final evaluation's trials "
+                                       "(eval_warmup.json: the table shows warm-up -> final) and as the curve's "
+                                       "first (dev) point")
     with_commands: bool = setting(False, "also evaluate with a simulated operator speaking refinement commands "
                                          "(eval_commands.json)")
     robot_b: bool = setting(False, "also evaluate on robot B (env.robot_shift) -> eval_B.json (multi-robot transfer, "
                                    "RQ5)")
+
+    def __post_init__(self) -> None:
+        check_choices(self, "eval.")
 
 
 @dataclass

@@ -43,6 +43,41 @@ def rollout_stats(recent: Sequence[dict]) -> dict[str, float]:
     return out
 
 
+class OperatorEffort:
+    """The person's effort over the online phase, per task: ``takeover_steps`` (the operator moved the robot),
+    ``spoken_steps`` (a spoken refinement command in effect while the policy acted, no take-over) and their sum
+    ``effort_steps`` (steps the person was busy), beside ``env_steps``. What eval.json, summary.json, the learning
+    curve's points and TensorBoard's ``effort/*`` report (the success-vs-effort figure reads the curve)."""
+
+    KEYS = ("env_steps", "takeover_steps", "spoken_steps")
+
+    def __init__(self) -> None:
+        self.per_task: dict[str, dict[str, int]] = {}
+
+    def add(self, rec: EpisodeRecord) -> None:
+        c = self.per_task.setdefault(rec.task, dict.fromkeys(self.KEYS, 0))
+        c["env_steps"] += int(rec.length)
+        c["takeover_steps"] += int(rec.interventions)
+        c["spoken_steps"] += int(rec.spoken)
+
+    def totals(self) -> dict:
+        def with_sum(c: dict) -> dict:
+            return {**c, "effort_steps": c["takeover_steps"] + c["spoken_steps"]}
+
+        total = {k: sum(c[k] for c in self.per_task.values()) for k in self.KEYS}
+        return {**with_sum(total), "per_task": {t: with_sum(c) for t, c in self.per_task.items()}}
+
+    def log_scalars(self) -> dict[str, float]:
+        t = self.totals()
+        return {f"effort/{k}": float(t[k]) for k in ("takeover_steps", "spoken_steps", "effort_steps")}
+
+    def state_dict(self) -> dict:
+        return {t: dict(c) for t, c in self.per_task.items()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.per_task = {t: {k: int(c.get(k, 0)) for k in self.KEYS} for t, c in (state or {}).items()}
+
+
 def after_fill(filled: tuple[float, int] | None, env_steps: int) -> dict[str, float] | None:
     if filled is None:
         return None
@@ -75,6 +110,7 @@ class Interaction:
         self.recent: list[dict] = []  # per-episode stats since the last log
         self.safety: Counter = Counter()  # the safety layer's events over the online phase (summary.json)
         self.filled: tuple[float, int] | None = None  # (clock, env steps) when learning began (this process)
+        self.effort = OperatorEffort()
 
     @property
     def done(self) -> bool:
@@ -88,6 +124,7 @@ class Interaction:
         self.episodes += 1
         self.credit -= rec.length
         self.safety.update(rec.extra.get("safety") or {})  # the safety layer's events, every robot
+        self.effort.add(rec)
         self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
                             "interventions": rec.interventions, "overruns": rec.overruns})
         ingest(self.buffers, self.transport.poll_episodes())
@@ -109,7 +146,7 @@ class Interaction:
     def pop_stats(self) -> dict[str, float]:
         if not self.recent:
             return {}
-        out = rollout_stats(self.recent)
+        out = {**rollout_stats(self.recent), **self.effort.log_scalars()}
         out["rollout/env_steps"] = float(self.env_steps)
         self.recent = []
         return out
@@ -137,7 +174,7 @@ class Interaction:
         return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
                 "credit": self.credit, "next_loop": self.next_loop,
                 "intervention_steps": sum(l.stats.interventions for l in self.loops),
-                "loops_rng": [l.rng_state() for l in self.loops]}
+                "effort": self.effort.state_dict(), "loops_rng": [l.rng_state() for l in self.loops]}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("runtime", "inprocess") != "inprocess":
@@ -147,6 +184,7 @@ class Interaction:
         self.credit, self.next_loop = float(state["credit"]), int(state["next_loop"])
         for loop, rng in zip(self.loops, state.get("loops_rng", [])):
             loop.load_rng_state(rng)
+        self.effort.load_state_dict(state.get("effort"))
 
 
 class InteractionCallback(L.Callback):

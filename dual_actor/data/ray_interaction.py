@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dual_actor.data.buffers import TaskBuffers
-from dual_actor.data.interaction import after_fill, rollout_stats
+from dual_actor.data.interaction import OperatorEffort, after_fill, rollout_stats
 from dual_actor.data.journal import EpisodeJournal
 from dual_actor.runtime.transport import EpisodeRecord
 
@@ -97,6 +97,7 @@ class RayInteraction:
         self._prune_upto = 0
         self.recent: list[dict] = []
         self.safety: Counter = Counter()  # the safety layer's events over the online phase (summary.json)
+        self.effort = OperatorEffort()
         self.robot = {n: _robot_stats() for n in self.names}
         self._started = False
         self._owns_ray = False
@@ -203,7 +204,8 @@ class RayInteraction:
         self.seq = self.seq + 1 if replayed_seq is None else int(replayed_seq)
         robot = rec.extra.get("robot", rec.actor_id)
         meta = {"robot": robot, "success": bool(rec.success), "length": int(rec.length),
-                "interventions": int(rec.interventions), "weights_version": int(rec.weights_version)}
+                "interventions": int(rec.interventions), "spoken": int(rec.spoken),
+                "weights_version": int(rec.weights_version)}
         if journal is not None:
             journal.append(self.seq, rec.task, rec.rows, meta)
         self.buffers.add_episode(rec.task, "online", rec.rows)
@@ -217,6 +219,7 @@ class RayInteraction:
         st["recent_success"].append(float(rec.success))
         st["weight_age"] = max(0, self.learner_updates - int(rec.weights_version))
         self.safety.update(rec.extra.get("safety") or {})  # the safety layer's events, every robot
+        self.effort.add(rec)
         self.recent.append({"task": rec.task, "success": rec.success, "length": rec.length,
                             "interventions": rec.interventions, "overruns": rec.overruns})
         if journal is not None:
@@ -279,7 +282,7 @@ class RayInteraction:
                     "weight_age": s["weight_age"], "restarts": s["restarts"]} for n, s in self.robot.items()}
 
     def pop_stats(self) -> dict[str, float]:
-        out = rollout_stats(self.recent) if self.recent else {}
+        out = {**(rollout_stats(self.recent) if self.recent else {}), **self.effort.log_scalars()}
         self.recent = []
         out["rollout/env_steps"] = float(self.env_steps)
         for n, s in self.robot.items():
@@ -318,7 +321,7 @@ class RayInteraction:
         robots = {n: {k: (list(v) if isinstance(v, deque) else v) for k, v in s.items()} for n, s in self.robot.items()}
         return {"buffers": self.buffers.state_dict(), "env_steps": self.env_steps, "episodes": self.episodes,
                 "seq": self.seq, "ready_at": self.ready_at, "batches": self.batches, "robots": robots,
-                "runtime": "ray"}
+                "effort": self.effort.state_dict(), "runtime": "ray"}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("runtime") != "ray":
@@ -328,11 +331,13 @@ class RayInteraction:
         self.ready_at, self.batches = state["ready_at"], int(state["batches"])
         for n, s in state.get("robots", {}).items():
             self.robot[n] = {**s, "recent_success": deque(s["recent_success"], maxlen=20)}
+        self.effort.load_state_dict(state.get("effort"))
         replayed = 0
         if self.journal is not None:
             for entry in self.journal.replay(self.seq):
                 rec = EpisodeRecord(task=entry["task"], rows=entry["rows"], success=entry["meta"]["success"],
                                     length=entry["meta"]["length"], interventions=entry["meta"]["interventions"],
+                                    spoken=int(entry["meta"].get("spoken", 0)),
                                     weights_version=entry["meta"]["weights_version"],
                                     extra={"robot": entry["meta"]["robot"]})
                 self._ingest(rec, replayed_seq=entry["seq"])

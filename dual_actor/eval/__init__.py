@@ -2,7 +2,9 @@
 
 - :mod:`~dual_actor.eval.protocol`: :func:`evaluate` (the policy alone on shared, seeded trials per task),
   :func:`evaluate_expert` (the scripted expert on the same trials), :func:`run_episode` (the evaluation step, also
-  :mod:`dual_actor.chain`'s), :func:`eval_seeds`, :func:`write_eval`; the result schema is in its docstring.
+  :mod:`dual_actor.chain`'s), :func:`trial_seeds` (the ``dev`` / ``test`` split), :func:`eval_seeds`, :func:`write_eval`; the result schema is
+  in its docstring.
+- :mod:`~dual_actor.eval.stats`: Wilson, bootstrap and paired intervals.
 - :mod:`~dual_actor.eval.table`: :func:`format_table` and :func:`pct` (plain text for printing).
 - :mod:`~dual_actor.eval.curve`: :class:`LearningCurve` (``learning_curve.json``, TensorBoard scalars, the plot;
   matplotlib is imported only when plotting).
@@ -15,11 +17,15 @@ from dual_actor.eval.protocol import (
     DEFAULT_EVAL_SEED,
     EVAL_FILE,
     FRAME_EVERY,
+    SPLITS,
+    WARMUP_EVAL,
     CommandFn,
+    TrialEnv,
     eval_seeds,
     evaluate,
     evaluate_expert,
     run_episode,
+    trial_seeds,
     write_eval,
 )
 from dual_actor.eval.table import format_table, pct
@@ -30,7 +36,10 @@ __all__ = [
     "DEFAULT_EVAL_SEED",
     "EVAL_FILE",
     "FRAME_EVERY",
+    "SPLITS",
+    "WARMUP_EVAL",
     "CommandFn",
+    "TrialEnv",
     "LearningCurve",
     "eval_seeds",
     "evaluate",
@@ -38,5 +47,6 @@ __all__ = [
     "format_table",
     "pct",
     "run_episode",
+    "trial_seeds",
     "write_eval",
 ]

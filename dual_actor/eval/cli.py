@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from data_tools.atomic import atomic_write_text
 from data_tools.outputs import check_output
 from dual_actor.chain import evaluate_chain, format_chain_table
-from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, evaluate, evaluate_expert
+from dual_actor.eval.protocol import DEFAULT_EVAL_SEED, SPLITS, evaluate, evaluate_expert
 from dual_actor.eval.table import format_table
 from dual_actor.policy import DualActorPolicy
 from dual_actor.runtime.sim import BENCH_TASKS
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=25)
     p.add_argument("--max-episode-steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED)
+    p.add_argument("--split", choices=SPLITS, default="test",
+                   help="the trials: test (what is reported) or dev (to choose settings on); disjoint seeds")
     p.add_argument("--with-commands", action="store_true",
                    help="a simulated operator speaks refinement commands (never takes over)")
     p.add_argument("--chain", type=int, default=None, metavar="K",
@@ -104,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.expert is not None:
             res = evaluate_expert(args.tasks or list(BENCH_TASKS), trials=args.trials,
                                   max_episode_steps=args.max_episode_steps, seed=args.seed, noise=args.expert_noise,
-                                  variant=args.expert)
+                                  split=args.split, variant=args.expert)
             table = format_table(res).rsplit("\n", 3)[0]  # no online steps / intervention lines
             if args.out is not None:
                 atomic_write_text(args.out, json.dumps(res, indent=2))
@@ -120,11 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             speaker = SimulatedOperator(first, speak_commands=True, seed=args.seed)
         if args.chain is not None:
             res = evaluate_chain(policy, args.chain, trials=args.trials, max_episode_steps=args.max_episode_steps,
-                                 seed=args.seed, speaker=speaker, progress=True)
+                                 seed=args.seed, speaker=speaker, progress=True, split=args.split)
             table = format_chain_table(res)
         else:
             res = evaluate(policy, tasks, trials=args.trials, max_episode_steps=args.max_episode_steps,
-                           seed=args.seed, speaker=speaker, progress=True)
+                           seed=args.seed, speaker=speaker, progress=True, split=args.split)
             table = format_table(res)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,7 +29,10 @@ class LearningCurve:
         fps: control rate for the equivalent-minutes axis (10 Hz, the paper's).
 
     ``learning_curve.json``: ``{"fps": float, "points": [{"online_steps": int, "minutes": float,
-    "per_task": {task: success_rate}, "average_success_rate": float, "intervention_rate": float}]}``
+    "per_task": {task: success_rate}, "average_success_rate": float, "intervention_rate": float, "trials": int,
+    "split": "dev", "seeds": [trial seed, ...], "takeover_steps": int, "spoken_steps": int,
+    "effort_steps": int}]}`` (a run's points are ``dev`` trials: :mod:`dual_actor.eval.protocol`; the effort is
+    the online phase's so far, :class:`~dual_actor.data.interaction.OperatorEffort`)
     with points sorted by ``online_steps``; adding a point at an existing ``online_steps``
     replaces it (a resumed run re-evaluating the same checkpoint).
     """
@@ -56,6 +59,11 @@ class LearningCurve:
             "intervention_rate": float(result["intervention_rate"]),
             "trials": min(int(r["trials"]) for r in result["per_task"].values()),
         }
+        if "split" in result:
+            point["split"], point["seeds"] = str(result["split"]), [int(s) for s in result["seeds"]]
+        for key in ("takeover_steps", "spoken_steps", "effort_steps"):  # the operator's effort so far (cumulative)
+            if key in result:
+                point[key] = int(result[key])
         if "wall_seconds" in result:  # seconds since the online phase began (multi-robot runs: the paper's RQ5 axis)
             point["wall_seconds"] = float(result["wall_seconds"])
         self.points = sorted(

@@ -9,18 +9,27 @@ cameras (``policy.config.cameras``, ``image_size``) gets the observation mapping
 :func:`dual_actor.runtime.loop.observation_batch` (state, proprio, rendered frames) instead of the
 state. An episode succeeds when it terminates (Metaworld ``success``) within ``max_episode_steps``.
 
-Trials are reproducible and shared between policies: each task's env seed and the torch seed of
-its action sampling are drawn from ``SeedSequence([seed, crc32(env_name)])`` (so a task's trials
-do not depend on which other tasks are evaluated with it), and the caller's global torch RNG is
-left untouched (``torch.random.fork_rng``). The default ``seed=10_000`` keeps evaluation
-configurations apart from the warm-up demos' (``generate_demos(seed=0)``).
+Trials are reproducible, shared between policies, and split (:func:`trial_seeds`): trial ``i`` of split
+``dev`` has the trial seed ``seed + 2 i``, of split ``test`` ``seed + 2 i + 1``, so the two splits never share
+an initial state, whatever the number of trials. Learning-curve points and any choosing of defaults use
+``dev``; the final evaluation, the README and docs/results.md use ``test``. Each trial's env seed and the
+torch seed of its action sampling are drawn from ``SeedSequence([trial seed, crc32(env_name)])``
+(:func:`eval_seeds`: a task's trials do not depend on which other tasks are evaluated with it, nor on how
+many trials run), the env is put at that seed for the trial (``reseed`` where the env has it: the scene a
+fresh env of that seed gives; else a fresh env), and the caller's global torch RNG is left untouched
+(``torch.random.fork_rng``). The default ``seed=10_000`` keeps evaluation configurations apart from the
+warm-up demos' (``generate_demos(seed=0)``) and the online phase's (``online.seed`` 1000 + ...).
 
 Result (also written as ``eval.json`` by :func:`write_eval`, printed by
 :func:`dual_actor.eval.table.format_table`)::
 
     {"per_task": {"<task string>": {"success_rate": float, "mean_episode_length": float,
-                                    "trials": int}},
-     "average_success_rate": float, "online_steps": int, "intervention_rate": float}
+                                    "trials": int, "successes": int, "wilson_95": [low, high]}},
+     "average_success_rate": float, "online_steps": int, "intervention_rate": float,
+     "split": "dev" | "test", "seeds": [trial seed, ...]}
+
+``wilson_95``: the Wilson score interval (95%) of the task's success rate over its trials
+(:func:`dual_actor.eval.stats.wilson_interval`).
 
 ``mean_episode_length`` averages over all trials: steps to success, or ``max_episode_steps`` for
 a failed trial. ``average_success_rate`` is the unweighted mean over tasks.
@@ -32,7 +41,6 @@ reference). Long-horizon chains of the three sub-tasks (the paper's RQ4, ``--cha
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import zlib
@@ -49,7 +57,9 @@ from dual_actor.runtime.loop import observation_batch
 from dual_actor.runtime.sim import IMAGE_SIZE, MAX_EPISODE_STEPS, OBS_DIM, PROPRIO_SLICE, MetaworldTaskEnv, resolve_task
 
 EVAL_FILE = "eval.json"
+WARMUP_EVAL = "eval_warmup.json"  # the warm-up policy on the final evaluation's trials (a run's starting point)
 DEFAULT_EVAL_SEED = 10_000
+SPLITS = ("dev", "test")
 FRAME_EVERY = 20  # rollout frames for TensorBoard: every this many steps of each task's first trial
 
 CommandFn = Callable[[str, np.ndarray, int], "str | None"]
@@ -57,14 +67,54 @@ CommandFn = Callable[[str, np.ndarray, int], "str | None"]
 within each episode."""
 
 
-def eval_seeds(seed: int, task: str) -> tuple[int, int]:
-    """``(env seed, torch seed)`` of one task's evaluation trials, keyed by (seed, env name) only."""
+def trial_seeds(split: str, trials: int, seed: int = DEFAULT_EVAL_SEED) -> list[int]:
+    """The trial seeds of ``split``'s first ``trials`` trials: ``dev`` ``seed + 2 i``, ``test`` ``seed + 2 i + 1``
+    (disjoint for any number of trials)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if int(trials) != trials or trials < 0:
+        raise ValueError(f"trials must be an integer >= 0, got {trials}")
+    return [int(seed) + 2 * i + SPLITS.index(split) for i in range(int(trials))]
+
+
+def eval_seeds(seed: int, task: str, stage: int = 0) -> tuple[int, int]:
+    """``(env seed, torch seed)`` of one trial of one task, keyed by (trial seed, env name) only; ``stage`` > 0:
+    the later sub-tasks of a long-horizon chain (:mod:`dual_actor.chain`: bolt ``stage``)."""
     try:
         _, env_name = resolve_task(task)
     except (KeyError, ValueError):  # not a bench task: key by the task string
         env_name = str(task)
-    env_seed, torch_seed = np.random.SeedSequence([int(seed), zlib.crc32(env_name.encode())]).generate_state(2)
+    key = [int(seed), zlib.crc32(env_name.encode())] + ([int(stage)] if stage else [])
+    env_seed, torch_seed = np.random.SeedSequence(key).generate_state(2)
     return int(env_seed), int(torch_seed)
+
+
+class TrialEnv:
+    """One task's env, put at each trial's env seed: reseeded where the env can be (``reseed(seed)``,
+    :class:`~dual_actor.runtime.sim.MetaworldTaskEnv`: the scene a fresh env of that seed gives), else built
+    afresh by ``build(seed)``. A context manager; closes the env it holds."""
+
+    def __init__(self, build: Callable[[int], Any]) -> None:
+        self.build, self.env = build, None
+
+    def at(self, env_seed: int) -> Any:
+        if self.env is not None and hasattr(self.env, "reseed"):
+            self.env.reseed(int(env_seed))
+        else:
+            self.close()
+            self.env = self.build(int(env_seed))
+        return self.env
+
+    def close(self) -> None:
+        if self.env is not None:
+            env, self.env = self.env, None
+            env.close()
+
+    def __enter__(self) -> "TrialEnv":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def evaluate(
@@ -75,6 +125,7 @@ def evaluate(
     seed: int = DEFAULT_EVAL_SEED,
     command_fn: CommandFn | None = None,
     progress: bool = False,
+    split: str = "test",
     online_steps: int = 0,
     intervention_rate: float = 0.0,
     speaker: Any = None,
@@ -82,6 +133,8 @@ def evaluate(
     frames: dict | None = None,
 ) -> dict[str, Any]:
     """Success rate and mean episode length per task, ``trials`` episodes each, no interventions.
+
+    ``split``: ``dev`` | ``test``, the trials (module docstring: :func:`trial_seeds` from ``seed``).
 
     ``frames``: a dict to fill with a few rollout frames per task (the first trial, every
     ``FRAME_EVERY`` steps, the policy's first camera; uint8 (H, W, 3)) when the policy reads cameras.
@@ -106,6 +159,7 @@ def evaluate(
         raise ValueError(f"trials must be >= 1, got {trials}")
     if max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+    seeds = trial_seeds(split, trials, seed)
     resolved = [resolve_task(t)[0] for t in tasks] if make_env is None else list(tasks)
     if not resolved:
         raise ValueError("evaluate: no tasks given")
@@ -131,45 +185,55 @@ def evaluate(
         ) as bar:
             for task in resolved:
                 bar.set_postfix_str(task)
-                per_task[task] = _evaluate_task(policy, task, trials, max_episode_steps, seed, command_fn, bar,
+                per_task[task] = _evaluate_task(policy, task, seeds, max_episode_steps, command_fn, bar,
                                                 speaker, make_env, frames)
     finally:
         policy.train(was_training)
-    return _result(per_task, online_steps, intervention_rate)
+    return _result(per_task, online_steps, intervention_rate, split, seeds)
 
 
-def _result(per_task: dict[str, dict[str, Any]], online_steps: int, intervention_rate: float) -> dict[str, Any]:
+def _result(per_task: dict[str, dict[str, Any]], online_steps: int, intervention_rate: float, split: str,
+            seeds: Sequence[int]) -> dict[str, Any]:
     """The ``eval.json`` dict (module docstring) from its per-task entries and the caller's figures."""
     return {
         "per_task": per_task,
         "average_success_rate": float(np.mean([r["success_rate"] for r in per_task.values()])),
         "online_steps": int(online_steps),
         "intervention_rate": float(intervention_rate),
+        "split": str(split),
+        "seeds": [int(s) for s in seeds],
     }
 
 
-def _run_trials(env: Any, trials: int, episode: Callable[[int, np.ndarray], bool], bar: Any = None) -> dict[str, Any]:
-    """One task's per-task entry: ``trials`` episodes on ``env``, each reset and then acted to its end by
-    ``episode(trial, obs) -> succeeded``; lengths are ``env.elapsed_steps`` at the end of each episode."""
+def _run_trials(task: str, seeds: Sequence[int], envs: TrialEnv,
+                episode: Callable[[int, Any, np.ndarray, int], bool], bar: Any = None) -> dict[str, Any]:
+    """One task's per-task entry: one episode per trial seed, on ``envs`` put at the trial's env seed, reset and
+    then acted to its end by ``episode(trial, env, obs, torch seed) -> succeeded``; lengths are
+    ``env.elapsed_steps`` at the end of each episode."""
+    from dual_actor.eval.stats import wilson_interval
+
     successes, lengths = 0, []
-    for trial in range(trials):
-        successes += int(episode(trial, env.reset()))
+    for trial, trial_seed in enumerate(seeds):
+        env_seed, torch_seed = eval_seeds(trial_seed, task)
+        env = envs.at(env_seed)
+        successes += int(episode(trial, env, env.reset(), torch_seed))
         lengths.append(env.elapsed_steps)
         if bar is not None:
             bar.update(1)
     return {
-        "success_rate": successes / trials,
+        "success_rate": successes / len(seeds),
         "mean_episode_length": float(np.mean(lengths)),
-        "trials": int(trials),
+        "trials": len(seeds),
+        "successes": int(successes),
+        "wilson_95": list(wilson_interval(successes, len(seeds))),
     }
 
 
 def _evaluate_task(
     policy: DualActorPolicy,
     task: str,
-    trials: int,
+    seeds: Sequence[int],
     max_episode_steps: int,
-    seed: int,
     command_fn: CommandFn | None,
     bar,
     speaker: Any = None,
@@ -181,18 +245,19 @@ def _evaluate_task(
     make_env = make_env or MetaworldTaskEnv
     cameras = list(policy.config.cameras)
     image_size = int(policy.config.image_size or IMAGE_SIZE)
-    env_seed, torch_seed = eval_seeds(seed, task)
     rng_devices = [device] if device.type == "cuda" else []
-    env = make_env(task=task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
-                   image_size=image_size)
 
-    def episode(trial: int, obs: np.ndarray) -> bool:
+    def build(env_seed: int) -> Any:
+        return make_env(task=task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
+                        image_size=image_size)
+
+    def episode(trial: int, env: Any, obs: np.ndarray, torch_seed: int) -> bool:
+        torch.manual_seed(torch_seed)
         return run_episode(policy, env, task, obs, proprio, command_fn=command_fn, speaker=speaker,
                            frames=frames if trial == 0 else None)[0]
 
-    with torch.random.fork_rng(devices=rng_devices), contextlib.closing(env):
-        torch.manual_seed(torch_seed)
-        return _run_trials(env, trials, episode, bar)
+    with torch.random.fork_rng(devices=rng_devices), TrialEnv(build) as envs:
+        return _run_trials(task, seeds, envs, episode, bar)
 
 
 def evaluate_expert(
@@ -202,6 +267,7 @@ def evaluate_expert(
     seed: int = DEFAULT_EVAL_SEED,
     noise: float = 0.0,
     variant: str = "metaworld",
+    split: str = "test",
 ) -> dict[str, Any]:
     """The simulated operator's own success on the bench: Metaworld's scripted expert
     (:class:`~dual_actor.runtime.sim.ScriptedExpert`, ``noise`` = its action noise; 0 is what the simulated
@@ -213,14 +279,19 @@ def evaluate_expert(
 
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
+    seeds = trial_seeds(split, trials, seed)
     per_task: dict[str, dict[str, Any]] = {}
     for task in tasks:
         resolved = resolve_task(task)[0]
-        env_seed, torch_seed = eval_seeds(seed, resolved)
-        expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
-        with MetaworldTaskEnv(task=resolved, seed=env_seed, max_episode_steps=max_episode_steps) as env:
-            per_task[resolved] = _run_trials(env, trials, lambda _trial, obs: _expert_episode(expert, env, obs))
-    return _result(per_task, online_steps=0, intervention_rate=0.0)
+
+        def episode(_trial: int, env: Any, obs: np.ndarray, torch_seed: int) -> bool:
+            expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
+            return _expert_episode(expert, env, obs)
+
+        with TrialEnv(lambda env_seed: MetaworldTaskEnv(task=resolved, seed=env_seed,
+                                                        max_episode_steps=max_episode_steps)) as envs:
+            per_task[resolved] = _run_trials(resolved, seeds, envs, episode)
+    return _result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
 
 
 def _expert_episode(expert: Any, env: Any, obs: np.ndarray) -> bool:
@@ -275,8 +346,8 @@ def run_episode(
     return bool(terminated), obs
 
 
-def write_eval(result: Mapping[str, Any], run_dir: str | os.PathLike) -> Path:
-    """Write ``result`` to ``run_dir/eval.json`` (atomically) and return the path."""
-    path = Path(run_dir) / EVAL_FILE
+def write_eval(result: Mapping[str, Any], run_dir: str | os.PathLike, name: str = EVAL_FILE) -> Path:
+    """Write ``result`` to ``run_dir/<name>`` (``eval.json``; atomically) and return the path."""
+    path = Path(run_dir) / name
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path

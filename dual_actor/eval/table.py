@@ -15,17 +15,18 @@ def pct(x: float) -> str:
 
 def format_table(result: Mapping[str, Any], fps: float = DEMO_FPS, warmup: Mapping[str, Any] | None = None) -> str:
     """``result`` (an :func:`~dual_actor.eval.protocol.evaluate` dict) as a plain-text table, for printing.
-    ``warmup``: the learning curve's warm-up point (a :class:`~dual_actor.eval.curve.LearningCurve` point) adds its
-    success per task and the change beside it."""
+    ``warmup``: the warm-up policy's result on the same trials (``eval_warmup.json``, an ``evaluate`` dict; or a
+    :class:`~dual_actor.eval.curve.LearningCurve` point) adds its success per task and the change beside it."""
     header = ("task", "success", "mean length", "trials")
     rows = [
         (task, pct(r["success_rate"]), f"{r['mean_episode_length']:.1f}", str(r["trials"]))
         for task, r in result["per_task"].items()
     ]
-    avg = ("average", pct(result["average_success_rate"]), "", "")
+    avg = ("average", pct(result["average_success_rate"]), "", str(result.get("split", "")))  # trials: which split
     if warmup is not None:
-        before = dict(warmup["per_task"])
-        n = warmup.get("trials")
+        before = {t: (r["success_rate"] if isinstance(r, Mapping) else r) for t, r in warmup["per_task"].items()}
+        n = warmup.get("trials") if "trials" in warmup else min(
+            (int(r["trials"]) for r in warmup["per_task"].values()), default=None)
         header = (*header, "warm-up" + (f" ({n})" if n is not None else ""), "change")
 
         def extra(rate: float, was: float | None) -> tuple[str, str]:
@@ -43,4 +44,7 @@ def format_table(result: Mapping[str, Any], fps: float = DEMO_FPS, warmup: Mappi
     lines = [fmt(header), *(fmt(r) for r in rows), "-" * len(fmt(header)), fmt(avg), ""]
     lines.append(f"online steps: {steps} ({steps / fps / 60:.1f} min at {fps:g} Hz)")
     lines.append(f"intervention rate: {pct(result['intervention_rate'])}")
+    if "effort_steps" in result and steps:
+        lines.append(f"operator effort: {result['takeover_steps']} steps taken over + {result['spoken_steps']} spoken = "
+                     f"{result['effort_steps']} ({pct(result['effort_steps'] / steps)} of the online steps)")
     return "\n".join(lines)

@@ -102,6 +102,7 @@ class LoopStats:
     env_steps: int = 0
     episodes: int = 0
     interventions: int = 0
+    spoken: int = 0
     overruns: int = 0
     successes: int = 0
     rerecorded: int = 0
@@ -328,6 +329,7 @@ class ControlLoop:
         record = EpisodeRecord(
             task=self.task, rows=rows, success=bool(terminated and rewards[-1] > 0), length=t,
             interventions=int(sum(intervened)), overruns=overruns, actor_id=self.actor_id,
+            spoken=sum(1 for s in range(t) if not intervened[s] and spoken[s] and spoken[s] != NULL_COMMAND),
             weights_version=self.weights_version,
             extra={"commands": commands, "policy_actions": policy_actions, "held": held, "safety": dict(safety)},
         )
@@ -336,6 +338,7 @@ class ControlLoop:
         st.env_steps += t
         st.episodes += 1
         st.interventions += record.interventions
+        st.spoken += record.spoken
         st.overruns += overruns
         st.successes += int(record.success)
         st.safety.update(safety)

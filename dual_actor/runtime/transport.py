@@ -26,6 +26,7 @@ class EpisodeRecord:
     length: int
     interventions: int
     overruns: int = 0
+    spoken: int = 0  # steps with a spoken refinement command in effect while the policy acted (no take-over)
     actor_id: str = "actor-0"
     weights_version: int = -1
     extra: dict = field(default_factory=dict)

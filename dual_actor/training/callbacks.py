@@ -73,7 +73,8 @@ class EvalCallback(L.Callback):
         self.next_at = (self.interaction.env_steps // self.every + 1) * self.every
         experiment = pl_module.logger.experiment if pl_module.logger is not None else None
         with pl_module.deployed_weights():
-            res = evaluate_run(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials))
+            res = evaluate_run(self.cfg, pl_module.policy, self.interaction, int(self.cfg.eval.curve_trials),
+                               split="dev")
             res["wall_seconds"] = time.perf_counter() - self.t0
             if self.authority is not None:
                 self.authority.add(pl_module.policy, self.buffers, self.interaction.env_steps, experiment,

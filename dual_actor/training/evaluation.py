@@ -13,16 +13,28 @@ from dual_actor.training.build import env_factory
 
 
 def evaluate_run(cfg: DictConfig, policy, interaction, trials: int, frames: dict | None = None, speaker=None,
-                 robot: int = 0) -> dict:
+                 robot: int = 0, split: str | None = None) -> dict:
     """``trials`` evaluation trials per task on robot A (``robot=1``: robot B, through ``env.robot_shift``), no
-    interventions (``speaker``: a simulated operator that only speaks)."""
+    interventions (``speaker``: a simulated operator that only speaks), on ``split``'s trials (None:
+    ``eval.split``, the final evaluation's; learning-curve points pass ``dev``)."""
     from dual_actor.eval import evaluate
 
-    return evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
-                    seed=int(cfg.eval.seed), online_steps=interaction.env_steps if interaction else 0,
+    res = evaluate(policy, list(cfg.env.tasks), trials=trials, max_episode_steps=int(cfg.eval.max_episode_steps),
+                    seed=int(cfg.eval.seed), split=str(split or cfg.eval.split),
+                    online_steps=interaction.env_steps if interaction else 0,
                     intervention_rate=0.0 if interaction is None else interaction.intervention_rate(),
                     progress=bool(cfg.trainer.progress_bar), make_env=env_factory(cfg, robot), frames=frames,
                     speaker=speaker)
+    return with_effort(res, interaction)
+
+
+def with_effort(res: dict, interaction) -> dict:
+    """``res`` with the online phase's operator effort so far (:class:`~dual_actor.data.interaction.OperatorEffort`):
+    ``takeover_steps``, ``spoken_steps``, ``effort_steps`` and ``effort_per_task`` (zeros before the online phase)."""
+    effort = interaction.effort.totals() if interaction is not None and hasattr(interaction, "effort") else None
+    res.update({k: int(effort[k]) if effort else 0 for k in ("takeover_steps", "spoken_steps", "effort_steps")})
+    res["effort_per_task"] = effort["per_task"] if effort else {}
+    return res
 
 
 def record_eval(cfg: DictConfig, res: dict, path: Path, title: str) -> dict:

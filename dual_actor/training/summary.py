@@ -13,7 +13,7 @@ from pathlib import Path
 
 from data_tools.teleop_format import EPISODES_DIR, STAGING_DIR, STEPS_FILE
 
-RESULT_FILES = ("eval.json", "eval_commands.json", "eval_B.json", "learning_curve.png", "authority.json",
+RESULT_FILES = ("eval.json", "eval_warmup.json", "eval_commands.json", "eval_B.json", "learning_curve.png", "authority.json",
                 "summary.json", "policy", "teleop")
 
 

@@ -230,6 +230,13 @@ class MetaworldTaskEnv:
         self._env.np_random.bit_generator.state = state["np_random"]
         self.episodes_started = int(state["episodes_started"])
 
+    def reseed(self, seed: int) -> None:
+        """Draw the next reset's configuration as a fresh env of ``seed`` would (the evaluation's per-trial seeds,
+        :func:`dual_actor.eval.trial_seeds`, without rebuilding the model: ~0.15 s saved per trial). The same
+        observations, step for step (tests/test_sim.py)."""
+        self._env.seed(int(seed))
+        self.seed = int(seed)
+
     def reset(self, hand_pos: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
         """Start an episode: a fresh object / goal configuration; the observation (39,).
 
