@@ -32,7 +32,10 @@ ADDED = {"algo.refine_proj_dim": 128, "algo.obs_feature_dim": 256, "algo.critic_
          "safety.max_step_rad": None, "safety.joint_limits": None, "safety.timeout_s": 5.0, "safety.on_exit": "hold",
          # episode control and the robot tools (issue 26): the sim's robot never waits for a person
          "online.wait_for_operator": False, "record.episodes": 20, "record.tasks": None, "record.session": None,
-         "record.seed": 0, "record.policy": None, "check.reads": 20, "check.task": None}
+         "record.seed": 0, "record.policy": None, "check.reads": 20, "check.task": None,
+         # held-out trials (issue 27): the final evaluation on the test split (before: one stream per task from
+         # eval.seed, shared by the curve and the final evaluation)
+         "eval.split": "test"}
 
 
 def _compose(*overrides):
