@@ -139,7 +139,7 @@ class SimulatedOperatorConfig:
 
     _target_: str = "dual_actor.runtime.operators.SimulatedOperator"
     expert: str = setting("corrected", "the scripted expert it acts / speaks with: corrected (Metaworld's, with its "
-                                       "assemble-the-bolt loop fixed: 25/25 vs 21/25 on the evaluation trials; "
+                                       "assemble-the-bolt loop fixed: 23/25 vs 21/25 on the test trials; "
                                        "docs/operators.md) | metaworld (as shipped)", choices=("corrected", "metaworld"))
     expert_noise: float = setting(0.1, "std of the noise on its corrective actions")
     reaction_delay: int = setting(2, "steps between a trigger and the take-over")
