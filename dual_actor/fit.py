@@ -140,10 +140,14 @@ def warmup_evaluations(r: Run) -> None:
     """The warm-up policy on the final evaluation's trials (``eval_warmup.json``: same split, count and seeds; the
     printed table compares the two) and as the learning curve's first (``dev``) point; each once (a resumed run
     keeps them)."""
-    from dual_actor.eval import write_eval
+    from dual_actor.eval import trial_seeds, write_eval
 
     cfg, module = r.cfg, r.module
-    if int(cfg.eval.trials) > 0 and not (r.run_dir / WARMUP_EVAL).exists():
+    path = r.run_dir / WARMUP_EVAL
+    have = json.loads(path.read_text()) if path.exists() else {}  # a shared warm-up's: kept if on the same trials
+    same = (have.get("split") == cfg.eval.split
+            and have.get("seeds") == trial_seeds(cfg.eval.split, int(cfg.eval.trials), int(cfg.eval.seed)))
+    if int(cfg.eval.trials) > 0 and not same:
         res = evaluate_run(cfg, module.policy, None, int(cfg.eval.trials))
         write_eval(res, r.run_dir, WARMUP_EVAL)
         r.curve.log_tensorboard(r.logger.experiment, 0, res, step=module.num_updates, prefix="eval_warmup")

@@ -27,6 +27,7 @@ from dual_actor.nets.critic import TaskCritics, make_target, polyak_update
 from dual_actor.policy import DualActorPolicy
 from dual_actor.updates.actor import actor_loss
 from dual_actor.updates.critic import critic_loss
+from dual_actor.updates.dsrl import latent_actor_loss, latent_critic_loss
 from dual_actor.updates.refine import SubcommandCopies, dsrl_loss, refine_loss
 from dual_actor.utils import slug
 
@@ -74,6 +75,18 @@ class DualActorModule(L.LightningModule):
                 hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
             )
             self.target_critics = make_target(self.critics, shared=self._shared_trunks())
+        self.latent_critics = self.log_alpha = None
+        if learner.refine_objective == "dsrl_na":  # published DSRL: Q^W(s, w) and SAC's temperature
+            if policy.null_latent != "gaussian":
+                raise ValueError("algo.refine_objective=dsrl_na acts with a sampled latent: it needs "
+                                 f"algo.null_latent=gaussian, got {policy.null_latent!r}")
+            self.latent_critics = TaskCritics(
+                len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
+                policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
+                obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
+                hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
+            )
+            self.log_alpha = nn.Parameter(torch.tensor(float(learner.dsrl_init_alpha)).log())
         self.critic_slugs = self.task_slugs if critic == "per_task" else ["all"]  # the critics' log names
         self.primary_ema = None
         if learner.actor_ema is not None:
@@ -113,11 +126,20 @@ class DualActorModule(L.LightningModule):
 
         # fused Adam: one kernel per optimizer instead of ~10 small ops per parameter tensor
         actor_opt = torch.optim.Adam(trained(self.policy.primary), lr=hp.actor_lr, fused=True)
-        refine_opt = torch.optim.Adam(trained(self.policy.refinement), lr=hp.refine_lr, fused=True)
+        refine_opt = torch.optim.Adam(self.refine_parameters(), lr=hp.refine_lr, fused=True)
         if self.critics is None:
             return [actor_opt, refine_opt]
         critic_opt = torch.optim.Adam(trained(self.critics), lr=hp.critic_lr, fused=True)
+        if self.latent_critics is not None:  # published DSRL: the latent critics' own optimizer
+            latent_opt = torch.optim.Adam(trained(self.latent_critics), lr=hp.critic_lr, fused=True)
+            return [critic_opt, latent_opt, actor_opt, refine_opt]
         return [critic_opt, actor_opt, refine_opt]
+
+    def refine_parameters(self) -> list[nn.Parameter]:
+        """What the refinement optimizer steps: the refinement actor (a frozen trunk has no optimizer state) and,
+        for published DSRL, SAC's temperature."""
+        params = [p for p in self.policy.refinement.parameters() if p.requires_grad]
+        return params + ([self.log_alpha] if self.log_alpha is not None else [])
 
     # ------------------------------------------------------------------- what the updates read
     def observation(self, b: dict, next_obs: bool = False):
@@ -191,6 +213,15 @@ class DualActorModule(L.LightningModule):
             logs.update(out)
             logs.update({f"grad_norm/critic_{sl}": norms[i] for i, sl in enumerate(self.critic_slugs)})
 
+    def latent_critic_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
+        """Published DSRL's latent critics, distilled from the task critics (:mod:`dual_actor.updates.dsrl`)."""
+        with self.toggled_optimizer(opt):
+            loss, out = latent_critic_loss(self, s, want_log)
+            norm = self._step(opt, loss.sum(), self.latent_critics.parameters(), want_log)
+        if want_log:
+            logs.update(out)
+            logs["grad_norm/latent_critic"] = norm
+
     def actor_update(self, s: dict, opt, want_log: bool, logs: dict) -> None:
         """The primary actor on all task slices (Eq. 6, Eq. 15/16); only theta is stepped."""
         with self.toggled_optimizer(opt):
@@ -202,10 +233,12 @@ class DualActorModule(L.LightningModule):
 
     def refine_update(self, b: dict, opt, want_log: bool, logs: dict, dsrl: bool = False) -> None:
         """The refinement actor on the talk-and-tweak batch (Eq. 8-11), or with ``dsrl`` on the task rows (the
-        DSRL baseline); only phi is stepped."""
+        DSRL baselines: the paper's, or published DSRL-NA's latent policy and temperature); only phi (and the
+        temperature) is stepped."""
+        loss_fn = refine_loss if not dsrl else latent_actor_loss if self.latent_critics is not None else dsrl_loss
         with self.toggled_optimizer(opt):
-            loss, out = (dsrl_loss if dsrl else refine_loss)(self, b, want_log)
-            norm = self._step(opt, loss, self.policy.refinement.parameters(), want_log)
+            loss, out = loss_fn(self, b, want_log)
+            norm = self._step(opt, loss, self.refine_parameters(), want_log)
         if want_log:
             logs.update(out)
             logs["grad_norm/refine"] = norm
@@ -254,7 +287,9 @@ class DualActorModule(L.LightningModule):
             self.actor_update(s, actor_opt, want_log, logs)
         if hp.refine_enabled and self.phase in hp.refine_phases:
             tt = batch.get(K.TALK_TWEAK)
-            if hp.refine_objective == "dsrl":
+            if hp.refine_objective == "dsrl_na":
+                self.latent_critic_update(s, critic_opt[1], want_log, logs)
+            if hp.refine_objective in ("dsrl", "dsrl_na"):
                 self.refine_update(s, refine_opt, want_log, logs, dsrl=True)
             elif tt is not None:
                 self.refine_update(dict(tt), refine_opt, want_log, logs)  # a copy: this update's features go in it
@@ -311,6 +346,10 @@ class DualActorModule(L.LightningModule):
                 # a checkpoint written without EMA (e.g. a finished warm-up): start the average there
                 for k in self.primary_ema.state_dict():
                     sd[f"primary_ema.{k}"] = sd[f"policy.primary.{k}"].clone()
+            if self.latent_critics is not None:  # a warm-up shared with algo=dual_actor: DSRL-NA's own parts fresh
+                for k, v in own.items():
+                    if k.startswith(("latent_critics.", "log_alpha", "policy.refinement.log_std_head.")):
+                        sd.setdefault(k, v.clone())
         state = checkpoint.get("dual_actor", {})
         self.num_updates = int(state.get("num_updates", 0))
         self.set_phase(state.get("phase", self.phase))

@@ -128,6 +128,7 @@ class DualActorPolicy(nn.Module):
             proj_dim=config.refine_proj_dim,
             hidden=config.refine_hidden,
             mean_bound=config.refine_mean_bound,
+            gaussian=config.null_latent == "gaussian",
         )
         # registered last: parameters() starts with the primary actor's (its device is the policy's)
         self.backbone = bb
@@ -273,8 +274,9 @@ class DualActorPolicy(nn.Module):
         commands: Sequence[str | None] | None = None,
     ) -> torch.Tensor:
         """Actions (B, A) in [-1, 1]: primary mode (Eq. 1) for rows without a command (None or
-        "[null]"), refinement mode (Eq. 2) for rows with one. With ``null_latent="learned"`` (DSRL) a row
-        without a command acts at mu(s, "[null]"). ``obs``: the state vector or the
+        "[null]"), refinement mode (Eq. 2) for rows with one. With ``null_latent="learned"`` (DSRL, the paper's
+        variant) a row without a command acts at mu(s, "[null]"); with ``null_latent="gaussian"`` (published DSRL)
+        at a latent sampled from the tanh-Gaussian latent policy pi(w | s, "[null]"). ``obs``: the state vector or the
         observation mapping (see the module doc). Act in eval mode (``policy.eval()``, as the control
         loop and ``evaluate`` do): a ResNet encoder's BatchNorm would otherwise use and update batch
         statistics."""
@@ -282,8 +284,13 @@ class DualActorPolicy(nn.Module):
         if commands is None and self.null_latent == "zero":  # primary mode: the acting hot path
             return self.primary(h, proprio)
         cmds = [c if c else NULL_COMMAND for c in (commands if commands is not None else [None] * h.shape[0])]
-        if self.null_latent == "learned":
-            mean = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
+        if self.null_latent in ("learned", "gaussian"):
+            ids = self.command_ids(cmds, h.device)
+            feat = self.refinement.encode_obs(self.encoder_input(obs))
+            mean = self.refinement.from_features(feat, ids)
+            null = ids == self.null_command_id
+            if self.null_latent == "gaussian" and bool(null.any()):
+                mean = mean.index_put((null,), self.refinement.sample_from_features(feat[null], ids[null])[0])
         else:
             refine_rows = torch.tensor([c != NULL_COMMAND for c in cmds], device=h.device)
             if bool(refine_rows.any()):

@@ -56,7 +56,10 @@ def test_table_one_and_chain_table(tmp_path):
     # average: (0.8, 0.6) -> 70 +- 10 [60, 80]; steps to 80%: 1500 in both seeds -> 2.5 min at 10 Hz
     assert "| Ours (dual actor) (2) | 90 +- 10 [80, 100] | 50 +- 10 [40, 60] | 70 +- 10 [60, 80] | 100 / 100 / 100 / 100 |" in table
     assert "1500 (2.5 min at 10 Hz) (1500, 1500)" in table
-    assert "| HG-DAgger (1) | 20 +- 0 [20, 20] | 0 +- 0 [0, 0] | 10 +- 0 [10, 10] | 28 / 28 / 20 / 25.3 | not reached" in table
+    assert "| HG-DAgger (1) | 20 +- 0 [20, 20] | 0 +- 0 [0, 0] | 10 +- 0 [10, 10] | 28 / 28 / 20 / 25.3 | [10, 10] | - |" in table
+    # the average's bootstrap over 2 seeds (0.8, 0.6): resampled means 0.6 / 0.7 / 0.8 -> [60, 80]; no
+    # eval_warmup.json, no mean length, no effort in these stand-in evals: "-"
+    assert "| 100 / 100 / 100 / 100 | [60, 80] | - | - | - | 1500 (2.5 min" in table
     chains = [{"bolts": 2, "trials": 4, "mean_subtasks_completed": 3.5,
                "success_at_k": [{"k": 1, "success_rate": 0.75}, {"k": 2, "success_rate": 0.5}]},
               {"bolts": 2, "trials": 4, "mean_subtasks_completed": 2.5,
@@ -137,3 +140,38 @@ def test_steps_to_counts_an_average_rounded_below_the_threshold():
     curve = [{"online_steps": 0, "average_success_rate": 0.9}, {"online_steps": 1500, "average_success_rate": 0.7},
              {"online_steps": 3000, "average_success_rate": avg}]
     assert sc.steps_to(curve, 0.8) == 3000 and sc.steps_to(curve[:2], 0.8) is None
+
+
+def _full_run(tmp, name, rates, warm, lengths, effort, online=1000, curve=()):
+    d = tmp / name
+    d.mkdir()
+    per = {t: {"success_rate": r, "mean_episode_length": n} for t, r, n in zip(("a", "b"), rates, lengths)}
+    ev = {"per_task": per, "average_success_rate": sum(rates) / 2, "online_steps": online, "effort_steps": effort}
+    (d / "eval.json").write_text(json.dumps(ev))
+    (d / "eval_warmup.json").write_text(json.dumps({"per_task": per, "average_success_rate": warm}))
+    pts = [{"online_steps": 500 * i, "average_success_rate": v, "effort_steps": e, "per_task": {}} for i, (v, e) in
+           enumerate(curve)]
+    (d / "learning_curve.json").write_text(json.dumps({"fps": 10.0, "points": pts}))
+    return sc.load_run(d)
+
+
+def test_table_one_reports_warmup_length_effort_and_pairs_by_seed(tmp_path):
+    dual = [_full_run(tmp_path, "dual-s0", [1.0, 0.8], 0.7, [50, 100], 100, curve=[(0.7, 0), (0.9, 100)]),
+            _full_run(tmp_path, "dual-s1", [0.8, 0.6], 0.5, [60, 120], 300, curve=[(0.5, 0), (0.7, 300)])]
+    single = [_full_run(tmp_path, "single-s0", [0.8, 0.8], 0.7, [50, 100], 200),
+              _full_run(tmp_path, "single-s1", [0.8, 0.4], 0.5, [60, 120], 200),
+              _full_run(tmp_path, "single-s2", [0.2, 0.2], 0.1, [60, 120], 200)]
+    table = sc.table_one({"dual": dual})
+    # warm-up averages 0.7, 0.5 -> 60 +- 10; lengths (50+100)/2, (60+120)/2 = 75, 90 -> 82.5 +- 7.5;
+    # effort 100 / 1000, 300 / 1000 -> 20.0 +- 10.0 %
+    assert "| 60 +- 10 [50, 70] | 82.5 +- 7.5 [75.0, 90.0] | 20.0 +- 10.0 [10.0, 30.0] |" in table
+    paired = sc.paired_table(dual, single)
+    # seeds 0, 1 only; average: dual 0.9, 0.7 vs single 0.8, 0.6 -> +10.0 both seeds, 2 wins, sign p = 2 / 4
+    assert "paired over seeds 0, 1" in paired
+    assert "| average | +10.0 | [+10.0, +10.0] | 2 / 0 / 0 | 0.50 |" in paired
+    assert "| a | +10.0 | [+0.0, +20.0] | 1 / 1 / 0 | 1.00 |" in paired
+    assert sc.paired_table(dual[:1], single[1:2]) == "(no seed has both arms)"
+    fig = sc.plot_success_vs_effort({"dual": dual, "single": single}, out=tmp_path / "effort.png")
+    line = fig.axes[0].lines[0]  # dual's curve: effort (0, 200) steps -> minutes at 10 Hz, mean success per point
+    assert list(line.get_xdata()) == [0.0, 200 / 10 / 60] and list(line.get_ydata()) == [0.6, 0.8]
+    assert len(fig.axes[0].lines) == 2  # single's runs have no curve points with effort: left out

@@ -200,6 +200,114 @@ def test_dsrl_policy_acts_at_the_null_command_latent():
     assert not torch.allclose(p.act(h, obs, pr), p.primary(h, pr))
 
 
+# ------------------------------------------------------------------------------------ published DSRL (DSRL-NA)
+def dsrl_na(**over):
+    return module(actor_phases=["warmup"], refine_objective="dsrl_na",
+                  policy={**tiny_module_kwargs()["policy"], "null_latent": "gaussian"}, **over)
+
+
+def test_squashed_gaussian_log_density_is_torchs():
+    """The latent policy's log-density in [-1, 1] units equals torch.distributions' tanh-transformed Normal (an
+    independent implementation), including far in the tails (|u| up to 12, where the naive log(1 - tanh^2) fails)."""
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    from dual_actor.nets.refinement import squashed_log_prob
+
+    torch.manual_seed(0)
+    m, log_std = torch.randn(64, 4, dtype=torch.float64), torch.randn(64, 4, dtype=torch.float64) * 0.5
+    u = m + log_std.exp() * torch.randn(64, 4, dtype=torch.float64)
+    ref = TransformedDistribution(Normal(m, log_std.exp()), [TanhTransform()]).log_prob(torch.tanh(u)).sum(-1)
+    assert torch.allclose(squashed_log_prob(u, m, log_std), ref, atol=1e-9)
+    # u = +-12 (tanh(u) rounds to +-1, log(1 - tanh^2) to log 0), standard normal: per dim, by hand,
+    # -(144 / 2) - log(2 pi) / 2 - 2 (log 2 - 12 - log(1 + e^-24)) = -72.918939 + 22.613706
+    u = torch.tensor([[12.0, -12.0]], dtype=torch.float64)
+    zero = torch.zeros(1, 2, dtype=torch.float64)
+    assert squashed_log_prob(u, zero, zero).item() == pytest.approx(2 * (-72.918939 + 22.613706), abs=1e-5)
+
+
+def test_dsrl_na_policy_samples_its_latent_without_a_command():
+    """null_latent=gaussian: a row without a command acts at w = bound K tanh(m + std eps) (the same eps drawn by
+    hand gives the same action); a row with a command acts at the mean path mu(s, command) (no sampling)."""
+    m = dsrl_na()
+    p = m.policy.eval()
+    x = online_batch()[K.TASKS][0]
+    h, obs, pr = x[K.H], x[K.OBS], x[K.PROPRIO]
+    torch.manual_seed(5)
+    got = p.act(h, obs, pr)
+    torch.manual_seed(5)
+    ref = p.refinement
+    joint = torch.cat([ref.encode_obs(obs), ref.cmd_proj(ref.command_encoder(
+        torch.full((h.shape[0],), p.null_command_id)))], -1)
+    u = ref.head(joint) + ref.log_std_head(joint).clamp(-20, 2).exp() * torch.randn(h.shape[0], 4)
+    w = ref.mean_bound * p.primary.K * torch.tanh(u)
+    assert torch.allclose(got, p.primary.action_at(w, h, pr), atol=1e-6)
+    assert not torch.allclose(got, p.primary(h, pr))  # not the primary mode: the latent policy starts wide
+    cmd = [p.commands[1]] * h.shape[0]
+    mu = ref(obs, p.command_ids(cmd))
+    assert torch.equal(p.act(h, obs, pr, commands=cmd), p.act(h, obs, pr, commands=cmd))  # deterministic
+    assert torch.allclose(p.act(h, obs, pr, commands=cmd), p.primary(h, pr, noise_mean=mu))
+
+
+def test_dsrl_na_trains_the_latent_critics_policy_and_temperature_on_online_critics():
+    """One online update each: the task critics learn (TD), the primary stays frozen, the latent critics move
+    toward Q^A(s, pi(w | h)), the latent policy and the temperature move (entropy ~2.8 nats > the target 0:
+    alpha falls), and the critics' target uses the latent policy's next actions."""
+    m = dsrl_na(max_updates=40, refine_lr=1e-3)
+    b = online_batch()
+    s = m.stack_tasks(b[K.TASKS])
+
+    def distill_error():
+        torch.manual_seed(9)
+        with torch.no_grad():
+            from dual_actor.updates.dsrl import latent_critic_loss
+            return latent_critic_loss(m, dict(s), False)[0].sum()
+
+    e0, alpha0 = distill_error(), float(m.log_alpha.exp())
+    primary = snapshot(m.policy.primary)
+    before = {"critics": snapshot(m.critics), "latent": snapshot(m.latent_critics),
+              "refine": snapshot(m.policy.refinement)}
+    fit(m, b)
+    assert all(torch.equal(v, snapshot(m.policy.primary)[k]) for k, v in primary.items())  # frozen online
+    assert changed(before["critics"], m.critics) and changed(before["latent"], m.latent_critics)
+    assert changed(before["refine"], m.policy.refinement)
+    assert distill_error() < e0  # Q^W approaches Q^A(s, pi_theta(w | h))
+    assert float(m.log_alpha.exp()) < alpha0 and m.last_logs["dsrl/entropy"] > 0
+    for key in ("loss/latent_critic_place_the_bolt", "dsrl/alpha", "loss/critic_place_the_bolt"):
+        assert key in m.last_logs, key
+    assert "loss/actor" not in m.last_logs
+
+
+def test_dsrl_na_critic_target_bootstraps_at_the_latent_policys_next_action(monkeypatch):
+    """The TD target's next action is pi_theta(w' | h') with w' the latent policy's sample at s' (patched to a known
+    latent), not the primary mode's."""
+    from dual_actor import losses
+    from dual_actor.updates import critic as critic_mod
+
+    m = dsrl_na()
+    s = m.stack_tasks(online_batch()[K.TASKS])
+    t, n = s[K.H].shape[:2]
+    w = torch.full((t * n, 4), 30.0)
+    monkeypatch.setattr(type(m.policy.refinement), "sample_from_features",
+                        lambda self, feat, ids, eps=None: (w, torch.zeros(feat.shape[0])))
+    seen = {}
+    real = losses.td_target
+    monkeypatch.setattr(critic_mod.losses, "td_target", lambda r, d, q, *a: seen.setdefault("q", q) is not None
+                        and real(r, d, q, *a))
+    critic_mod.critic_loss(m, s, False)
+    with torch.no_grad():
+        a = m.deployed_primary.action_at(w, s[K.NEXT_H].reshape(t * n, -1), s[K.NEXT_PROPRIO].reshape(t * n, -1))
+        want = m.target_critics(m.observation(s, next_obs=True), s[K.NEXT_PROPRIO], a.view(t, n, -1))
+    assert torch.allclose(seen["q"], want)
+    primary_mode = m.deployed_primary(s[K.NEXT_H].reshape(t * n, -1), s[K.NEXT_PROPRIO].reshape(t * n, -1))
+    assert not torch.allclose(a, primary_mode)
+
+
+def test_dsrl_na_needs_the_gaussian_latent():
+    with pytest.raises(ValueError, match="null_latent=gaussian"):
+        module(refine_objective="dsrl_na")
+
+
 # ------------------------------------------------------------------------------------------ shared warm-up
 def _cfg(*overrides):
     from hydra import compose, initialize_config_dir
@@ -215,7 +323,8 @@ def test_warmup_fingerprint_says_which_arms_share_a_warmup():
 
     d = lambda *o: shared_warmup_dir(_cfg(*o))  # noqa: E731
     ours = d()
-    assert d("algo.refine_enabled=false") == ours == d("algo=dsrl") == d("online.env_steps=100", "eval.trials=3")
+    assert d("algo.refine_enabled=false") == ours == d("algo=dsrl") == d("algo=dsrl_na") == d("online.env_steps=100",
+                                                                                        "eval.trials=3")
     assert d("algo=hg_dagger") != ours and d("algo=conrft_flat") != ours and d("algo=hg_dagger") != d("algo=conrft_flat")
     assert d("seed=1") != ours and d("algo.warmup_updates=10") != ours and d("algo.lambdas.warmup=[1.0,0.0]") != ours
     assert d("algo.refine_enabled=false", "algo.refine_phases=[warmup,online]") != d("algo.refine_phases=[warmup,online]")
@@ -234,7 +343,7 @@ def test_baselines_train_and_evaluate_through_fit_sharing_warmups(tmp_path):
     operator that takes over instead of speaking."""
     data = f"data.path={tmp_path}/data/demos.hdf5"
     arms = {"dual": ["algo=dual_actor"], "single": ["algo.refine_enabled=false"], "dsrl": ["algo=dsrl"],
-            "hg_dagger": ["algo=hg_dagger"], "conrft_flat": ["algo=conrft_flat"]}
+            "dsrl_na": ["algo=dsrl_na"], "hg_dagger": ["algo=hg_dagger"], "conrft_flat": ["algo=conrft_flat"]}
     out = {}
     for name, over in arms.items():
         r = run_fit(*SMOKE, data, f"run_root={tmp_path}", f"run_name={name}", *over)
@@ -247,15 +356,17 @@ def test_baselines_train_and_evaluate_through_fit_sharing_warmups(tmp_path):
         assert curve[0]["online_steps"] == 0  # the warm-up point, also where the warm-up was shared
     warmups = sorted(p.name for p in (tmp_path / "warmups").iterdir())
     assert len(warmups) == 3 and all((tmp_path / "warmups" / w / "done.json").exists() for w in warmups)
-    for name in ("single", "dsrl"):
+    for name in ("single", "dsrl", "dsrl_na"):
         assert "[warm-up] shared:" in out[name] and "[warm-up] 30 updates, from" in out[name]
         a, b = ((tmp_path / n / "policy_warmup" / "model.safetensors").read_bytes() for n in ("dual", name))
         assert a == b
+        # the warm-up's evaluation on the same trials comes with it (not evaluated again)
+        assert (tmp_path / name / "eval_warmup.json").read_bytes() == (tmp_path / "dual" / "eval_warmup.json").read_bytes()
         summary = json.loads((tmp_path / name / "summary.json").read_text())
         assert summary["updates"] > 30 and summary["online_env_steps"] >= 400
     for name in ("dual", "hg_dagger", "conrft_flat"):
         assert "[warm-up] 30 updates\n" in out[name] and "[warm-up] shared as" in out[name]
-    for name in ("single", "dsrl", "hg_dagger", "conrft_flat"):  # only ours listens to spoken commands
+    for name in ("single", "dsrl", "dsrl_na", "hg_dagger", "conrft_flat"):  # only ours listens to spoken commands
         assert "takes over instead of speaking" in out[name]
         assert OmegaConf.load(tmp_path / name / "config.yaml").operator.talk_then_tweak is False
     assert OmegaConf.load(tmp_path / "dual" / "config.yaml").operator.talk_then_tweak is True
@@ -269,4 +380,7 @@ def test_baselines_train_and_evaluate_through_fit_sharing_warmups(tmp_path):
         tmp_path / "dual" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"][
         "critics.proprio_mlp.linears.0.weight"].shape  # ours: 3 critics x 2 members, proprio only
     assert DualActorPolicy.from_pretrained(tmp_path / "dsrl" / "policy").null_latent == "learned"
+    assert DualActorPolicy.from_pretrained(tmp_path / "dsrl_na" / "policy").null_latent == "gaussian"
+    sd = torch.load(tmp_path / "dsrl_na" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert "log_alpha" in sd and any(k.startswith("latent_critics.") for k in sd)  # published DSRL's own parts
     assert DualActorPolicy.from_pretrained(tmp_path / "dual" / "policy").null_latent == "zero"

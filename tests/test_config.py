@@ -35,7 +35,9 @@ ADDED = {"algo.refine_proj_dim": 128, "algo.obs_feature_dim": 256, "algo.critic_
          "record.seed": 0, "record.policy": None, "check.reads": 20, "check.task": None,
          # held-out trials (issue 27): the final evaluation on the test split (before: one stream per task from
          # eval.seed, shared by the curve and the final evaluation)
-         "eval.split": "test"}
+         "eval.split": "test",
+         # published DSRL (issue 27): its latent policy's target entropy and temperature start (unused by algo=dual_actor)
+         "algo.dsrl_target_entropy": 0.0, "algo.dsrl_init_alpha": 1.0}
 
 
 def _compose(*overrides):

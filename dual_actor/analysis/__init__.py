@@ -42,6 +42,7 @@ from dual_actor.analysis.tables import (
     chain_table,
     counts_table,
     median_steps,
+    paired_table,
     relabel_table,
     spread,
     steps_table,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _PLOTS = ("plot_actions", "plot_commands", "plot_curves", "plot_frames", "plot_interventions", "plot_relabel_grid",
-          "plot_scalar", "plot_success_bars", "plot_task_curves")
+          "plot_scalar", "plot_success_bars", "plot_success_vs_effort", "plot_task_curves")
 _RUNNER = ("fit_run", "tiny_bench_dataset")
 
 
@@ -93,7 +94,8 @@ def frame_strip(path: str | os.PathLike, episode: str | int | None = None, frame
 __all__ = [
     "BENCH_TASKS", "OFFLINE_ABLATIONS", "PAPER_CHAIN", "PAPER_TABLE_I", "REPO_ROOT", "RESULT_ARMS", "Frames",
     "authority_table", "chain_table", "counts_table", "dataset_counts", "find_runs", "frame_strip",
-    "labelling_params", "load_arms", "load_episodes", "load_run", "median_steps", "read_frames", "read_scalars",
+    "labelling_params", "load_arms", "load_episodes", "load_run", "median_steps", "paired_table", "read_frames",
+    "read_scalars",
     "relabel_agreement", "relabel_grid", "relabel_table", "repo_path", "segments", "spread", "steps_table",
     "steps_to", "success_table", "table_one", "translation_scale", "wall_minutes_to", "wall_table",
     *_PLOTS, *_RUNNER,

@@ -11,7 +11,8 @@ BENCH_TASKS = ("place the bolt", "pick up the bolt", "assemble the bolt")
 RESULT_ARMS: dict[str, str] = {
     "dual": "Ours (dual actor)",
     "single": "Ours w/o dual actor",
-    "dsrl": "DSRL",
+    "dsrl": "DSRL (the paper's: offline critics)",
+    "dsrl_na": "DSRL (published: DSRL-NA, online critics)",
     "hg_dagger": "HG-DAgger",
     "conrft_flat": "HIL-ConRFT flat",
 }

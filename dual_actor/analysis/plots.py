@@ -66,6 +66,35 @@ def plot_curves(arms: Mapping[str, list[dict]], x: str = "steps", out: str | os.
     return _finish(fig, out)
 
 
+def plot_success_vs_effort(arms: Mapping[str, list[dict]], out: str | os.PathLike | None = None) -> Figure:
+    """What a person's time buys: each arm's mean learning curve (average success on the curve's dev trials)
+    against the operator's cumulative effort (steps taken over + spoken, minutes at the curve's fps), with its
+    min-max band over seeds; each arm's mean final (test) success at its final effort as a marker. Runs whose curve
+    points carry no effort (recorded before issue 27) are left out."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    for arm, runs in arms.items():
+        runs = [r for r in runs if r["curve"] and all("effort_steps" in p for p in r["curve"])]
+        if not runs:
+            continue
+        fps = runs[0]["fps"]
+        n = min(len(r["curve"]) for r in runs)
+        x = [mean(r["curve"][i]["effort_steps"] for r in runs) / fps / 60 for i in range(n)]
+        vals = [[r["curve"][i]["average_success_rate"] for r in runs] for i in range(n)]
+        line, = ax.plot(x, [mean(v) for v in vals], marker="o", ms=3, label=f"{arm} ({len(runs)} seeds)")
+        ax.fill_between(x, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
+        final = [r["eval"] for r in runs if r.get("eval") and "effort_steps" in r["eval"]]
+        if final:
+            ax.plot([mean(e["effort_steps"] for e in final) / fps / 60], [mean(e["average_success_rate"] for e in final)],
+                    marker="*", ms=12, color=line.get_color(), linestyle="none")
+    ax.set_xlabel("operator effort: minutes taken over or spoken (cumulative)")
+    ax.set_ylabel("average success (curve: dev trials; star: final, test)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return _finish(fig, out)
+
+
 def plot_task_curves(arms: Mapping[str, list[dict]], out: str | os.PathLike | None = None) -> Figure:
     """One panel per task and one for the average: each arm's mean curve with its min-max band over seeds."""
     with_curves = {a: [r for r in runs if r["curve"]] for a, runs in arms.items()}

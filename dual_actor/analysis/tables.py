@@ -104,17 +104,39 @@ def authority_table(arms: Mapping[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def _mean_length(result: Mapping) -> float | None:
+    lengths = [r.get("mean_episode_length") for r in result["per_task"].values()]
+    return None if None in lengths else mean(float(x) for x in lengths)
+
+
+def _effort(result: Mapping) -> float | None:
+    steps = int(result.get("online_steps") or 0)
+    return float(result["effort_steps"]) / steps if "effort_steps" in result and steps else None
+
+
+def _cell(values: Sequence[float | None], scale: float, digits: int) -> str:
+    v = [x for x in values if x is not None]
+    return spread(v, scale, digits) if v and len(v) == len(values) else "-"
+
+
 def table_one(arms: Mapping[str, list[dict]], labels: Mapping[str, str] = RESULT_ARMS, threshold: float = 0.8,
               paper: Mapping[str, Sequence[float]] = PAPER_TABLE_I, key: str = "eval") -> str:
     """Table I in simulation: per arm (keys of ``arms``, shown as ``labels[arm]``), success per task and average in %
-    as :func:`spread` over seeds (0 decimals), the paper's numbers beside them, and the median over seeds of the
-    online steps to a ``threshold`` average on the learning curve (minutes at the curve's fps)."""
+    as :func:`spread` over seeds (0 decimals), the paper's numbers beside them, the average's 95% bootstrap interval
+    over seeds (:func:`~dual_actor.eval.stats.bootstrap_interval`), the arm's own warm-up average on the same
+    trials (``eval_warmup.json``), the mean episode length (steps, over tasks: a failed trial counts its limit),
+    the operator's effort (steps taken over + spoken, % of online steps), and the median over seeds of the online
+    steps to a ``threshold`` average on the learning curve (minutes at the curve's fps). A cell whose files some
+    seed lacks is ``-``."""
+    from dual_actor.eval.stats import bootstrap_interval
+
     first = next((r[key] for runs in arms.values() for r in runs if r[key]), None)
     if first is None:
         return "(no run has an eval.json)"
     tasks = list(first["per_task"])
-    lines = ["| method (seeds) | " + " | ".join(tasks) + " | average | paper (per task / average)"
-             + f" | online steps to {threshold:.0%} average: median (per seed) |", "|---|" + "---|" * (len(tasks) + 3)]
+    lines = ["| method (seeds) | " + " | ".join(tasks) + " | average | paper (per task / average) | average: 95% "
+             "bootstrap over seeds | warm-up average | episode length | operator effort (% of online steps)"
+             + f" | online steps to {threshold:.0%} average: median (per seed) |", "|---|" + "---|" * (len(tasks) + 7)]
     for arm, runs in arms.items():
         res = [r for r in runs if r[key]]
         if not res:
@@ -122,6 +144,11 @@ def table_one(arms: Mapping[str, list[dict]], labels: Mapping[str, str] = RESULT
         cells = [spread([r[key]["per_task"][t]["success_rate"] for r in res], 100, 0) for t in tasks]
         cells.append(spread([r[key]["average_success_rate"] for r in res], 100, 0))
         cells.append(" / ".join(f"{x:g}" for x in paper[arm]) if arm in paper else "-")
+        lo, hi = bootstrap_interval([r[key]["average_success_rate"] for r in res])
+        cells.append(f"[{100 * lo:.0f}, {100 * hi:.0f}]")
+        cells.append(_cell([(r.get("eval_warmup") or {}).get("average_success_rate") for r in res], 100, 0))
+        cells.append(_cell([_mean_length(r[key]) for r in res], 1, 1))
+        cells.append(_cell([_effort(r[key]) for r in res], 100, 1))
         per = [steps_to(r["curve"], threshold) for r in res]
         med = median_steps(per)
         fps = res[0]["fps"]
@@ -181,4 +208,32 @@ def relabel_table(grid: Mapping[tuple[int, float], Counter]) -> str:
             distinct = len([k for k in c if k != NULL_COMMAND])
             cells.append(f"{nn} ({100 * nn / n:.0f}%) / {distinct}" if n else "-")
         lines.append(f"| {j} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(runs_a: list[dict], runs_b: list[dict], names: tuple[str, str] = ("dual", "single"),
+                 key: str = "eval") -> str:
+    """Arm A vs arm B paired by seed (runs named ``<arm>-s<seed>``: the same warm-up with ``warmup.share=true`` and
+    the same evaluation trials): per task and on average, the mean per-seed difference in points, its 95% bootstrap
+    interval, wins / ties / losses and the sign test's two-sided p (:func:`~dual_actor.eval.stats.paired_difference`).
+    Seeds only one arm has are left out."""
+    from dual_actor.eval.stats import paired_difference
+
+    def by_seed(runs: list[dict]) -> dict[str, dict]:
+        return {r["name"].rsplit("-s", 1)[-1]: r[key] for r in runs if r.get(key)}
+
+    a, b = by_seed(runs_a), by_seed(runs_b)
+    seeds = sorted(set(a) & set(b), key=lambda s: (len(s), s))
+    if not seeds:
+        return "(no seed has both arms)"
+    tasks = list(a[seeds[0]]["per_task"])
+    lines = [f"{names[0]} - {names[1]}, paired over seeds {', '.join(seeds)}:", "",
+             "| | mean difference (points) | 95% bootstrap | wins / ties / losses | sign test p |", "|---|---|---|---|---|"]
+    rows = [(t, [a[s]["per_task"][t]["success_rate"] for s in seeds], [b[s]["per_task"][t]["success_rate"] for s in seeds])
+            for t in tasks]
+    rows.append(("average", [a[s]["average_success_rate"] for s in seeds], [b[s]["average_success_rate"] for s in seeds]))
+    for name, x, y in rows:
+        d = paired_difference(x, y)
+        lines.append(f"| {name} | {100 * d['mean']:+.1f} | [{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] "
+                     f"| {d['wins']} / {d['ties']} / {d['losses']} | {d['sign_p']:.2f} |")
     return "\n".join(lines)

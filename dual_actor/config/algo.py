@@ -17,7 +17,7 @@ PHASES = ("warmup", "online")
 CRITICS = ("per_task", "shared", "none")
 BC_ROWS = ("all", "people", "successes")
 BC_FORMS = ("consistency", "literal", "both")
-REFINE_OBJECTIVES = ("talk_tweak", "dsrl")
+REFINE_OBJECTIVES = ("talk_tweak", "dsrl", "dsrl_na")
 REFINE_TARGETS = ("absolute", "residual")
 Q_REDUCE = ("min", "mean")
 SAMPLING = ("per_task", "pooled")
@@ -92,8 +92,15 @@ class LearnerConfig:
                                       warmup=_in_warmup)
     critic_phases: List[str] = setting(list(PHASES), "phases the critics train in", choices=PHASES,
                                        warmup=_in_warmup)
-    refine_objective: str = setting("talk_tweak", "talk_tweak (Eq. 8-11) | dsrl (a latent-noise policy maximising Q, "
-                                                  "null command)", choices=REFINE_OBJECTIVES, warmup=_refine_setting)
+    refine_objective: str = setting("talk_tweak", "talk_tweak (Eq. 8-11) | dsrl (the paper's DSRL: a deterministic "
+                                                  "latent-noise policy maximising the offline critics' Q) | dsrl_na "
+                                                  "(published DSRL-NA: SAC in the latent noise space on a latent "
+                                                  "critic distilled from the online critics; docs/algorithm.md)",
+                                    choices=REFINE_OBJECTIVES, warmup=_refine_setting)
+    dsrl_target_entropy: float = setting(0.0, "dsrl_na: the latent policy's target entropy (DSRL's code: 0)",
+                                         warmup=_refine_setting)
+    dsrl_init_alpha: float = setting(1.0, "dsrl_na: the entropy temperature's start (auto-tuned; SB3's 'auto')",
+                                     warmup=_refine_setting)
     refine_subcommands: float = setting(1.0, "probability a talk-and-tweak row also trains a copy as one of its "
                                              "single-axis sub-commands (docs/algorithm.md 'Sub-command copies'; "
                                              "0: Eq. 8 as printed)", warmup=_refine_setting)
@@ -123,8 +130,11 @@ class LearnerConfig:
         if self.task_weighting and self.critic != "per_task":
             raise ConfigError(f"algo.task_weighting (Eq. 16) weighs per-task critics' Q; algo.critic={self.critic!r} "
                               f"has none: set algo.task_weighting=false")
-        if self.refine_objective == "dsrl" and self.critic == "none":
-            raise ConfigError("algo.refine_objective=dsrl maximises a critic's Q: it needs algo.critic per_task or shared")
+        if self.refine_objective in ("dsrl", "dsrl_na") and self.critic == "none":
+            raise ConfigError(f"algo.refine_objective={self.refine_objective} maximises a critic's Q: it needs "
+                              f"algo.critic per_task or shared")
+        if float(self.dsrl_init_alpha) <= 0:
+            raise ConfigError(f"algo.dsrl_init_alpha must be > 0, got {self.dsrl_init_alpha!r}")
 
 
 @dataclass

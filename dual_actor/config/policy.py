@@ -13,7 +13,7 @@ from dual_actor.config.fields import ConfigError, check_choices, setting
 from dual_actor.nets.consistency import EDMScalings
 
 PRIMARY_HEADS = ("anchored", "plain")
-NULL_LATENTS = ("zero", "learned")
+NULL_LATENTS = ("zero", "learned", "gaussian")
 
 
 def arch(default: Any, help: str, **kw) -> Any:
@@ -38,7 +38,9 @@ class PolicyArch:
                                    "mu = 0 in primary mode)")
     ode_steps: int = arch(8, "anchored head: Euler steps of the denoiser's ODE distilled into the one-step map")
     null_latent: str = arch("zero", "acting without a command: zero (Eq. 1: mu = 0) | learned (mu(s, [null]): "
-                                    "DSRL's latent-noise policy, algo=dsrl)", warmup=False, choices=NULL_LATENTS)
+                                    "the paper's DSRL, algo=dsrl) | gaussian (a latent sampled from a tanh-Gaussian "
+                                    "pi(w | s, [null]): published DSRL, algo=dsrl_na)", warmup=False,
+                            choices=NULL_LATENTS)
 
     @classmethod
     def arch_of(cls, section: Any) -> dict:

@@ -6,10 +6,17 @@ The policy head sees c_in(K) w ~ w / K, so a noise mean only matters at the scal
 mean_bound = 1 the mean can move w by up to one noise standard deviation. The last layer is
 zero-initialised, so an untrained refinement actor gives mu = 0: refinement mode starts out
 identical to primary mode (and Eq. 10's regulariser starts at 0).
+
+``gaussian=True`` (published DSRL, DSRL-NA: ``null_latent="gaussian"``) adds a log-std head beside the mean
+head: the latent policy is the tanh-squashed Gaussian of SAC (Haarnoja et al. 2018, as Stable-Baselines3's,
+which DSRL's code runs), ``w = bound K tanh(u)``, ``u ~ N(m(s, l), exp(2 log_std(s, l)))``, log-std clamped
+to [-20, 2]; its log-density is taken in the squashed [-1, 1] units (as SB3's: the bound's constant is left
+out, so DSRL's target entropy 0 means the same here). Its mean path, ``bound K tanh(m)``, is ``forward``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -65,6 +72,7 @@ class RefinementActor(nn.Module):
         proj_dim: int = 128,
         hidden: Sequence[int] = (256, 256),
         mean_bound: float = 1.0,
+        gaussian: bool = False,
     ):
         super().__init__()
         self.obs_encoder = obs_encoder
@@ -76,14 +84,41 @@ class RefinementActor(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.mean_bound = float(mean_bound)
         self.scale = float(mean_bound) * float(sigma_max)
+        self.log_std_head = mlp(2 * proj_dim, hidden, action_dim) if gaussian else None
+
+    LOG_STD_RANGE = (-20.0, 2.0)  # SB3's SAC actor
 
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """Projected observation features (B, proj_dim): compute once for several commands."""
         return self.obs_proj(self.obs_encoder(obs))
 
+    def _joint(self, obs_feat: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obs_feat, self.cmd_proj(self.command_encoder(command_ids))], -1)
+
     def from_features(self, obs_feat: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
-        z = torch.cat([obs_feat, self.cmd_proj(self.command_encoder(command_ids))], -1)
-        return self.scale * torch.tanh(self.head(z))
+        return self.scale * torch.tanh(self.head(self._joint(obs_feat, command_ids)))
+
+    def sample_from_features(self, obs_feat: torch.Tensor, command_ids: torch.Tensor,
+                             eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w, log pi(w))`` of the tanh-Gaussian latent policy (``gaussian=True``), reparameterised: ``w = bound K
+        tanh(m + std eps)`` (B, A), ``eps`` standard normal (drawn when None); the log-density (B,) is that of
+        ``tanh(u)`` in [-1, 1] (module docstring)."""
+        if self.log_std_head is None:
+            raise ValueError("sample_from_features needs the Gaussian latent policy (gaussian=True)")
+        joint = self._joint(obs_feat, command_ids)
+        m = self.head(joint)
+        log_std = self.log_std_head(joint).clamp(*self.LOG_STD_RANGE)
+        eps = torch.randn_like(m) if eps is None else eps
+        u = m + log_std.exp() * eps
+        return self.scale * torch.tanh(u), squashed_log_prob(u, m, log_std)
 
     def forward(self, obs: torch.Tensor, command_ids: torch.Tensor) -> torch.Tensor:
         return self.from_features(self.encode_obs(obs), command_ids)
+
+
+def squashed_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log-density (over the last dim, summed) of ``tanh(u)`` for ``u ~ N(mean, exp(log_std)^2)``: the Gaussian's
+    minus ``log(1 - tanh(u)^2)``, in the stable form ``2 (log 2 - u - softplus(-2 u))`` (SAC, Appendix C)."""
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - torch.nn.functional.softplus(-2.0 * u))
+    return (gauss - log_det).sum(-1)

@@ -1,6 +1,6 @@
 """Run folder names of a Hydra multirun: ``<arm>-s<seed>``, what notebooks/03_results.ipynb reads.
 
-``python -m dual_actor.fit -m seed=0,1,2 algo=dual_actor,dsrl,hg_dagger,conrft_flat`` (without ``run_name``) gives
+``python -m dual_actor.fit -m seed=0,1,2 algo=dual_actor,dsrl,dsrl_na,hg_dagger,conrft_flat`` (without ``run_name``) gives
 each job ``<run_root>/<arm>-s<seed>``: the arm is the algo option (``dual_actor`` is ``dual``, or ``single`` with
 ``algo.refine_enabled=false``), and any other swept key is appended (``dual-s0_algo.tau=0.01``). A folder that
 exists is refused as in a single run (no job overwrites another's results). Hydra's own ``multirun.yaml`` goes to

@@ -22,7 +22,7 @@ from dual_actor.config.sections import Config
 from dual_actor.training.callbacks import RNGCheckpoint
 
 SHARED_DONE = "done.json"
-SHARED_FILES = ("last.ckpt", "policy_warmup", "learning_curve.json", "authority.json")
+SHARED_FILES = ("last.ckpt", "policy_warmup", "learning_curve.json", "authority.json", "eval_warmup.json")
 
 
 def warmup_fingerprint(cfg: DictConfig) -> dict:

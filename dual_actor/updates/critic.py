@@ -6,6 +6,7 @@ import torch
 
 from dual_actor import constants as K
 from dual_actor import losses
+from dual_actor.updates.dsrl import latent_next_action
 
 
 def critic_loss(learner, s: dict, want_log: bool) -> tuple[torch.Tensor, dict]:
@@ -40,6 +41,8 @@ def critic_loss(learner, s: dict, want_log: bool) -> tuple[torch.Tensor, dict]:
             next_a = stacked(all_a[:tot])
             pi_s = all_a[tot : tot * (1 + n)].view(t, b, n, -1)
             pi_ns = all_a[tot * (1 + n) :].view(t, b, n, -1)
+        elif learner.latent_critics is not None:  # published DSRL: a' = pi_theta(w' | h'), w' ~ pi_W(s')
+            next_a = latent_next_action(learner, s)
         else:
             next_a = stacked(primary(nh, npr))
         q_next = learner.target_critics(learner.observation(s, next_obs=True),
