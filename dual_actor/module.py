@@ -80,12 +80,13 @@ class DualActorModule(L.LightningModule):
             if policy.null_latent != "gaussian":
                 raise ValueError("algo.refine_objective=dsrl_na acts with a sampled latent: it needs "
                                  f"algo.null_latent=gaussian, got {policy.null_latent!r}")
-            self.latent_critics = TaskCritics(
-                len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
-                policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
-                obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
-                hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
-            )
+            with torch.random.fork_rng(devices=[]):  # the other networks start as they do for algo=dual_actor
+                self.latent_critics = TaskCritics(
+                    len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
+                    policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
+                    obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
+                    hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
+                )
             self.log_alpha = nn.Parameter(torch.tensor(float(learner.dsrl_init_alpha)).log())
         self.critic_slugs = self.task_slugs if critic == "per_task" else ["all"]  # the critics' log names
         self.primary_ema = None

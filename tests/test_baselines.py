@@ -303,6 +303,15 @@ def test_dsrl_na_critic_target_bootstraps_at_the_latent_policys_next_action(monk
     assert not torch.allclose(a, primary_mode)
 
 
+def test_dsrl_na_starts_every_shared_network_as_dual_actor_does():
+    """Its own parts (log-std head, latent critics) are drawn from a forked RNG: every network it shares with
+    algo=dual_actor starts bit-identical, so a warm-up it trains itself is dual's (not only a shared one)."""
+    ours, na = module().state_dict(), dsrl_na().state_dict()
+    common = [k for k in ours if k in na]
+    assert len(common) == len(ours) and all(torch.equal(ours[k], na[k]) for k in common)
+    assert any(k.startswith("latent_critics.") for k in na) and any("log_std_head" in k for k in na)
+
+
 def test_dsrl_na_needs_the_gaussian_latent():
     with pytest.raises(ValueError, match="null_latent=gaussian"):
         module(refine_objective="dsrl_na")

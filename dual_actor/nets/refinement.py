@@ -84,7 +84,10 @@ class RefinementActor(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         self.mean_bound = float(mean_bound)
         self.scale = float(mean_bound) * float(sigma_max)
-        self.log_std_head = mlp(2 * proj_dim, hidden, action_dim) if gaussian else None
+        self.log_std_head = None
+        if gaussian:  # drawn from a forked RNG: every other weight is initialised as without it
+            with torch.random.fork_rng(devices=[]):
+                self.log_std_head = mlp(2 * proj_dim, hidden, action_dim)
 
     LOG_STD_RANGE = (-20.0, 2.0)  # SB3's SAC actor
 
