@@ -240,8 +240,9 @@ def test_03_results(tmp_path):
         row = rows[0]
         assert pct_spread([e["average_success_rate"] for e in evals]) in row, (row, evals)
         assert pct_spread([e["per_task"]["place the bolt"]["success_rate"] for e in evals]) in row
-    for label in ("DSRL", "HIL-ConRFT flat", "Ours w/o dual actor"):
+    for label in ("DSRL (paper)", "DSRL (published)", "HIL-ConRFT flat", "Ours w/o dual actor"):
         assert f"{label:<22} 0 run(s): -  <- no runs" in stream
+    assert "dual vs single: needs runs of both arms: skipped" in stream
     # chains: K = 1 succeeded in 2/4 (seed 0) and 3/4 (seed 1); K = 2 in 1/4 and 2/4
     assert "| Ours (dual actor) (2) | 62 +- 12 [50, 75] | 38 +- 12 [25, 50] | - | - |" in md, md
     assert "| paper (ours, real robot) | 90 | 60 | 60 | 50 |" in md
@@ -249,4 +250,4 @@ def test_03_results(tmp_path):
     assert "With a simulated operator speaking refinement commands" in md  # dual-s0 has eval_commands.json
     tb = stream.split("rollout/intervention_rate: ")[1].splitlines()[0]
     assert "dual-s0" in tb and "dual-s0 0 points" not in tb, tb
-    assert len(outputs(nb, "image/png")) == 3  # curves, per-task curves, TensorBoard scalar
+    assert len(outputs(nb, "image/png")) == 4  # curves, per-task curves, success vs effort, TensorBoard scalar
