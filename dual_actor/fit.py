@@ -144,7 +144,7 @@ def warmup_evaluations(r: Run) -> None:
 
     cfg, module = r.cfg, r.module
     path = r.run_dir / WARMUP_EVAL
-    have = json.loads(path.read_text()) if path.exists() else {}  # a shared warm-up's: kept if on the same trials
+    have = json.loads(path.read_text()) if path.exists() else {}  # a resumed run's: kept if on the same trials
     same = (have.get("split") == cfg.eval.split
             and have.get("seeds") == trial_seeds(cfg.eval.split, int(cfg.eval.trials), int(cfg.eval.seed)))
     if int(cfg.eval.trials) > 0 and not same:

@@ -22,7 +22,9 @@ from dual_actor.config.sections import Config
 from dual_actor.training.callbacks import RNGCheckpoint
 
 SHARED_DONE = "done.json"
-SHARED_FILES = ("last.ckpt", "policy_warmup", "learning_curve.json", "authority.json", "eval_warmup.json")
+# Not the warm-up's evaluations (eval_warmup.json, the curve's first point): how the warm-up policy acts is the run's
+# (algo=dsrl_na samples its latent), so each run evaluates its own start.
+SHARED_FILES = ("last.ckpt", "policy_warmup", "authority.json")
 
 
 def warmup_fingerprint(cfg: DictConfig) -> dict:
