@@ -356,6 +356,10 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
     out = tmp_path / "expert.json"
     assert main(["--expert", "--tasks", PLACE, "--trials", "3", "--max-episode-steps", "120", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["per_task"][PLACE] == res["per_task"][PLACE]
+    dev = tmp_path / "expert_dev.json"  # --split dev: the dev trials, recorded as such
+    assert main(["--expert", "--tasks", PLACE, "--trials", "2", "--max-episode-steps", "5", "--split", "dev",
+                 "--out", str(dev)]) == 0
+    assert json.loads(dev.read_text())["split"] == "dev" and json.loads(dev.read_text())["seeds"] == [10_000, 10_002]
     assert "intervention rate" not in capsys.readouterr().out
     for argv in ([], [str(tmp_path), "--expert"], ["--expert", "--chain", "2"]):
         assert main(argv) == 2
