@@ -67,13 +67,17 @@ class DualActorModule(L.LightningModule):
         obs_encoder = None if not self.policy.uses_images else (  # ResNet + state, one per task
             lambda: self.policy.make_obs_encoder(learner.critic_obs_feature_dim, share_frozen_trunk=True))
         self.critics = self.target_critics = None
-        if critic != "none":  # shared: one critic, the task as a one-hot input beside proprio
-            self.critics = TaskCritics(
+
+        def task_critics() -> TaskCritics:  # Q^A (and published DSRL's Q^W: the same shape, over latents)
+            return TaskCritics(
                 len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
                 policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
                 obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
                 hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
             )
+
+        if critic != "none":  # shared: one critic, the task as a one-hot input beside proprio
+            self.critics = task_critics()
             self.target_critics = make_target(self.critics, shared=self._shared_trunks())
         self.latent_critics = self.log_alpha = None
         if learner.refine_objective == "dsrl_na":  # published DSRL: Q^W(s, w) and SAC's temperature
@@ -81,12 +85,7 @@ class DualActorModule(L.LightningModule):
                 raise ValueError("algo.refine_objective=dsrl_na acts with a sampled latent: it needs "
                                  f"algo.null_latent=gaussian, got {policy.null_latent!r}")
             with torch.random.fork_rng(devices=[]):  # the other networks start as they do for algo=dual_actor
-                self.latent_critics = TaskCritics(
-                    len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
-                    policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
-                    obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
-                    hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,
-                )
+                self.latent_critics = task_critics()
             self.log_alpha = nn.Parameter(torch.tensor(float(learner.dsrl_init_alpha)).log())
         self.critic_slugs = self.task_slugs if critic == "per_task" else ["all"]  # the critics' log names
         self.primary_ema = None
