@@ -25,6 +25,7 @@ Result (written by ``python -m dual_actor.eval POLICY --chain K --out chain.json
 
     {"bolts": K, "trials": N, "subtasks": [3 task strings], "max_episode_steps": int, "seed": int,
      "split": "dev" | "test", "seeds": [trial seed, ...], "carry_hand": bool, "with_commands": bool,
+     "expert": null | "corrected" | "metaworld",                 # who acted: a policy (null) or the scripted expert
      "success_at_k": [{"k": k, "successes": int, "success_rate": float}, ...],   # k = 1..K
      "per_subtask": {task: {"reached": int, "succeeded": int, "success_rate": float | null}},
      "per_stage": [{"bolt": b, "task": str, "reached": int, "succeeded": int,
@@ -61,7 +62,7 @@ SUBTASKS: tuple[str, ...] = tuple(BENCH_TASKS)
 
 
 def evaluate_chain(
-    policy: DualActorPolicy,
+    policy: DualActorPolicy | None,
     bolts: int,
     trials: int = 25,
     max_episode_steps: int = MAX_EPISODE_STEPS,
@@ -71,8 +72,15 @@ def evaluate_chain(
     progress: bool = False,
     make_env: Any = None,
     split: str = "test",
+    expert: str | None = None,
+    expert_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Run ``trials`` chains of ``bolts`` bolts x 3 sub-tasks; return the chain result (module docstring).
+
+    ``expert`` (``corrected`` | ``metaworld``, with ``policy`` None): the simulated operator's scripted expert
+    acts each sub-task instead of a policy (:class:`~dual_actor.runtime.sim.ScriptedExpert`, action noise
+    ``expert_noise`` drawn from the sub-task's torch seed), on the same chains: the ceiling a policy taught by
+    that operator is measured against.
 
     ``max_episode_steps`` is each sub-task's limit. ``speaker``: as :func:`dual_actor.eval.evaluate`
     (e.g. ``SimulatedOperator(task, speak_commands=True, seed=...)``). ``make_env``: builds a sub-task's
@@ -88,6 +96,11 @@ def evaluate_chain(
             raise ValueError(f"{name} must be an integer >= 1, got {value}")
     bolts, trials = int(bolts), int(trials)
     seeds = trial_seeds(split, trials, seed)
+    if (policy is None) == (expert is None):
+        raise ValueError("evaluate_chain acts a policy or the scripted expert (expert=...): give exactly one")
+    if expert is not None:
+        return _chains(None, bolts, seeds, max_episode_steps, seed, speaker, carry_hand, progress, make_env, split,
+                       expert=expert, expert_noise=expert_noise)
     missing = [t for t in SUBTASKS if t not in policy.tasks]
     if missing:
         raise ValueError(f"a chain runs all three bench tasks {list(SUBTASKS)}; the policy was not trained on "
@@ -95,16 +108,28 @@ def evaluate_chain(
     if policy.config.obs_dim != OBS_DIM:
         raise ValueError(f"chains run the Metaworld bench ({OBS_DIM}-d state); this policy has obs_dim "
                          f"{policy.config.obs_dim}")
+    return _chains(policy, bolts, seeds, max_episode_steps, seed, speaker, carry_hand, progress, make_env, split)
+
+
+def _chains(policy: DualActorPolicy | None, bolts: int, seeds: Sequence[int], max_episode_steps: int, seed: int,
+            speaker: Any, carry_hand: bool, progress: bool, make_env: Any, split: str, expert: str | None = None,
+            expert_noise: float = 0.0) -> dict[str, Any]:
+    """:func:`evaluate_chain` after its checks: the chains of ``policy``, or of the scripted ``expert``."""
     from tqdm.auto import tqdm
 
+    from dual_actor.eval.protocol import expert_episode
+    from dual_actor.runtime.sim import ScriptedExpert
+
     make_env = make_env or MetaworldTaskEnv
-    device = next(policy.parameters()).device
-    cameras = list(policy.config.cameras)
-    image_size = int(policy.config.image_size or IMAGE_SIZE)
+    trials = len(seeds)
+    device = next(policy.parameters()).device if policy is not None else torch.device("cpu")
+    cameras = list(policy.config.cameras) if policy is not None else []
+    image_size = int(policy.config.image_size or IMAGE_SIZE) if policy is not None else IMAGE_SIZE
     chains: list[dict[str, list]] = []
     hand_errors: list[float] = []
-    was_training = policy.training
-    policy.eval()
+    was_training = policy.training if policy is not None else False
+    if policy is not None:
+        policy.eval()
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(torch.no_grad())
@@ -131,17 +156,25 @@ def evaluate_chain(
                             hand_errors.append(float(np.linalg.norm(np.asarray(obs[:3], np.float64) - hand)))
                         else:
                             obs = env.reset()
-                        torch.manual_seed(torch_seed)
-                        succeeded, last = run_episode(policy, env, task, obs, PROPRIO_SLICE, speaker=speaker)
+                        if expert is not None:
+                            actor = ScriptedExpert(task, noise=expert_noise, variant=expert,
+                                                   rng=np.random.default_rng(torch_seed))
+                            succeeded, last = expert_episode(actor, env, obs)
+                        else:
+                            torch.manual_seed(torch_seed)
+                            succeeded, last = run_episode(policy, env, task, obs, PROPRIO_SLICE, speaker=speaker)
                         outcomes.append(bool(succeeded))
                         lengths.append(int(env.elapsed_steps))
                         hand = np.asarray(last[:3], dtype=np.float64)
                 chains.append({"outcomes": outcomes, "lengths": lengths})
                 bar.update(1)
     finally:
-        policy.train(was_training)
-    return chain_summary(chains, bolts, max_episode_steps=max_episode_steps, seed=seed, carry_hand=carry_hand,
-                         with_commands=speaker is not None, hand_errors=hand_errors, split=split, seeds=seeds)
+        if policy is not None:
+            policy.train(was_training)
+    res = chain_summary(chains, bolts, max_episode_steps=max_episode_steps, seed=seed, carry_hand=carry_hand,
+                        with_commands=speaker is not None, hand_errors=hand_errors, split=split, seeds=seeds)
+    res["expert"] = expert
+    return res
 
 
 def chain_summary(

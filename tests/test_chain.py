@@ -304,6 +304,37 @@ def test_sampling_policy_draws_each_subtask_from_evaluates_noise_stream():
     assert len(actions["chain"]) == 10 and torch.equal(torch.cat(actions["chain"]), torch.cat(actions["evaluate"]))
 
 
+def test_expert_chains_act_the_scripted_expert_on_the_same_trials(tmp_path, capsys):
+    """``evaluate_chain(None, expert=...)`` / ``eval --expert --chain K``: the operator's expert acts every sub-task.
+    Derived independently: one bolt without the carry is, trial by trial, the noisy expert rolled out on the
+    sub-task's env seed with its noise drawn from a generator seeded by the sub-task's torch seed."""
+    trials, steps, noise = 4, 150, 0.5
+    log: list = []
+    res = evaluate_chain(None, bolts=1, trials=trials, max_episode_steps=steps, carry_hand=False, expert="metaworld",
+                         expert_noise=noise, make_env=recorder(log))
+    assert res["expert"] == "metaworld" and res["trials"] == trials
+    for chain, trial_seed in zip(res["chains"], res["seeds"]):
+        for task, ok, length in zip(SUBTASKS, chain["outcomes"], chain["lengths"]):
+            env_seed, torch_seed = eval_seeds(trial_seed, task)
+            expert = ScriptedExpert(task, noise=noise, rng=np.random.default_rng(torch_seed), variant="metaworld")
+            with MetaworldTaskEnv(task, seed=env_seed, max_episode_steps=steps) as env:
+                obs, done, n = env.reset(), False, 0
+                while not done:
+                    obs, _, terminated, truncated, _ = env.step(expert.act(obs))
+                    done, n = terminated or truncated, n + 1
+            assert (ok, length) == (bool(terminated), n), (trial_seed, task)
+    with pytest.raises(ValueError, match="exactly one"):
+        evaluate_chain(bench_policy(), bolts=1, expert="corrected")
+    with pytest.raises(ValueError, match="exactly one"):
+        evaluate_chain(None, bolts=1)
+    out = tmp_path / "expert_chain.json"  # the CLI: the same call, the hand carried (the default)
+    assert main(["--expert", "metaworld", "--chain", "2", "--trials", "2", "--max-episode-steps", "20",
+                 "--out", str(out)]) == 0
+    lib = evaluate_chain(None, 2, trials=2, max_episode_steps=20, expert="metaworld")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(lib)) and lib["carry_hand"]
+    assert "success (first k bolts)" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------- (d) CLI
 def test_cli_chain_writes_json_and_rejects_bad_input(tmp_path, capsys):
     pol = bench_policy()

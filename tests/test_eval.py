@@ -361,7 +361,7 @@ def test_expert_reference_runs_the_policy_trials(tmp_path, capsys):
                  "--out", str(dev)]) == 0
     assert json.loads(dev.read_text())["split"] == "dev" and json.loads(dev.read_text())["seeds"] == [10_000, 10_002]
     assert "intervention rate" not in capsys.readouterr().out
-    for argv in ([], [str(tmp_path), "--expert"], ["--expert", "--chain", "2"]):
+    for argv in ([], [str(tmp_path), "--expert"], ["--expert", "--with-commands"]):
         assert main(argv) == 2
         assert "error:" in capsys.readouterr().err
     # --out refuses an existing file before evaluating (nothing lost); --force overwrites it

@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--chain K] [--out eval.json]``:
     evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table;
     with ``--chain K``, ``--trials`` chains of K bolts x 3 sub-tasks instead (docs/chain.md); with ``--expert``
-    (no POLICY_DIR) the simulated operator's scripted expert on the same trials, the bench's reference."""
+    (no POLICY_DIR) the simulated operator's scripted expert on the same trials (or chains), the bench's
+    reference."""
     p = argparse.ArgumentParser(prog="python -m dual_actor.eval", description=main.__doc__.split(":", 1)[1].strip())
     p.add_argument("policy", type=Path, nargs="?", help="a policy folder (config.json + model.safetensors)")
     p.add_argument("--expert", nargs="?", const="corrected", default=None, choices=["corrected", "metaworld"],
@@ -92,9 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.expert is not None) == (args.policy is not None):
         print("error: give a POLICY_DIR or --expert (the bench's scripted expert), not both", file=sys.stderr)
         return 2
-    if args.expert is not None and (args.chain is not None or args.with_commands):
-        print("error: --expert evaluates the scripted expert alone; --chain and --with-commands do not apply",
-              file=sys.stderr)
+    if args.expert is not None and args.with_commands:
+        print("error: --expert evaluates the scripted expert alone; --with-commands does not apply", file=sys.stderr)
         return 2
     if args.chain is not None and args.chain < 1:
         print(f"error: --chain K needs K >= 1 bolts, got {args.chain}", file=sys.stderr)
@@ -103,6 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
         return 2
     try:
+        if args.expert is not None and args.chain is not None:  # the expert's own chains: RQ4's ceiling
+            res = evaluate_chain(None, args.chain, trials=args.trials, max_episode_steps=args.max_episode_steps,
+                                 seed=args.seed, progress=True, split=args.split, expert=args.expert,
+                                 expert_noise=args.expert_noise)
+            if args.out is not None:
+                atomic_write_text(args.out, json.dumps(res, indent=2))
+            print(format_chain_table(res))
+            return 0
         if args.expert is not None:
             res = evaluate_expert(args.tasks or list(BENCH_TASKS), trials=args.trials,
                                   max_episode_steps=args.max_episode_steps, seed=args.seed, noise=args.expert_noise,

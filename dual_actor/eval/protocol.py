@@ -286,7 +286,7 @@ def evaluate_expert(
 
         def episode(_trial: int, env: Any, obs: np.ndarray, torch_seed: int) -> bool:
             expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
-            return _expert_episode(expert, env, obs)
+            return expert_episode(expert, env, obs)[0]
 
         with TrialEnv(lambda env_seed: MetaworldTaskEnv(task=resolved, seed=env_seed,
                                                         max_episode_steps=max_episode_steps)) as envs:
@@ -294,12 +294,13 @@ def evaluate_expert(
     return _result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
 
 
-def _expert_episode(expert: Any, env: Any, obs: np.ndarray) -> bool:
-    """Act ``expert`` on ``env`` from ``obs`` (just reset) until the episode ends; whether it terminated."""
+def expert_episode(expert: Any, env: Any, obs: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Act ``expert`` on ``env`` from ``obs`` (just reset) until the episode ends: ``(terminated, last
+    observation)``, as :func:`run_episode`."""
     terminated = truncated = False
     while not (terminated or truncated):
         obs, _, terminated, truncated, _ = env.step(expert.act(obs))
-    return bool(terminated)
+    return bool(terminated), obs
 
 
 def run_episode(
