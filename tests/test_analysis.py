@@ -5,6 +5,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
 
 from dual_actor import analysis as sc
@@ -175,3 +176,39 @@ def test_table_one_reports_warmup_length_effort_and_pairs_by_seed(tmp_path):
     line = fig.axes[0].lines[0]  # dual's curve: effort (0, 200) steps -> minutes at 10 Hz, mean success per point
     assert list(line.get_xdata()) == [0.0, 200 / 10 / 60] and list(line.get_ydata()) == [0.6, 0.8]
     assert len(fig.axes[0].lines) == 2  # single's runs have no curve points with effort: left out
+
+
+def test_keep_record_keeps_results_and_scalars_not_checkpoints(tmp_path):
+    """A record (docs/runs/) holds a run's JSON results, config and chosen TensorBoard scalars, and reads back through
+    load_run / run_scalars exactly as the run folder does; an unfinished run is refused with nothing written."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    (tmp_path / "runs").mkdir()
+    run = _run(tmp_path / "runs", "dual-s0", [1.0, 0.5], [0.5, 0.75])["path"]
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "last.ckpt").write_bytes(b"\0" * 4096)
+    (run / "policy").mkdir()
+    (run / "policy" / "model.safetensors").write_bytes(b"\0" * 64)
+    with SummaryWriter(str(run / "tb")) as w:
+        for step, v in ((0, 0.5), (100, 0.25), (200, 0.125)):
+            w.add_scalar("rollout/intervention_rate", v, step)
+            w.add_scalar("other/tag", 1.0, step)
+    rec = sc.keep_record(run, tmp_path / "records")
+    assert rec == tmp_path / "records" / "dual-s0"
+    assert sorted(p.name for p in rec.iterdir()) == ["authority.json", "config.yaml", "eval.json",
+                                                      "learning_curve.json", "scalars.json"]
+    assert json.loads((rec / "scalars.json").read_text()) == {"rollout/intervention_rate": [[0, 0.5], [100, 0.25],
+                                                                                           [200, 0.125]]}
+    kept, orig = sc.load_run(rec), sc.load_run(run)
+    assert {k: v for k, v in kept.items() if k != "path"} == {k: v for k, v in orig.items() if k != "path"}
+    assert sc.run_scalars(kept, "rollout/intervention_rate") == sc.run_scalars(orig, "rollout/intervention_rate") \
+        == [(0, 0.5), (100, 0.25), (200, 0.125)]
+    assert sc.run_scalars(kept, "other/tag") == []  # not kept
+    (run / "eval.json").write_text(json.dumps(_result([0.0, 0.0])))  # kept again: the record is replaced whole
+    assert sc.load_run(sc.keep_record(run, tmp_path / "records"))["eval"]["average_success_rate"] == 0.0
+    unfinished = tmp_path / "runs" / "single-s0"
+    unfinished.mkdir()
+    (unfinished / "learning_curve.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no eval.json"):
+        sc.keep_record(unfinished, tmp_path / "records")
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["dual-s0"]

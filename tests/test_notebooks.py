@@ -4,6 +4,7 @@ notebooks/execute.py, the command the maintainer runs them with; a failing cell 
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -155,9 +156,11 @@ def h5_counts(path: Path) -> dict:
 
 @pytest.mark.slow
 def test_01_dataset(tmp_path):
-    data = tmp_path / "tiny.hdf5"  # absent: the notebook makes it from a short smoke run
+    data = tmp_path / "tiny.hdf5"  # absent: the notebook makes a short smoke run and builds DATA from it
     nb = run_notebook("01_dataset", tmp_path, DATA=str(data))
     md = "\n".join(outputs(nb, "text/markdown"))
+    assert f"built from run {tmp_path / 'tiny-runs' / 'tiny'}: its warm-up demos and its online teleop log" \
+        in "".join(outputs(nb, "stream"))
     counts = h5_counts(data)
     assert {kind for _, kind in counts} == {"demo", "online"} and sum(c[2] for c in counts.values()) > 0
     for (task, kind), (eps, steps, intv, tt) in counts.items():
@@ -230,7 +233,17 @@ def test_03_results(tmp_path):
         res = chain_summary([{"outcomes": o, "lengths": [10] * len(o)} for o in chains], bolts=2, max_episode_steps=40,
                             seed=10000, carry_hand=True, with_commands=False)
         (root / f"dual-s{seed}" / "chain.json").write_text(json.dumps(res))
-    nb = run_notebook("03_results", tmp_path, RUN_ROOT=str(root))
+    expert = chain_summary([{"outcomes": o, "lengths": [10] * len(o)} for o in ([T] * 6, [T, F], [T] * 6, [F])],
+                           bolts=2, max_episode_steps=40, seed=10000, carry_hand=True, with_commands=False)
+    (root / "expert_chain.json").write_text(json.dumps({**expert, "expert": "corrected"}))  # K=1: 2/4, K=2: 2/4
+    rq5 = tmp_path / "rq5"  # RQ5: one run tested on A (its eval.json) and on B (eval_B.json: 0.2 / 0 / 0.1)
+    shutil.copytree(dual, rq5 / "rq5-r2-s0", ignore=shutil.ignore_patterns("last.ckpt", "policy*", "teleop"))
+    ev_b = json.loads((dual / "eval.json").read_text())
+    for t, r in zip(ev_b["per_task"], (0.2, 0.0, 0.1)):
+        ev_b["per_task"][t]["success_rate"] = r
+    ev_b["average_success_rate"] = 0.1
+    (rq5 / "rq5-r2-s0" / "eval_B.json").write_text(json.dumps(ev_b))
+    nb = run_notebook("03_results", tmp_path, RUN_ROOT=str(root), REGIME_ROOT=str(root), RQ5_ROOT=str(rq5))
     md = "\n".join(outputs(nb, "text/markdown"))
     stream = "".join(outputs(nb, "stream"))
     for arm, label, paper in (("dual", "Ours (dual actor)", "100 / 100 / 100 / 100"), ("hg_dagger", "HG-DAgger", "28 / 28 / 20 / 25.3")):
@@ -246,8 +259,18 @@ def test_03_results(tmp_path):
     # chains: K = 1 succeeded in 2/4 (seed 0) and 3/4 (seed 1); K = 2 in 1/4 and 2/4
     assert "| Ours (dual actor) (2) | 62 +- 12 [50, 75] | 38 +- 12 [25, 50] | - | - |" in md, md
     assert "| paper (ours, real robot) | 90 | 60 | 60 | 50 |" in md
+    assert "| the operator's scripted expert (corrected): the ceiling (1) | 50 +- 0 [50, 50] | 50 +- 0 [50, 50] |" in md
+    # the low-data regime section reads REGIME_ROOT (here the same runs): its table has no paper column values,
+    # and dual is paired with HG-DAgger
+    regime = md.split("dual - hg_dagger, paired by seed:")[1]
+    assert "paired over seeds 0, 1" in regime and re.search(r"\| average \| [+-]\d+\.\d \|", regime), regime
+    assert md.count("| Ours (dual actor) (2) |") >= 2
+    # RQ5: tested on B from eval_B.json
+    rows_b = md.split("Tested on robot B")[1]
+    assert "| + online on A and B (1) | 20 +- 0 [20, 20] | 0 +- 0 [0, 0] | 10 +- 0 [10, 10] | 10 +- 0 [10, 10] |" in rows_b
+    assert "Episode length per task" in md
     assert "no chain_commands.json in any run: skipped" in stream
     assert "With a simulated operator speaking refinement commands" in md  # dual-s0 has eval_commands.json
     tb = stream.split("rollout/intervention_rate: ")[1].splitlines()[0]
     assert "dual-s0" in tb and "dual-s0 0 points" not in tb, tb
-    assert len(outputs(nb, "image/png")) == 4  # curves, per-task curves, success vs effort, TensorBoard scalar
+    assert len(outputs(nb, "image/png")) == 5  # curves, per-task curves, success vs effort, TensorBoard scalar, regime

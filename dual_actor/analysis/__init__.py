@@ -10,7 +10,7 @@ matplotlib Figures out. The notebooks use this package as one namespace (``from 
 - :mod:`~dual_actor.analysis.paper`: the paper's numbers (Table I, RQ4 chains), the arms and the offline ablations.
 - :mod:`~dual_actor.analysis.plots`: the figures, from data in memory (imports matplotlib).
 - :mod:`~dual_actor.analysis.runner`: :func:`fit_run` (``python -m dual_actor.fit`` in a subprocess, skipping
-  finished runs) and :func:`tiny_bench_dataset`.
+  finished runs), :func:`run_dataset` (the demos + teleop log a run saw, as one HDF5) and :func:`tiny_bench_run`.
 
 Loading, tables, statistics and the paper's numbers are imported with the package; the plots and the runner on
 first use of one of their names (``an.plot_curves``), so that ``import dual_actor.analysis.tables`` does not
@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 from dual_actor.analysis.dataset_stats import dataset_counts, relabel_agreement, relabel_grid, segments
 from dual_actor.analysis.loading import (
+    RECORD_FILES,
     REPO_ROOT,
     Frames,
     find_runs,
+    keep_record,
     labelling_params,
     load_arms,
     load_episodes,
@@ -34,6 +36,7 @@ from dual_actor.analysis.loading import (
     read_frames,
     read_scalars,
     repo_path,
+    run_scalars,
     translation_scale,
 )
 from dual_actor.analysis.paper import BENCH_TASKS, OFFLINE_ABLATIONS, PAPER_CHAIN, PAPER_TABLE_I, RESULT_ARMS
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 
 _PLOTS = ("plot_actions", "plot_commands", "plot_curves", "plot_frames", "plot_interventions", "plot_relabel_grid",
           "plot_scalar", "plot_success_bars", "plot_success_vs_effort", "plot_task_curves")
-_RUNNER = ("fit_run", "tiny_bench_dataset")
+_RUNNER = ("fit_run", "run_dataset", "tiny_bench_run")
 
 
 def __getattr__(name: str):
@@ -92,10 +95,10 @@ def frame_strip(path: str | os.PathLike, episode: str | int | None = None, frame
 
 
 __all__ = [
-    "BENCH_TASKS", "OFFLINE_ABLATIONS", "PAPER_CHAIN", "PAPER_TABLE_I", "REPO_ROOT", "RESULT_ARMS", "Frames",
-    "authority_table", "chain_table", "counts_table", "dataset_counts", "find_runs", "frame_strip",
+    "BENCH_TASKS", "OFFLINE_ABLATIONS", "PAPER_CHAIN", "PAPER_TABLE_I", "RECORD_FILES", "REPO_ROOT", "RESULT_ARMS", "Frames",
+    "authority_table", "chain_table", "counts_table", "dataset_counts", "find_runs", "frame_strip", "keep_record",
     "labelling_params", "load_arms", "load_episodes", "load_run", "median_steps", "paired_table", "read_frames",
-    "read_scalars",
+    "read_scalars", "run_scalars",
     "relabel_agreement", "relabel_grid", "relabel_table", "repo_path", "segments", "spread", "steps_table",
     "steps_to", "success_table", "table_one", "translation_scale", "wall_minutes_to", "wall_table",
     *_PLOTS, *_RUNNER,

@@ -4,7 +4,9 @@ lists and arrays out (no tables, no figures).
 Runs: :func:`load_run` reads one run folder (``eval.json``, ``eval_commands.json``, ``eval_B.json``,
 ``summary.json``, ``learning_curve.json``, ``authority.json``, ``chain.json``, ``chain_commands.json``; a missing
 file is None), :func:`load_arms` the ``<arm>-s<seed>`` folders of a run root, :func:`read_scalars` one TensorBoard
-scalar. Datasets: :func:`load_episodes` (low-dimensional arrays), :func:`read_frames` (a strip of camera frames),
+scalar, :func:`run_scalars` one scalar of a run (its ``tb/`` or its record's ``scalars.json``). :func:`keep_record`
+copies what a run's results are (its JSON files, config and chosen scalars, no checkpoints or policies) into a small
+folder to keep with the repository (docs/runs/): the notebooks read a record like a run folder. Datasets: :func:`load_episodes` (low-dimensional arrays), :func:`read_frames` (a strip of camera frames),
 and what a dataset records about its labelling (:func:`translation_scale`, :func:`labelling_params`).
 """
 
@@ -45,6 +47,58 @@ def load_run(run: str | os.PathLike) -> dict:
             "summary": _load(run / "summary.json"), "curve": curve["points"] if curve else [],
             "fps": (curve or {}).get("fps", 10.0), "authority": _load(run / "authority.json") or [],
             "chain": _load(run / "chain.json"), "chain_commands": _load(run / "chain_commands.json")}
+
+
+RECORD_FILES: tuple[str, ...] = ("config.yaml", "eval.json", "eval_warmup.json", "eval_commands.json", "eval_B.json",
+                                  "summary.json", "learning_curve.json", "authority.json", "chain.json",
+                                  "chain_commands.json")
+"""What :func:`keep_record` keeps of a run folder (those present; ``eval.json`` is required)."""
+SCALARS_FILE = "scalars.json"
+"""A record's TensorBoard scalars, ``{tag: [[step, value], ...]}``."""
+
+
+def keep_record(run: str | os.PathLike, dest: str | os.PathLike,
+                scalars: Iterable[str] = ("rollout/intervention_rate",)) -> Path:
+    """Copy run folder ``run``'s results into ``dest/<run name>`` (created; an existing record is replaced whole):
+    the :data:`RECORD_FILES` it holds and the TensorBoard ``scalars`` of its ``tb/`` as :data:`SCALARS_FILE`. A
+    record is tens of kilobytes (a run folder tens of megabytes: checkpoint, policies, teleop log), and
+    :func:`load_run` / :func:`run_scalars` read it as they read the run. Returns the record's folder.
+
+    Raises:
+        FileNotFoundError: ``run`` has no ``eval.json`` (not finished: nothing is written).
+    """
+    import shutil
+    import tempfile
+
+    run, dest = Path(run), Path(dest)
+    if not (run / "eval.json").is_file():
+        raise FileNotFoundError(f"{run}: no eval.json (a finished run's folder is needed)")
+    out = dest / run.name
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.", dir=dest))
+    try:
+        for name in RECORD_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, tmp / name)
+        series = {tag: read_scalars(run / "tb", tag) for tag in scalars} if (run / "tb").is_dir() else {}
+        (tmp / SCALARS_FILE).write_text(json.dumps({t: [list(p) for p in v] for t, v in series.items() if v}))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def run_scalars(run: Mapping[str, Any] | str | os.PathLike, tag: str) -> list[tuple[int, float]]:
+    """Scalar ``tag`` of a run (a :func:`load_run` dict or a folder): from its ``tb/`` when it has one, else from a
+    record's :data:`SCALARS_FILE` (``[]`` when neither holds it)."""
+    path = Path(run["path"] if isinstance(run, Mapping) else run)
+    if (path / "tb").is_dir():
+        return read_scalars(path / "tb", tag)
+    kept = _load(path / SCALARS_FILE) or {}
+    return [(int(s), float(v)) for s, v in kept.get(tag, [])]
 
 
 def find_runs(run_root: str | os.PathLike, arm: str, seeds: Iterable[int] | None = None) -> list[Path]:

@@ -1,6 +1,7 @@
 """Runs for the notebooks, as subprocesses: :func:`fit_run` runs ``python -m dual_actor.fit`` (Hydra composes the
 config) and skips a run whose ``eval.json`` exists, so a notebook that is run again resumes;
-:func:`tiny_bench_dataset` makes a small real dataset with one."""
+:func:`run_dataset` builds the dataset a run saw (its demos + its online teleop log, converted and merged) and
+:func:`tiny_bench_run` a short real run to build one from."""
 
 from __future__ import annotations
 
@@ -45,20 +46,42 @@ def fit_run(run_root: str | os.PathLike, run_name: str, overrides: Sequence[str]
     return run, True
 
 
-def tiny_bench_dataset(out: str | os.PathLike, env_steps: int = 200) -> Path:
-    """A small real dataset at ``out`` (tests, ``TINY`` notebooks): a short ``experiment=smoke`` run on the bench
-    (30 warm-up updates, ``env_steps`` online steps with the simulated operator, no evaluation), its scripted-expert
-    demos and its online teleop log converted with ``data_tools``, merged. About 15-20 s on one core."""
+def run_dataset(run: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The talk-and-tweak dataset a finished run saw, at ``out``: its warm-up demos (``data.path`` of the run's
+    ``config.yaml``) and its online episodes (every session of its ``teleop/`` log, converted with ``data_tools``),
+    merged (``python -m data_tools convert`` + ``merge``, as notebooks/README.md writes them out).
+
+    Raises:
+        FileNotFoundError: ``run`` has no ``config.yaml``, no teleop session, or its demos file is gone.
+    """
+    import yaml
+
     from data_tools.convert import convert
     from data_tools.curate import merge
 
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="tiny-bench-") as tmp:
-        run, _ = fit_run(tmp, "tiny", ["experiment=smoke", f"online.env_steps={env_steps}", "eval.trials=0",
-                                       "eval.warmup_point=false", f"eval.curve_every_env_steps={env_steps}"])
-        sessions = sorted((run / "teleop").iterdir())
+    run, out = Path(run), Path(out)
+    if not (run / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run}: no config.yaml (not a run folder)")
+    demos = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]["path"])
+    if not demos.is_absolute():
+        demos = REPO_ROOT / demos
+    if not demos.is_file():
+        raise FileNotFoundError(f"{run}: its demos {demos} (data.path) are gone")
+    sessions = sorted(p for p in (run / "teleop").iterdir() if p.is_dir()) if (run / "teleop").is_dir() else []
+    if not sessions:
+        raise FileNotFoundError(f"{run}: no teleop session (teleop/) to convert")
+    with tempfile.TemporaryDirectory(prefix="run-dataset-") as tmp:
         online = Path(tmp) / "online.hdf5"
         convert(sessions, online, progress=False)
         out.parent.mkdir(parents=True, exist_ok=True)
-        merge([Path(tmp) / "data" / "metaworld_bench_smoke_demos.hdf5", online], out)
+        merge([demos, online], out)
     return out
+
+
+def tiny_bench_run(run_root: str | os.PathLike, env_steps: int = 200) -> Path:
+    """A short real run in ``run_root/tiny`` (tests, ``TINY`` notebooks): ``experiment=smoke`` on the bench (30 warm-up
+    updates, ``env_steps`` online steps with the simulated operator, no evaluation), with its scripted-expert demos
+    and its online teleop log (what :func:`run_dataset` reads). About 15-20 s on one core."""
+    run, _ = fit_run(run_root, "tiny", ["experiment=smoke", f"online.env_steps={env_steps}", "eval.trials=0",
+                                        "eval.warmup_point=false", f"eval.curve_every_env_steps={env_steps}"])
+    return run

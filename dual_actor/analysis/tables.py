@@ -24,18 +24,24 @@ def spread(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{f.format(mean(v))} +- {f.format(pstdev(v))} [{f.format(min(v))}, {f.format(max(v))}]"
 
 
-def success_table(arms: Mapping[str, list[dict]], key: str = "eval", scale: float = 1.0, digits: int = 2) -> str:
+def success_table(arms: Mapping[str, list[dict]], key: str = "eval", scale: float = 1.0, digits: int = 2,
+                  field: str = "success_rate") -> str:
     """Rows: arms; columns: tasks and the average, each as :func:`spread` over the arm's runs (``scale=100,
-    digits=0``: in %)."""
+    digits=0``: in %). ``field``: the per-task entry shown (``mean_episode_length``: the paper's right half of
+    Table I, steps; its average is the mean over tasks)."""
     first = next(r[key] for runs in arms.values() for r in runs if r[key])
     tasks = list(first["per_task"])
     lines = ["| arm (seeds) | " + " | ".join(tasks) + " | average |", "|---|" + "---|" * (len(tasks) + 1)]
+
+    def average(x: Mapping) -> float:
+        return x["average_success_rate"] if field == "success_rate" else mean(x["per_task"][t][field] for t in tasks)
+
     for arm, runs in arms.items():
         res = [r[key] for r in runs if r[key]]
         if not res:
             continue
-        cells = [spread([x["per_task"][t]["success_rate"] for x in res], scale, digits) for t in tasks]
-        cells.append(spread([x["average_success_rate"] for x in res], scale, digits))
+        cells = [spread([x["per_task"][t][field] for x in res], scale, digits) for t in tasks]
+        cells.append(spread([average(x) for x in res], scale, digits))
         lines.append(f"| {arm} ({len(res)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
