@@ -42,7 +42,7 @@ from dual_actor.training.build import make_trainer
 from dual_actor.training.callbacks import EvalCallback, RNGCheckpoint, UpdateCheckpoint
 from dual_actor.training.evaluation import evaluate_robot_b, evaluate_run, evaluate_with_commands, print_authority
 from dual_actor.training.naming import multirun_job_name
-from dual_actor.training.summary import existing_results, online_episodes
+from dual_actor.training.summary import code_version, existing_results, online_episodes
 from dual_actor.watch import RunProgressBar, log_frames, log_run_summary
 
 
@@ -237,7 +237,7 @@ def summarize(r: Run, result: dict | None) -> None:
         "online_updates": max(0, module.num_updates - int(r.cfg.algo.warmup_updates)) if inter else 0,
         "online_env_steps": inter.env_steps if inter else 0, "runtime": str(r.cfg.runtime.name),
         "dataset": str(r.dm.path), "episodes": r.dm.episode_counts, "last_metrics": module.last_logs,
-        "authority": r.authority.points[-1] if r.authority.points else None,
+        "authority": r.authority.points[-1] if r.authority.points else None, "code": code_version(),
     }
     if r.after_fill is not None:
         summary["online_after_fill"] = r.after_fill

@@ -44,6 +44,10 @@ def test_smoke_default_bench(tmp_path):
         assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
     assert summary["phase"] == "online" and summary["online_env_steps"] >= 400 and summary["updates"] > 30
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # the code that ran: this checkout's commit (a clean clone in CI)
+        assert summary["code"]["commit"] == head.stdout.strip() and isinstance(summary["code"]["dirty"], bool)
+    assert summary["code"]["version"]
     ev = json.loads((run / "eval.json").read_text())
     spoken = json.loads((run / "eval_commands.json").read_text())  # the same trials with a speaking operator
     assert set(spoken) == set(ev) and list(spoken["per_task"]) == TASKS and "with spoken refinement commands" in r.stdout

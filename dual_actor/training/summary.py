@@ -9,12 +9,39 @@ and a run killed after its last checkpoint logged episodes that its resume colle
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from data_tools.teleop_format import EPISODES_DIR, STAGING_DIR, STEPS_FILE
 
 RESULT_FILES = ("eval.json", "eval_warmup.json", "eval_commands.json", "eval_B.json", "learning_curve.png", "authority.json",
                 "summary.json", "policy", "teleop")
+
+
+def code_version() -> dict:
+    """Which code ran: the package version and, when it runs from a git checkout, the commit and whether files
+    differ from it (``{"version", "commit", "dirty"}``; ``commit`` and ``dirty`` None outside git). A kept record of
+    a run (docs/runs/) says from this which code produced it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        out = {"version": version("dual-actor"), "commit": None, "dirty": None}
+    except PackageNotFoundError:
+        out = {"version": None, "commit": None, "dirty": None}
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        status = git("status", "--porcelain", "--untracked-files=no")
+        out.update(commit=commit, dirty=None if status is None else bool(status))
+    return out
 
 
 def teleop_counts(run_dir: Path) -> dict | None:
