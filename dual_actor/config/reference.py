@@ -94,7 +94,7 @@ def markdown() -> str:
     parts.append(_table("Run (`conf/config.yaml`)", Config.__doc__,
                         _rows(Config, "", skip={f.name for f in dataclasses.fields(Config)} - {f.name for f in top})))
     fields = {f.name: f for f in dataclasses.fields(Config)}
-    for name in ("data", "warmup", "online", "eval", "safety", "record", "check"):
+    for name in ("data", "warmup", "online", "eval", "safety", "record", "check", "vla"):
         schema = field_types(Config)[name]
         parts.append(_table(f"`{name}`", schema.__doc__, _rows(schema, f"{name}.", warmup=_warmup(fields[name]))))
     parts.append(_table("`algo` (`conf/algo`)", AlgoConfig.__doc__ + " The defaults are the default algorithm "

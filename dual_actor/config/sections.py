@@ -225,6 +225,59 @@ class CheckConfig:
 
 
 @dataclass
+class VLAConfig:
+    """``python -m dual_actor.train_vla``: the bench VLA, lerobot 0.4.4's SmolVLA (its policy class and flow-matching
+    loss) reduced to fit a CPU and trained from scratch on the bench's demos (rendered cameras, the task's instruction,
+    proprioception; no object or goal position), saved as a lerobot policy folder (docs/vla.md)."""
+
+    cameras: List[str] = setting(["corner", "gripperPOV"], "cameras rendered into the demos and fed to the VLA")
+    data_path: str = setting("${run_root}/data/${env.name}_vla_demos.hdf5",
+                             "the demos with images (the env's demo generator writes them when absent; "
+                             "env.demos sets how many)")
+    image_size: int = setting(96, "images resized (with padding) to H = W for the model (rendered at env.image_size)")
+    patch_size: int = setting(16, "vision tower patch size; (image_size / patch_size)^2 / 4 tokens per image")
+    vision_hidden: int = setting(128, "vision tower width")
+    vision_layers: int = setting(4, "vision tower layers")
+    vision_heads: int = setting(4, "vision tower attention heads")
+    text_hidden: int = setting(256, "language model width (the action expert: 0.75 of it)")
+    text_layers: int = setting(4, "language model layers (the action expert has as many)")
+    text_heads: int = setting(4, "language model attention heads")
+    kv_heads: int = setting(2, "language model key/value heads (h = 2 kv_heads head_dim: Eq. 17)")
+    chunk_size: int = setting(10, "actions predicted per chunk")
+    n_action_steps: int = setting(5, "actions of a chunk executed before the next is sampled (acting as a policy)")
+    num_steps: int = setting(10, "flow-matching integration steps when sampling a chunk")
+    steps: int = setting(5000, "training updates")
+    batch_size: int = setting(32, "samples per update")
+    lr: float = setting(1e-4, "peak learning rate (SmolVLA's preset: AdamW, cosine decay after a linear warm-up)")
+    warmup_steps: int = setting(200, "linear learning-rate warm-up, updates")
+    log_every: int = setting(100, "updates between loss lines (and TensorBoard points)")
+    eval_trials: int = setting(25, "trials per task of the VLA acting alone at the end (eval.split's trials; 0: none)")
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "vision_hidden", "vision_layers", "vision_heads", "text_hidden",
+                     "text_layers", "text_heads", "kv_heads", "chunk_size", "n_action_steps", "num_steps", "steps",
+                     "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"vla.{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_trials < 0 or self.warmup_steps < 0 or self.lr <= 0:
+            raise ConfigError("vla.eval_trials and vla.warmup_steps must be >= 0 and vla.lr > 0")
+        if not self.cameras:
+            raise ConfigError("vla.cameras: the bench VLA sees at least one camera")
+        side = self.image_size // self.patch_size
+        if self.image_size % self.patch_size or side % 2:
+            raise ConfigError(f"vla.image_size / vla.patch_size must be an even integer (SmolVLM merges 2 x 2 "
+                              f"patches into a token), got {self.image_size} / {self.patch_size}")
+        for width, heads, what in ((self.vision_hidden, self.vision_heads, "vision"),
+                                   (self.text_hidden, self.text_heads, "text")):
+            if width % heads:
+                raise ConfigError(f"vla.{what}_hidden ({width}) must be a multiple of vla.{what}_heads ({heads})")
+        if self.text_heads % self.kv_heads:
+            raise ConfigError(f"vla.text_heads ({self.text_heads}) must be a multiple of vla.kv_heads ({self.kv_heads})")
+        if self.n_action_steps > self.chunk_size:
+            raise ConfigError(f"vla.n_action_steps ({self.n_action_steps}) <= vla.chunk_size ({self.chunk_size})")
+
+
+@dataclass
 class Config:
     """``python -m dual_actor.fit``: everything a run is built from."""
 
@@ -249,3 +302,6 @@ class Config:
     warmup: WarmupConfig = setting(WarmupConfig(), "sharing the warm-up between runs", warmup=False)
     online: OnlineConfig = setting(OnlineConfig(), "phase II on the robots", warmup=False)
     eval: EvalConfig = setting(EvalConfig(), "evaluation and the learning curve", warmup=False)
+    vla: VLAConfig = setting(VLAConfig(), "python -m dual_actor.train_vla: the bench VLA", warmup=False)
+    out: Optional[str] = setting(None, "python -m dual_actor.train_vla: the bench VLA's folder (null: "
+                                       "${run_root}/vla)", warmup=False)

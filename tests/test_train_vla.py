@@ -1,0 +1,90 @@
+"""python -m dual_actor.train_vla: the bench VLA (lerobot's SmolVLA trained here) -- its samples, its folder (which
+lerobot itself loads), its own evaluation, and h from it through backbone=smolvla."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.hdf5_format import Episode
+from dual_actor.eval import trial_seeds
+from dual_actor.vla.bench import DemoChunks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _episode(n: int, task: str, offset: float) -> Episode:
+    obs = {"proprio": np.arange(n * 4, dtype=np.float32).reshape(n, 4) + offset,
+           "corner": np.full((n, 8, 8, 3), 51, np.uint8), "gripperPOV": np.zeros((n, 8, 8, 3), np.uint8)}
+    actions = (np.arange(n, dtype=np.float32)[:, None] + offset) * np.ones((1, 4), np.float32)
+    return Episode(obs=obs, actions=actions, rewards=np.zeros(n), dones=np.arange(n) == n - 1, task=task)
+
+
+def test_demo_chunks_pad_past_the_episode_end_and_carry_the_task():
+    data = DemoChunks([_episode(3, "place the bolt", 0.0), _episode(2, "pick up the bolt", 100.0)],
+                      ["corner", "gripperPOV"], chunk=3)
+    assert len(data) == 5
+    s = data[1]  # step 1 of episode 0 (3 steps): actions 1, 2, then the last one repeated and masked
+    assert s["action"][:, 0].tolist() == [1.0, 2.0, 2.0] and s["action_is_pad"].tolist() == [False, False, True]
+    assert torch.equal(s["actions_id_pad"], s["action_is_pad"])  # the key lerobot 0.4.4's SmolVLA reads
+    assert s["task"] == "place the bolt" and s["observation.state"].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert s["observation.images.corner"].shape == (3, 8, 8) and float(s["observation.images.corner"].max()) == pytest.approx(0.2)
+    s = data[3]  # the second episode starts: its own actions, never the first episode's
+    assert s["action"][:, 0].tolist() == [100.0, 101.0, 101.0] and s["task"] == "pick up the bolt"
+    stats = data.stats()
+    assert torch.allclose(stats["action"]["mean"], torch.full((4,), (0 + 1 + 2 + 100 + 101) / 5))
+    with pytest.raises(ValueError, match="obs/wrist"):
+        DemoChunks([_episode(2, "place the bolt", 0.0)], ["wrist"], chunk=2)
+
+
+def _train_vla(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "dual_actor.train_vla", "experiment=smoke", f"run_root={tmp_path}",
+                           "trainer.progress_bar=false", "eval.max_episode_steps=20", *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from safetensors.torch import load_file
+
+    from dual_actor.nets.backbones.smolvla import SmolVLABackbone
+
+    out = tmp_path / "vla"
+    r = _train_vla(tmp_path, f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((out / "train.json").read_text())
+    assert info["steps"] == 6 and [p["step"] for p in info["log"]] == [2, 4, 6] and info["cameras"] == ["corner", "gripperPOV"]
+    assert info["state_dim"] == 4 and info["episodes"] == 6  # proprio only (hand xyz + gripper): nothing privileged
+    assert all(np.isfinite(p["loss"]) for p in info["log"])
+    # lerobot's own loader reads the folder, and its weights are the saved ones
+    policy = SmolVLAPolicy.from_pretrained(out)
+    saved = load_file(out / "model.safetensors")
+    state = policy.state_dict()
+    assert saved and all(torch.equal(state[k], v) for k, v in saved.items())
+    assert set(policy.config.input_features) == {"observation.state", "observation.images.corner",
+                                                 "observation.images.gripperPOV"}
+    assert not policy.config.freeze_vision_encoder and not policy.config.train_expert_only
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["split"] == "test" and ev["seeds"] == trial_seeds("test", 1, 10_000)
+    assert set(ev["per_task"]) == {"place the bolt", "pick up the bolt", "assemble the bolt"}
+    assert "average" in r.stdout and f"saved to {out}" in r.stdout
+    # h from the frozen bench VLA (Eq. 17): 2 * kv_heads * head_dim = 2 * 2 * 16
+    bb = SmolVLABackbone(out, camera_map={"corner": "corner", "gripperPOV": "gripperPOV"})
+    obs = {"state": torch.zeros(2, 4), "images": {"corner": torch.rand(2, 3, 64, 64), "gripperPOV": torch.rand(2, 3, 64, 64)}}
+    h = bb.embed(obs, ["place the bolt", "assemble the bolt"])
+    assert h.shape == (2, 64) and torch.isfinite(h).all() and not torch.allclose(h[0], h[1])
+    # the folder is never overwritten; a bad size is one error line naming the key
+    again = _train_vla(tmp_path, f"out={out}")
+    assert again.returncode == 2 and "already holds a trained VLA" in again.stderr
+    bad = _train_vla(tmp_path, f"out={tmp_path / 'other'}", "vla.image_size=72")
+    assert bad.returncode == 2 and "vla.image_size" in bad.stderr and not (tmp_path / "other").exists()
