@@ -70,6 +70,9 @@ TIMEOUT_S = 600
 #: (``experiment=paper``) instead of shrinking it.
 FIT_SMOKE = ("algo.warmup_updates=5 online.env_steps=60 online.min_rollout=10 online.max_episode_steps=40 "
              "eval.trials=1 eval.max_episode_steps=40 eval.curve_every_env_steps=1000")
+#: Appended to ``python -m dual_actor.train_vla`` (less the keys the command sets): the tiny sizes of
+#: ``experiment=smoke``, two updates, one evaluation trial per task of short episodes, small frames.
+VLA_SMOKE = "experiment=smoke vla.steps=2 vla.eval_trials=1 eval.max_episode_steps=20 env.image_size=64"
 #: Appended to ``python -m dual_actor.eval`` (after the command's own ``--trials``: the last one counts): one
 #: trial (one chain) per task, short episodes.
 EVAL_SMOKE = "--trials 1 --max-episode-steps 40"
@@ -280,6 +283,9 @@ def plan(cmd: Command, scratch: Path) -> Plan:
         given = {w.lstrip("+~").split("=", 1)[0] for w in ws if "=" in w}
         smoke = [kv for kv in FIT_SMOKE.split() if kv.split("=", 1)[0] not in given]
         p.run += " " + " ".join(smoke) + (f" run_root={scratch / 'checkpoints'}" if p.cwd_root else "")
+    if "dual_actor.train_vla" in ws and not cmd.needs:
+        given = {w.split("=", 1)[0] for w in ws if "=" in w}
+        p.run += " " + " ".join(kv for kv in VLA_SMOKE.split() if kv.split("=", 1)[0] not in given)
     if "dual_actor.eval" in ws and not cmd.needs:
         p.run += " " + EVAL_SMOKE
     if ws[0] == "tensorboard":
@@ -618,7 +624,7 @@ def test_every_table_row_is_used():
 
 def test_readme_states_what_the_test_appends():
     text = " ".join((ROOT / "README.md").read_text().split())
-    for appended in (FIT_SMOKE, EVAL_SMOKE):
+    for appended in (FIT_SMOKE, EVAL_SMOKE, VLA_SMOKE):
         assert f"`{appended}`" in text, f"README.md should say that the docs test appends `{appended}`"
 
 
