@@ -105,7 +105,8 @@ def evaluate_chain(
     if missing:
         raise ValueError(f"a chain runs all three bench tasks {list(SUBTASKS)}; the policy was not trained on "
                          f"{missing} (its tasks: {policy.tasks})")
-    if policy.config.obs_dim != OBS_DIM:
+    if (policy.config.state_slice or [0, policy.config.obs_dim])[1] > OBS_DIM or (
+            policy.config.state_slice is None and policy.config.obs_dim != OBS_DIM):
         raise ValueError(f"chains run the Metaworld bench ({OBS_DIM}-d state); this policy has obs_dim "
                          f"{policy.config.obs_dim}")
     return _chains(policy, bolts, seeds, max_episode_steps, seed, speaker, carry_hand, progress, make_env, split)

@@ -70,7 +70,8 @@ class DualActorModule(L.LightningModule):
 
         def task_critics() -> TaskCritics:  # Q^A (and published DSRL's Q^W: the same shape, over latents)
             return TaskCritics(
-                len(self.tasks) if critic == "per_task" else 1, policy.obs_dim,
+                len(self.tasks) if critic == "per_task" else 1,
+                policy.obs_dim + (self.policy.h_dim if self.policy.reads_h else 0),  # image_encoder=h: [h, state]
                 policy.proprio_dim + (len(self.tasks) if critic == "shared" else 0), policy.action_dim,
                 obs_feature_dim=learner.critic_obs_feature_dim, feature_dim=learner.critic_feature_dim,
                 hidden=learner.critic_hidden, ensemble=learner.critic_ensemble, make_obs_encoder=obs_encoder,

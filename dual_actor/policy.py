@@ -120,6 +120,7 @@ class DualActorPolicy(nn.Module):
                                          hidden=config.actor_hidden, scalings=sc, head=config.primary_head,
                                          temperature=config.temperature, ode_steps=config.ode_steps)
         self.image_encoder_kind = config.image_encoder.get("kind", "state")
+        self.h_dim = int(bb.embedding_dim)
         self.refinement = RefinementActor(
             self.make_obs_encoder(config.obs_feature_dim),
             self._build_text_encoder(config.text_encoder, config.commands),
@@ -183,7 +184,7 @@ class DualActorPolicy(nn.Module):
         run; only its pooling heads, state branch and projection are its own)."""
         trunk = self.refinement.obs_encoder if share_frozen_trunk and self.frozen_image_trunk else None
         return obs_encoder_from_spec(self.config.image_encoder, self.config.obs_dim, out_dim,
-                                     self.cameras, self.config.image_size, trunk=trunk)
+                                     self.cameras, self.config.image_size, trunk=trunk, h_dim=self.h_dim)
 
     @property
     def frozen_image_trunk(self) -> bool:
@@ -197,7 +198,13 @@ class DualActorPolicy(nn.Module):
     @property
     def uses_images(self) -> bool:
         """The refinement actor and critics read camera images (``image_encoder`` is a ResNet)."""
-        return self.image_encoder_kind != "state"
+        return self.image_encoder_kind not in ("state", "h")
+
+    @property
+    def reads_h(self) -> bool:
+        """The refinement actor and critics read [h, state] (``image_encoder=h``): the frozen backbone's view,
+        stored with each transition, instead of images."""
+        return self.image_encoder_kind == "h"
 
     @property
     def wants_mapping(self) -> bool:
@@ -209,6 +216,12 @@ class DualActorPolicy(nn.Module):
     def device(self) -> torch.device:
         """Where the actors live (the frozen backbone may sit elsewhere; ``embed`` returns h here)."""
         return next(self.primary.parameters()).device
+
+    def state_of(self, obs):
+        """The policy's state from a robot's observation vector(s) (..., D): ``config.state_slice`` of it, or all of
+        it (numpy or torch, the same kind back)."""
+        sl = self.config.state_slice
+        return obs if sl is None else obs[..., sl[0]:sl[1]]
 
     @staticmethod
     def _state(observation) -> torch.Tensor:
@@ -233,9 +246,15 @@ class DualActorPolicy(nn.Module):
                   for c, x in (observation.get("images") or {}).items()}
         return {"state": observation[self.backbone_state_key], "images": images}
 
-    def encoder_input(self, observation):
+    def encoder_input(self, observation, h: torch.Tensor | None = None):
         """What the refinement actor's observation encoder reads: the state vector for
-        ``image_encoder=state``, else ``{"state": (B, obs_dim), "images": {camera: (B, 3, H, W)}}``."""
+        ``image_encoder=state``, ``[h, state]`` for ``image_encoder=h`` (``h``: :meth:`embed`'s), else
+        ``{"state": (B, obs_dim), "images": {camera: (B, 3, H, W)}}``."""
+        if self.reads_h:
+            if h is None:
+                raise ValueError("image_encoder=h: the refinement actor reads [h, state]; pass h")
+            state = self._state(observation)
+            return torch.cat([h.to(state.dtype), state], dim=-1)
         if not self.uses_images:
             return self._state(observation)
         if not isinstance(observation, Mapping) or "images" not in observation:
@@ -246,6 +265,8 @@ class DualActorPolicy(nn.Module):
     def encoder_input_from_batch(self, batch: Mapping[str, torch.Tensor], next_obs: bool = False):
         """:meth:`encoder_input` of a transition batch (``obs`` / ``obs_images``, or their ``next_`` keys)."""
         state = batch[K.NEXT_OBS if next_obs else K.OBS]
+        if self.reads_h:  # the h stored with the transition: the learner never runs the backbone
+            return torch.cat([batch[K.NEXT_H if next_obs else K.H].to(state.dtype), state], dim=-1)
         if not self.uses_images:
             return state
         images = batch[K.NEXT_OBS_IMAGES if next_obs else K.OBS_IMAGES]  # (..., C, 3, H, W): (B, ...) or (N, b, ...)
@@ -286,7 +307,7 @@ class DualActorPolicy(nn.Module):
         cmds = [c if c else NULL_COMMAND for c in (commands if commands is not None else [None] * h.shape[0])]
         if self.null_latent in ("learned", "gaussian"):
             ids = self.command_ids(cmds, h.device)
-            feat = self.refinement.encode_obs(self.encoder_input(obs))
+            feat = self.refinement.encode_obs(self.encoder_input(obs, h))
             mean = self.refinement.from_features(feat, ids)
             null = ids == self.null_command_id
             if self.null_latent == "gaussian" and bool(null.any()):
@@ -294,7 +315,7 @@ class DualActorPolicy(nn.Module):
         else:
             refine_rows = torch.tensor([c != NULL_COMMAND for c in cmds], device=h.device)
             if bool(refine_rows.any()):
-                mu = self.refinement(self.encoder_input(obs), self.command_ids(cmds, h.device))
+                mu = self.refinement(self.encoder_input(obs, h), self.command_ids(cmds, h.device))
                 mean = torch.where(refine_rows[:, None], mu, torch.zeros_like(mu))
         return self.primary(h, proprio, noise_mean=mean)
 

@@ -253,7 +253,7 @@ def held_rows(path: Path, policy, obs_key: str, proprio_key: str, max_states: in
     acts = torch.tensor(np.stack([ep.actions[t] for ep, t, _ in chosen]), dtype=torch.float32).clamp(-1, 1)
     pol = torch.tensor(np.stack([ep.policy_actions[t] for ep, t, _ in chosen]), dtype=torch.float32)
     n_tt = min(len(tt), max_states)
-    return {"h": h, "obs": policy.encoder_input(observation), "proprio": proprio, "all_actions": all_actions,
+    return {"h": h, "obs": policy.encoder_input(observation, h), "proprio": proprio, "all_actions": all_actions,
             "labels": [ep.refinement_command[t] for ep, t, _ in chosen], "corrections": acts - pol,
             "talk_tweak_states": n_tt,
             "held_states": {"source": str(path), "split": split, "talk_tweak": n_tt, "other": len(chosen) - n_tt,

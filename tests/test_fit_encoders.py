@@ -455,3 +455,72 @@ def test_fit_bad_encoder_config_one_clear_error_nothing_written(tmp_path, overri
     assert "error: " in r.stderr and expect.format(missing=missing) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert not runs.exists()
+
+
+# ------------------------------------------------- the pixel bench: h stored with the transition (image_encoder=h)
+def test_learner_updates_never_run_the_backbone_with_image_encoder_h(tiny):
+    """image_encoder=h: the critics and the refinement actor read [h, state] from the transition batch. A whole
+    learner update (critics, primary actor, refinement actor; warm-up and online) runs with the SmolVLA backbone
+    made to raise on any call, and the h columns of the batch reach the critics and the refinement actor."""
+    from dual_actor import constants as K
+    from dual_actor.module import DualActorModule
+    from factories import tiny_module_kwargs, training_batch
+    from test_module import fit
+
+    backbone = {"name": "smolvla", "checkpoint": str(tiny["smolvla"]), "camera_map": CAMERA_MAP, "device": "cpu"}
+    policy = {**dict(tasks=["place the bolt", "pick up the bolt", "assemble the bolt"], obs_dim=6, proprio_dim=2,
+                     action_dim=4, cameras=CAMS, image_size=SIZE, backbone=backbone, image_encoder={"kind": "h"}),
+              **SMALL}
+    with pytest.raises(ValueError, match="proprio"):  # the checkpoint's state is 4-d: proprio must be too
+        DualActorModule(**tiny_module_kwargs(policy=policy, max_updates=1))
+    policy.update(obs_dim=4, proprio_dim=4)
+    for phase in ("warmup", "online"):
+        torch.manual_seed(0)
+        m = DualActorModule(**tiny_module_kwargs(policy=policy, max_updates=2, phase=phase,
+                                                 refine_phases=["warmup", "online"]))
+        assert m.policy.reads_h and not m.policy.uses_images and m.policy.h_dim == 64
+
+        def forbidden(*a, **k):
+            raise AssertionError("the learner ran the VLA")
+
+        m.policy.backbone.embed = m.policy.backbone.forward = forbidden
+        batch = training_batch(h_dim=64, seed=1)
+        for part in batch[K.TASKS] + [batch[K.TALK_TWEAK]]:  # the factory's state is 6-d; this policy reads 4
+            for k in (K.OBS, K.NEXT_OBS):
+                part[k] = part[k][:, :4]
+            for k in (K.PROPRIO, K.NEXT_PROPRIO):
+                part[k] = part[K.OBS if k == K.PROPRIO else K.NEXT_OBS].clone()
+        before = {n: p.detach().clone() for n, p in m.named_parameters()}
+        fit(m, batch)
+        assert m.num_updates == 2
+        moved = {n for n, p in m.named_parameters() if not torch.equal(before[n], p.detach())}
+        assert any(n.startswith("critics.") for n in moved) and any(n.startswith("policy.refinement.") for n in moved)
+        assert not any(n.startswith("policy.backbone.") for n in moved)
+    # the encoder input is [h, state], in that order, from the batch and at act time
+    x = m.policy.encoder_input_from_batch(batch[K.TASKS][0])
+    assert torch.equal(x, torch.cat([batch[K.TASKS][0][K.H], batch[K.TASKS][0][K.OBS]], dim=-1))
+    h = torch.randn(2, 64)
+    assert torch.equal(m.policy.encoder_input(torch.ones(2, 4), h), torch.cat([h, torch.ones(2, 4)], dim=-1))
+    with pytest.raises(ValueError, match="pass h"):
+        m.policy.encoder_input(torch.ones(2, 4))
+
+
+def test_state_slice_keeps_the_policy_off_the_privileged_state():
+    """env.obs_key=proprio (env=metaworld_pixels): the policy reads [0, proprio_dim) of the robot's vector; the
+    object's and goal's positions (entries 4..38 of the bench's state) never reach it."""
+    from dual_actor.training import build
+
+    pol = DualActorPolicy(**{**dict(tasks=TASKS2, obs_dim=4, proprio_dim=4, action_dim=4, state_slice=[0, 4]), **SMALL})
+    obs = np.arange(39, dtype=np.float32)
+    assert pol.state_of(obs).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert torch.equal(pol.state_of(torch.from_numpy(np.stack([obs, obs]))), torch.from_numpy(np.stack([obs, obs]))[:, :4])
+    with pytest.raises(ValueError, match="state_slice"):
+        DualActorPolicy(**{**dict(tasks=TASKS2, obs_dim=4, proprio_dim=4, action_dim=4, state_slice=[0, 39]), **SMALL})
+    from hydra import compose, initialize_config_dir
+
+    import dual_actor.config.store  # noqa: F401  (the schemas)
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        pixels, bench = compose("config", overrides=["env=metaworld_pixels"]), compose("config")
+    assert build.policy_config(pixels).state_slice == [0, 4] and build.policy_config(pixels).cameras == CAMS
+    assert build.policy_config(bench).state_slice is None

@@ -48,7 +48,8 @@ def test_demo_chunks_pad_past_the_episode_end_and_carry_the_task():
 def _train_vla(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "dual_actor.train_vla", "experiment=smoke", f"run_root={tmp_path}",
-                           "trainer.progress_bar=false", "eval.max_episode_steps=20", *overrides], cwd=ROOT, env=env,
+                           "trainer.progress_bar=false", "eval.max_episode_steps=20", "env.image_size=64",
+                           "env.demos.episodes_per_task=1", *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
@@ -64,7 +65,7 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     info = json.loads((out / "train.json").read_text())
     assert info["steps"] == 6 and [p["step"] for p in info["log"]] == [2, 4, 6] and info["cameras"] == ["corner", "gripperPOV"]
-    assert info["state_dim"] == 4 and info["episodes"] == 6  # proprio only (hand xyz + gripper): nothing privileged
+    assert info["state_dim"] == 4 and info["episodes"] == 3  # proprio only (hand xyz + gripper): nothing privileged
     assert all(np.isfinite(p["loss"]) for p in info["log"])
     # lerobot's own loader reads the folder, and its weights are the saved ones
     policy = SmolVLAPolicy.from_pretrained(out)
@@ -83,6 +84,17 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     obs = {"state": torch.zeros(2, 4), "images": {"corner": torch.rand(2, 3, 64, 64), "gripperPOV": torch.rand(2, 3, 64, 64)}}
     h = bb.embed(obs, ["place the bolt", "assemble the bolt"])
     assert h.shape == (2, 64) and torch.isfinite(h).all() and not torch.allclose(h[0], h[1])
+    # the pixel bench: a learning run with h from this VLA, proprio as the state, nothing privileged
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    fit = subprocess.run([sys.executable, "-m", "dual_actor.fit", "experiment=smoke", "env=metaworld_pixels",
+                          "backbone=smolvla", f"backbone.checkpoint={out}", "image_encoder=h", f"run_root={tmp_path}",
+                          "run_name=px", "env.image_size=64", f"data.path={info['data']}",  # the VLA's demos "online.env_steps=80", "eval.curve_every_env_steps=80",
+                          "trainer.progress_bar=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    saved = json.loads((tmp_path / "px" / "policy" / "config.json").read_text())
+    assert saved["state_slice"] == [0, 4] and saved["obs_dim"] == 4 and saved["image_encoder"] == {"kind": "h"}
+    assert saved["cameras"] == ["corner", "gripperPOV"]
+    assert json.loads((tmp_path / "px" / "eval.json").read_text())["split"] == "test"
     # the folder is never overwritten; a bad size is one error line naming the key
     again = _train_vla(tmp_path, f"out={out}")
     assert again.returncode == 2 and "already holds a trained VLA" in again.stderr

@@ -106,6 +106,15 @@ class StateImageEncoder:
 
 
 @dataclass
+class HImageEncoder:
+    """The critics' and refinement actor's observation encoder over [h, state]: the frozen backbone's h (a VLA's view
+    of the cameras and the instruction, ``backbone=smolvla``), computed once per frame on the robot side and stored
+    with each transition, so the learner never runs the backbone (docs/vla.md)."""
+
+    kind: str = setting("h", "observation encoder kind")
+
+
+@dataclass
 class ResNetImageEncoder:
     """The critics' and refinement actor's observation encoder: a ResNet per camera (env.cameras) + the state
     vector (dual_actor/nets/image.py MultiCameraEncoder). Needs env.cameras."""
@@ -243,7 +252,7 @@ GROUP_SCHEMAS = {
     "backbone": {"state": StateBackbone, "smolvla": SmolVLABackbone, "cls": ClsBackbone},
     "text_encoder": {"learned": LearnedTextEncoder, "pretrained": PretrainedTextEncoder,
                      "sentence": SentenceTextEncoder},
-    "image_encoder": {"state": StateImageEncoder, "resnet": ResNetImageEncoder},
+    "image_encoder": {"state": StateImageEncoder, "h": HImageEncoder, "resnet": ResNetImageEncoder},
     "operator": {"none": NoOperator, "simulated": SimulatedOperatorConfig, "keyboard": KeyboardOperatorConfig,
                  "spacemouse": SpaceMouseOperatorConfig},
     "runtime": {"inprocess": InProcessRuntime, "ray": RayRuntime},

@@ -71,10 +71,20 @@ class PolicyConfig(PolicyArch):
     text_encoder: Dict[str, Any] = setting({"kind": "learned", "out_dim": 64}, "the refinement commands' encoder")
     image_encoder: Dict[str, Any] = setting({"kind": "state"}, "the refinement actor's and critics' observation "
                                                                "encoder")
+    state_slice: Optional[List[int]] = setting(None, "[start, stop): the entries of the robot's observation vector "
+                                                     "the policy reads as its state (null: all of them); "
+                                                     "env.obs_key=proprio: [0, proprio_dim], no object or goal "
+                                                     "positions")
     cameras: List[str] = setting([], "camera names the observations carry, in storage order")
     image_size: Optional[int] = setting(None, "the cameras' H = W")
 
     def __post_init__(self) -> None:
+        if self.state_slice is not None:
+            a, b = (list(self.state_slice) + [None, None])[:2]
+            if len(self.state_slice) != 2 or not 0 <= int(a) < int(b) or int(b) - int(a) != int(self.obs_dim):
+                raise ValueError(f"state_slice must be [start, stop) with stop - start = obs_dim ({self.obs_dim}), "
+                                 f"got {self.state_slice}")
+            self.state_slice = [int(a), int(b)]
         if isinstance(self.scalings, Mapping):
             self.scalings = EDMScalings(**self.scalings)
         self.tasks, self.cameras = [str(t) for t in self.tasks], [str(c) for c in self.cameras]

@@ -284,7 +284,7 @@ class Config:
     env: EnvConfig = setting("???", "the world and the dataset's layout (conf/env)")
     backbone: Any = setting("???", "the frozen backbone giving h: state | smolvla | cls (conf/backbone)")
     text_encoder: Any = setting("???", "refinement-command encoder: learned | t5 | sentence (conf/text_encoder)")
-    image_encoder: Any = setting("???", "critics' and refinement actor's observation encoder: state | resnet18 | "
+    image_encoder: Any = setting("???", "critics' and refinement actor's observation encoder: state | h | resnet18 | "
                                         "resnet10 (conf/image_encoder; needs env.cameras)")
     algo: AlgoConfig = setting("???", "the learning algorithm (conf/algo)")
     trainer: TrainerConfig = setting(TrainerConfig(), "the Lightning Trainer (conf/trainer)")

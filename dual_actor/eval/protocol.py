@@ -169,7 +169,7 @@ def evaluate(
     if unknown:
         raise ValueError(f"evaluate: the policy was not trained on {unknown}; its tasks are {policy.tasks}")
     cfg = policy.config
-    if make_env is None and cfg.obs_dim != OBS_DIM:
+    if make_env is None and (cfg.obs_dim != OBS_DIM if cfg.state_slice is None else cfg.state_slice[1] > OBS_DIM):
         raise ValueError(
             f"evaluate runs the Metaworld bench ({OBS_DIM}-d state, plus the policy's cameras); this policy "
             f"has obs_dim {cfg.obs_dim}"
@@ -329,11 +329,11 @@ def run_episode(
     terminated = truncated = False
     step = 0
     while not (terminated or truncated):
-        state = torch.from_numpy(obs).to(device)[None]  # (1, 39)
+        state = torch.from_numpy(policy.state_of(obs)).to(device)[None]  # (1, obs_dim): the bench's 39, or proprio
         images = env.images() if cameras else {}
         if frames is not None and cameras and step % FRAME_EVERY == 0:
             frames.setdefault(task, []).append(images[cameras[0]].copy())
-        observation = (observation_batch(obs, proprio, images, device, as_mapping=True)
+        observation = (observation_batch(policy.state_of(obs), proprio, images, device, as_mapping=True)
                        if policy.wants_mapping else state)
         h = policy.embed(observation, [task])
         cmd = command_fn(task, obs, step) if command_fn is not None else None

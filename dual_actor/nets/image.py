@@ -381,7 +381,7 @@ class MultiCameraEncoder(nn.Module):
         return self.proj(torch.cat(parts, -1))
 
 
-OBS_ENCODERS = ("state", "resnet18", "resnet10")
+OBS_ENCODERS = ("state", "h", "resnet18", "resnet10")
 
 
 def build_obs_encoder(kind: str, **kw) -> nn.Module:
@@ -414,12 +414,15 @@ def obs_encoder_from_spec(
     cameras: Sequence[str] = (),
     image_size: int | Sequence[int] | None = None,
     trunk: "MultiCameraEncoder | None" = None,
+    h_dim: int | None = None,
 ) -> nn.Module:
     """The observation encoder of the critics and the refinement actor, from an ``image_encoder`` config.
 
     Args:
         spec: ``{"kind": "state"}`` (or None) -> ``StateEncoder(obs_dim, out_dim)`` over the state
-            vector; ``{"kind": "resnet18" | "resnet10", **options}`` -> :class:`MultiCameraEncoder`
+            vector; ``{"kind": "h"}`` -> ``StateEncoder(h_dim + obs_dim, out_dim)`` over [h, state]: the frozen
+            backbone's h stored with each transition (a VLA's view of the cameras), the learner never runs
+            the backbone; ``{"kind": "resnet18" | "resnet10", **options}`` -> :class:`MultiCameraEncoder`
             over ``cameras`` with the state vector (``state_dim=obs_dim``), options among
             :data:`IMAGE_ENCODER_OPTIONS` (``weights_path``, ``freeze``, ``pooling``, ...).
         obs_dim: width of the state vector; out_dim: encoder output width.
@@ -432,10 +435,12 @@ def obs_encoder_from_spec(
     """
     spec = dict(spec or {"kind": "state"})
     kind = spec.pop("kind", "state")
-    if kind == "state":
+    if kind in ("state", "h"):
         if spec:
-            raise ValueError(f"image_encoder kind 'state' takes no options, got {sorted(spec)}")
-        return StateEncoder(obs_dim, out_dim)
+            raise ValueError(f"image_encoder kind {kind!r} takes no options, got {sorted(spec)}")
+        if kind == "h" and not h_dim:
+            raise ValueError("image_encoder=h reads the backbone's h: its width (h_dim) is needed")
+        return StateEncoder(obs_dim + (int(h_dim) if kind == "h" else 0), out_dim)
     if kind not in RESNET_LAYERS:
         raise ValueError(f"unknown image_encoder kind {kind!r}; available: {list(OBS_ENCODERS)}")
     unknown = sorted(set(spec) - set(IMAGE_ENCODER_OPTIONS))

@@ -215,8 +215,8 @@ class ControlLoop:
     def _observe(self, obs: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
         """(policy observation, camera frames) of the env's current observation."""
         frames = self.env.images() if self.cameras else {}
-        observation = observation_batch(obs, self.proprio_slice, {c: frames[c] for c in self.policy_cameras},
-                                        as_mapping=self.policy.wants_mapping)
+        observation = observation_batch(self.policy.state_of(obs), self.proprio_slice,
+                                        {c: frames[c] for c in self.policy_cameras}, as_mapping=self.policy.wants_mapping)
         return observation, frames
 
     # ------------------------------------------------------------------------------ acting
@@ -346,11 +346,11 @@ class ControlLoop:
 
     def _rows(self, states, hs, last_obs, actions, rewards, terminated, intervened, commands, images=()) -> dict:
         n = len(states)
-        obs = torch.from_numpy(np.stack(states))
+        obs = torch.from_numpy(self.policy.state_of(np.stack(states)))  # what the policy reads of the robot's vector
         h = torch.stack(hs)
         final_observation, _ = self._observe(last_obs)
         h_final = self.policy.embed(final_observation, [self.task])
-        final = torch.from_numpy(last_obs)[None]
+        final = torch.from_numpy(self.policy.state_of(last_obs))[None]
         next_obs = torch.cat([obs[1:], final])
         next_h = torch.cat([h[1:], h_final])
         done = torch.zeros(n)

@@ -184,6 +184,7 @@ def policy_config(cfg: DictConfig) -> PolicyConfig:
         proprio_dim=int(env.proprio_dim), action_dim=int(env.action_dim), backbone=_section(cfg, "backbone"),
         text_encoder=_section(cfg, "text_encoder"), image_encoder=_section(cfg, "image_encoder"),
         cameras=env_cameras(cfg), image_size=env.image_size,
+        state_slice=[0, int(env.proprio_dim)] if env.obs_key == env.proprio_key else None,
     )
 
 
