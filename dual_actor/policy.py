@@ -217,6 +217,22 @@ class DualActorPolicy(nn.Module):
         """Where the actors live (the frozen backbone may sit elsewhere; ``embed`` returns h here)."""
         return next(self.primary.parameters()).device
 
+    @property
+    def h_key(self) -> str | None:
+        """The observation key under which h of this policy's frozen backbone is stored with each step (teleop log
+        ``obs``, HDF5 ``obs/<key>``): ``h.<backbone>-<12 hex digits>`` of the backbone's weight fingerprint and its
+        spec, so a different VLA (or pooling) never reads another's h; None for the ``state`` backbone (h is a
+        cheap function of the state, recomputed)."""
+        if self.backbone_name == "state":
+            return None
+        import hashlib
+        import json
+
+        key = json.dumps({"fingerprint": backbone_fingerprint(self.backbone), "dim": self.h_dim,
+                          "spec": {k: v for k, v in self.config.backbone.items() if k not in ("device", "dtype")}},
+                         sort_keys=True, default=str)
+        return f"h.{self.backbone_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
     def state_of(self, obs):
         """The policy's state from a robot's observation vector(s) (..., D): ``config.state_slice`` of it, or all of
         it (numpy or torch, the same kind back)."""

@@ -212,3 +212,23 @@ def test_keep_record_keeps_results_and_scalars_not_checkpoints(tmp_path):
     with pytest.raises(FileNotFoundError, match="no eval.json"):
         sc.keep_record(unfinished, tmp_path / "records")
     assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["dual-s0"]
+
+
+def test_runs_table_rows_by_hand(tmp_path):
+    d = tmp_path / "dual-s3"
+    d.mkdir()
+    ev = {**_result([1.0, 0.5]), "online_steps": 200, "takeover_steps": 10, "spoken_steps": 20, "effort_steps": 30}
+    (d / "eval.json").write_text(json.dumps(ev))
+    (d / "eval_warmup.json").write_text(json.dumps(_result([0.5, 0.25])))
+    table = sc.runs_table([sc.load_run(d)])
+    assert "| dual-s3 | 0.50 / 0.25 (0.38) | 1.00 / 0.50 (0.75) | - | 10 | 20 | 30 (15.0%) |" in table
+
+
+def test_results_md_holds_the_tables_generated_from_the_records():
+    """Nothing in docs/results.md's current Table I is typed by hand: the block that
+    ``dual_actor.analysis.results_tables("docs/runs/table1")`` generates from the kept records is there verbatim."""
+    root = sc.REPO_ROOT / "docs" / "runs" / "table1"
+    generated = sc.results_tables(root)
+    assert "| Ours (dual actor) (" in generated
+    assert generated in (sc.REPO_ROOT / "docs" / "results.md").read_text(), \
+        "docs/results.md is stale: paste dual_actor.analysis.results_tables('docs/runs/table1')"

@@ -48,7 +48,7 @@ def figures(d: dict, *paths: str) -> None:
         figure(d, p)
 
 
-COVERED = {"acting_latency.py", "convert_throughput.py", "image_learner_memory.py", "learner_update.py",
+COVERED = {"acting_latency.py", "bench_vla_latency.py", "convert_throughput.py", "image_learner_memory.py", "learner_update.py",
            "lerobot_sac_anchor.py", "multi_robot.py", "smolvla_embedding.py", "gpu_session.sh"}
 
 
@@ -160,6 +160,16 @@ def test_multi_robot_both_runtimes(tmp_path):
     (row,) = res["table"]
     figures(row, "inprocess_env_steps_per_s", "ray_env_steps_per_s", "ray_vs_inprocess_env_steps",
             "inprocess_updates_per_s", "ray_updates_per_s", "ray_vs_inprocess_updates")
+
+
+def test_bench_vla_latency_tiny(tmp_path):
+    """The bench VLA's acting step (h + primary action) and its own chunk, at experiment=smoke's sizes."""
+    out = tmp_path / "vla.json"
+    run("bench_vla_latency.py", "--smoke", "--iters", "3", "--warmup", "1", "--image-size", "64", "--json", str(out))
+    res = json.loads(out.read_text())
+    for k in ("embed_plus_primary_action", "vla_chunk_alone"):
+        figures(res, f"{k}.p50_ms", f"{k}.p99_ms", f"{k}.mean_ms")
+    assert res["h_dim"] == 64 and res["cameras"] == ["corner", "gripperPOV"]
 
 
 def test_smolvla_embedding_tiny(tmp_path):

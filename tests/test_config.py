@@ -37,7 +37,14 @@ ADDED = {"algo.refine_proj_dim": 128, "algo.obs_feature_dim": 256, "algo.critic_
          # eval.seed, shared by the curve and the final evaluation)
          "eval.split": "test",
          # published DSRL (issue 27): its latent policy's target entropy and temperature start (unused by algo=dual_actor)
-         "algo.dsrl_target_entropy": 0.0, "algo.dsrl_init_alpha": 1.0}
+         "algo.dsrl_target_entropy": 0.0, "algo.dsrl_init_alpha": 1.0,
+         # python -m dual_actor.train_vla (issue 28): the bench VLA's section and its output folder (unused by fit)
+         "out": None, "vla.cameras": ["corner", "gripperPOV"],
+         "vla.data_path": "checkpoints/data/metaworld_bench_vla_demos.hdf5", "vla.image_size": 96,
+         "vla.patch_size": 16, "vla.vision_hidden": 128, "vla.vision_layers": 4, "vla.vision_heads": 4,
+         "vla.text_hidden": 256, "vla.text_layers": 4, "vla.text_heads": 4, "vla.kv_heads": 2, "vla.chunk_size": 10,
+         "vla.n_action_steps": 5, "vla.num_steps": 10, "vla.steps": 5000, "vla.batch_size": 32, "vla.lr": 1e-4,
+         "vla.warmup_steps": 200, "vla.log_every": 100, "vla.eval_trials": 25}
 
 
 def _compose(*overrides):

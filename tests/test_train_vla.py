@@ -95,6 +95,40 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     assert saved["state_slice"] == [0, 4] and saved["obs_dim"] == 4 and saved["image_encoder"] == {"kind": "h"}
     assert saved["cameras"] == ["corner", "gripperPOV"]
     assert json.loads((tmp_path / "px" / "eval.json").read_text())["split"] == "test"
+    # h rides with each logged step, keyed by the VLA: converted into the HDF5, read back without running the VLA
+    from data_tools.convert import convert
+    from data_tools.hdf5_format import read_episodes
+    from dual_actor.data.buffers import TaskBuffers
+    from dual_actor.data.hdf5 import DataSpec, load_dataset_into
+    from dual_actor.policy import DualActorPolicy
+
+    pol = DualActorPolicy.from_pretrained(tmp_path / "px" / "policy")
+    key = pol.h_key
+    assert key.startswith("h.smolvla-")
+    online = tmp_path / "online.hdf5"
+    convert(sorted((tmp_path / "px" / "teleop").iterdir()), online, progress=False)
+    ep = next(read_episodes(online))
+    assert ep.obs[key].shape == (len(ep.actions), pol.h_dim)
+    obs = {"state": torch.from_numpy(ep.obs["proprio"][:3]), "proprio": torch.from_numpy(ep.obs["proprio"][:3]),
+           "images": {c: torch.from_numpy(ep.obs[c][:3].transpose(0, 3, 1, 2).copy()) for c in pol.cameras}}
+    torch.testing.assert_close(pol.embed(obs, [ep.task] * 3), torch.from_numpy(ep.obs[key][:3]), rtol=1e-4, atol=1e-5)
+    calls = []
+
+    def embed(observation, tasks):
+        calls.append(len(tasks))
+        return pol.embed(observation, tasks)
+
+    tasks = ["place the bolt", "pick up the bolt", "assemble the bolt"]
+    loaded = []
+    for h_key, recomputed in ((key, False), ("h.smolvla-000000000000", True)):  # another VLA's key: embedded again
+        calls.clear()
+        spec = DataSpec(tasks, "proprio", 4, "proprio", 4, 4, cameras=["corner", "gripperPOV"], as_mapping=True,
+                        h_key=h_key)
+        bufs = TaskBuffers(tasks)
+        load_dataset_into(bufs, online, spec, embed, pol.command_ids, 0.99)
+        assert bool(calls) == recomputed
+        loaded.append(torch.cat([b.all()["h"] for t in tasks for b in bufs[t].values() if len(b)]))
+    torch.testing.assert_close(loaded[0], loaded[1], rtol=1e-4, atol=1e-5)  # the stored h is the VLA's
     # the folder is never overwritten; a bad size is one error line naming the key
     again = _train_vla(tmp_path, f"out={out}")
     assert again.returncode == 2 and "already holds a trained VLA" in again.stderr

@@ -47,6 +47,8 @@ from dual_actor.analysis.tables import (
     median_steps,
     paired_table,
     relabel_table,
+    results_tables,
+    runs_table,
     spread,
     steps_table,
     steps_to,
@@ -99,7 +101,7 @@ __all__ = [
     "authority_table", "chain_table", "counts_table", "dataset_counts", "find_runs", "frame_strip", "keep_record",
     "labelling_params", "load_arms", "load_episodes", "load_run", "median_steps", "paired_table", "read_frames",
     "read_scalars", "run_scalars",
-    "relabel_agreement", "relabel_grid", "relabel_table", "repo_path", "segments", "spread", "steps_table",
+    "relabel_agreement", "relabel_grid", "relabel_table", "repo_path", "results_tables", "runs_table", "segments", "spread", "steps_table",
     "steps_to", "success_table", "table_one", "translation_scale", "wall_minutes_to", "wall_table",
     *_PLOTS, *_RUNNER,
 ]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections import Counter
 from statistics import mean, pstdev
+import json
+import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
 from data_tools.talk_tweak import NULL_COMMAND
@@ -243,3 +246,49 @@ def paired_table(runs_a: list[dict], runs_b: list[dict], names: tuple[str, str] 
         lines.append(f"| {name} | {100 * d['mean']:+.1f} | [{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] "
                      f"| {d['wins']} / {d['ties']} / {d['losses']} | {d['sign_p']:.2f} |")
     return "\n".join(lines)
+
+
+def _rates(result: Mapping | None) -> str:
+    if not result:
+        return "-"
+    per = " / ".join(f"{r['success_rate']:.2f}" for r in result["per_task"].values())
+    return f"{per} ({result['average_success_rate']:.2f})"
+
+
+def runs_table(runs: Sequence[dict]) -> str:
+    """One row per run: its warm-up and final success on the same trials (per task, average), with spoken commands
+    (``eval_commands.json``), the operator's steps taken over and spoken and their sum (% of the online steps)."""
+    lines = ["| run | warm-up | final | with spoken commands | taken over | spoken | effort (% of steps) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        ev = r["eval"] or {}
+        eff = _effort(ev) if ev else None
+        effort = "-" if "effort_steps" not in ev else f"{ev['effort_steps']} ({100 * eff:.1f}%)" if eff is not None \
+            else str(ev["effort_steps"])
+        lines.append(f"| {r['name']} | {_rates(r['eval_warmup'])} | {_rates(r['eval'])} | {_rates(r['eval_commands'])} "
+                     f"| {ev.get('takeover_steps', '-')} | {ev.get('spoken_steps', '-')} | {effort} |")
+    return "\n".join(lines)
+
+
+def results_tables(run_root: str | os.PathLike, arms: Mapping[str, str] = RESULT_ARMS, threshold: float = 0.8) -> str:
+    """docs/results.md's tables for a run root (records or run folders, ``<arm>-s<seed>``): Table I
+    (:func:`table_one`), dual vs single paired by seed (:func:`paired_table`, when both ran) and one row per run
+    (:func:`runs_table`); tests/test_analysis.py finds this text in docs/results.md for docs/runs/table1."""
+    from dual_actor.analysis.loading import load_arms
+
+    runs = {arm: rs for arm, rs in load_arms(run_root, arms).items() if rs}
+    parts = [table_one(runs, arms, threshold)]
+    if "dual" in runs and "single" in runs:
+        parts.append(paired_table(runs["dual"], runs["single"]))
+    parts.append("Per run:\n\n" + runs_table([r for rs in runs.values() for r in rs]))
+    expert = Path(run_root) / "expert_chain.json"
+    for key, how in (("chain", "without"), ("chain_commands", "with")):
+        chains = {f"{arms.get(arm, arm)}": [r[key] for r in rs if r[key]] for arm, rs in runs.items()}
+        chains = {label: c for label, c in chains.items() if c}
+        if key == "chain" and expert.is_file():
+            ceiling = json.loads(expert.read_text())
+            chains[f"the operator's scripted expert ({ceiling.get('expert')}): the ceiling"] = [ceiling]
+        if chains:
+            parts.append(f"RQ4, chains of K bolts {how} spoken commands (success of the first K bolts, %):\n\n"
+                         + chain_table(chains))
+    return "\n\n".join(parts)

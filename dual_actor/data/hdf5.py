@@ -37,7 +37,9 @@ class DataSpec:
     any size, the same within a file); ``store_images``: keep them in the transition rows (the critics'
     and refinement actor's image encoder reads them); ``embed_batch_size``: rows per ``embed`` call
     when images are read; ``as_mapping``: hand ``embed`` the observation mapping even without cameras
-    (a ``smolvla`` / ``cls`` backbone reads ``proprio`` from it).
+    (a ``smolvla`` / ``cls`` backbone reads ``proprio`` from it); ``h_key``: the policy's
+    :attr:`~dual_actor.policy.DualActorPolicy.h_key`: an episode that stores h under ``obs/<h_key>`` (written by the
+    robot side that acted with the same frozen backbone) is not embedded again.
     """
 
     tasks: Sequence[str]
@@ -51,6 +53,7 @@ class DataSpec:
     store_images: bool = False
     embed_batch_size: int = 256
     as_mapping: bool = False
+    h_key: str | None = None
 
 
 def _check_shapes(ep: Episode, spec: DataSpec, where: str) -> None:
@@ -93,8 +96,14 @@ def episode_transitions(
     proprio = torch.from_numpy(np.asarray(ep.obs[spec.proprio_key], dtype=np.float32))
     n = len(obs)
     images = None
-    if spec.cameras or spec.as_mapping:
+    stored = spec.h_key is not None and spec.h_key in ep.obs
+    if spec.cameras and (spec.store_images or not stored):
         images = {c: torch.from_numpy(np.ascontiguousarray(ep.obs[c].transpose(0, 3, 1, 2))) for c in spec.cameras}
+    if stored:  # h as the robot side computed it with this very backbone: never embedded again
+        h = torch.from_numpy(np.asarray(ep.obs[spec.h_key], dtype=np.float32))
+        if h.shape[0] != n:
+            raise ValueError(f"obs/{spec.h_key}: {h.shape[0]} rows for {n} steps")
+    elif spec.cameras or spec.as_mapping:
         step = max(1, int(spec.embed_batch_size))
         h = torch.cat([
             embed({"state": obs[i : i + step], "proprio": proprio[i : i + step],

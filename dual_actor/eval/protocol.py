@@ -189,10 +189,10 @@ def evaluate(
                                                 speaker, make_env, frames)
     finally:
         policy.train(was_training)
-    return _result(per_task, online_steps, intervention_rate, split, seeds)
+    return eval_result(per_task, online_steps, intervention_rate, split, seeds)
 
 
-def _result(per_task: dict[str, dict[str, Any]], online_steps: int, intervention_rate: float, split: str,
+def eval_result(per_task: dict[str, dict[str, Any]], online_steps: int, intervention_rate: float, split: str,
             seeds: Sequence[int]) -> dict[str, Any]:
     """The ``eval.json`` dict (module docstring) from its per-task entries and the caller's figures."""
     return {
@@ -205,7 +205,7 @@ def _result(per_task: dict[str, dict[str, Any]], online_steps: int, intervention
     }
 
 
-def _run_trials(task: str, seeds: Sequence[int], envs: TrialEnv,
+def run_trials(task: str, seeds: Sequence[int], envs: TrialEnv,
                 episode: Callable[[int, Any, np.ndarray, int], bool], bar: Any = None) -> dict[str, Any]:
     """One task's per-task entry: one episode per trial seed, on ``envs`` put at the trial's env seed, reset and
     then acted to its end by ``episode(trial, env, obs, torch seed) -> succeeded``; lengths are
@@ -257,7 +257,7 @@ def _evaluate_task(
                            frames=frames if trial == 0 else None)[0]
 
     with torch.random.fork_rng(devices=rng_devices), TrialEnv(build) as envs:
-        return _run_trials(task, seeds, envs, episode, bar)
+        return run_trials(task, seeds, envs, episode, bar)
 
 
 def evaluate_expert(
@@ -290,8 +290,8 @@ def evaluate_expert(
 
         with TrialEnv(lambda env_seed: MetaworldTaskEnv(task=resolved, seed=env_seed,
                                                         max_episode_steps=max_episode_steps)) as envs:
-            per_task[resolved] = _run_trials(resolved, seeds, envs, episode)
-    return _result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
+            per_task[resolved] = run_trials(resolved, seeds, envs, episode)
+    return eval_result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
 
 
 def expert_episode(expert: Any, env: Any, obs: np.ndarray) -> tuple[bool, np.ndarray]:

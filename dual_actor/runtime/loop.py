@@ -186,6 +186,7 @@ class ControlLoop:
             raise ValueError(f"the policy reads camera(s) {missing}, which the env does not render "
                              f"(env cameras: {self.cameras})")
         self.policy_cameras = wanted
+        self.h_key = policy.h_key  # h is logged under it (a frozen pretrained backbone only)
 
     # ---------------------------------------------------------------------------- rng state
     def rng_state(self) -> dict:
@@ -305,7 +306,10 @@ class ControlLoop:
             rewards.append(float(reward))
             spoken.append(command)
             if writer is not None:
-                writer.step(task=self.task, obs={"proprio": obs[self.proprio_slice].tolist(), "state": obs.tolist()},
+                logged = {"proprio": obs[self.proprio_slice].tolist(), "state": obs.tolist()}
+                if self.h_key is not None:  # h as acted on, keyed by the backbone: the learner never recomputes it
+                    logged[self.h_key] = h.tolist()
+                writer.step(task=self.task, obs=logged,
                             action=executed.tolist(), policy_action=a_pi.tolist(),
                             intervention=intv, command=command, reward=float(reward), done=bool(terminated),
                             images=frames or None)

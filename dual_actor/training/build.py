@@ -233,7 +233,8 @@ def build_datamodule(cfg: DictConfig, module: DualActorModule, path: Path) -> Of
     env = cfg.env
     spec = DataSpec(list(env.tasks), env.obs_key, int(env.obs_dim), env.proprio_key, int(env.proprio_dim),
                     int(env.action_dim), cameras=env_cameras(cfg), image_size=env.image_size,
-                    store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping)
+                    store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping,
+                    h_key=module.policy.h_key)
     dm = OfflineDataModule(path, spec, module.policy.embed, module.policy.command_ids,
                            batch_size=int(cfg.algo.batch_size), gamma=float(cfg.algo.gamma),
                            refine_batch_size=cfg.algo.refine_batch_size, seed=int(cfg.seed), split=cfg.data.split,

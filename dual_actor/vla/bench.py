@@ -169,7 +169,7 @@ def evaluate_vla(actor: VLAActor, tasks: Sequence[str], trials: int = 25, max_ep
     The ``eval.json`` dict."""
     from tqdm.auto import tqdm
 
-    from dual_actor.eval.protocol import TrialEnv, _result, _run_trials, trial_seeds
+    from dual_actor.eval.protocol import TrialEnv, eval_result, run_trials, trial_seeds
     from dual_actor.runtime.sim import MetaworldTaskEnv, resolve_task
 
     seeds = trial_seeds(split, trials, seed)
@@ -189,8 +189,8 @@ def evaluate_vla(actor: VLAActor, tasks: Sequence[str], trials: int = 25, max_ep
             with torch.random.fork_rng(devices=[]), TrialEnv(lambda env_seed, task=resolved: (
                     make_env or MetaworldTaskEnv)(task=task, seed=env_seed, max_episode_steps=max_episode_steps,
                                                    cameras=actor.cameras, image_size=image_size)) as envs:
-                per_task[resolved] = _run_trials(resolved, seeds, envs, episode, bar)
-    return _result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
+                per_task[resolved] = run_trials(resolved, seeds, envs, episode, bar)
+    return eval_result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
 
 
 def train_bench_vla(cfg: Any, out: str | Path, data_path: str | Path, progress: bool = False) -> dict[str, Any]:
