@@ -91,12 +91,13 @@ class _Timer(L.Callback):
 
 
 def random_rows(n: int, task: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, g: torch.Generator,
-                cameras: int = 0, image_size: int = 128, intervened: float = 0.0) -> dict:
+                cameras: int = 0, image_size: int = 128, intervened: float = 0.0, h_dim: int | None = None) -> dict:
     """``n`` random transitions of task ``task`` with every column a recorded episode hands to
     ``TaskBuffers.add_episode`` (``dual_actor.constants``): the state backbone's h (obs + task one-hot
     width), ``intervention`` on a fraction ``intervened`` of the rows, the policy's proposals; with
-    ``cameras > 0`` uint8 ``obs_images`` / ``next_obs_images`` (n, cameras, 3, image_size, image_size)."""
-    h_dim = obs_dim + n_tasks
+    ``cameras > 0`` uint8 ``obs_images`` / ``next_obs_images`` (n, cameras, 3, image_size, image_size); ``h_dim``:
+    another backbone's h width (the pixel bench's VLA)."""
+    h_dim = h_dim or obs_dim + n_tasks
 
     def images():
         return torch.randint(0, 256, (n, cameras, 3, image_size, image_size), generator=g, dtype=torch.uint8)
@@ -117,7 +118,7 @@ def random_rows(n: int, task: int, obs_dim: int, proprio_dim: int, action_dim: i
 
 
 def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int, n_tasks: int, seed: int = 0,
-               cameras: int = 0, image_size: int = 128, phase: str = "online"):
+               cameras: int = 0, image_size: int = 128, phase: str = "online", h_dim: int | None = None):
     """The fixed training batch of ``phase``, drawn by the real sampler (``dual_actor.data.datamodule.
     BufferSampler``, the one ``dual_actor.fit`` trains from) out of real ``TaskBuffers`` filled with random
     rows, so it carries every key the learner reads (``from_demos``, ``intervention``, ``correction`` ...).
@@ -140,7 +141,7 @@ def make_batch(batch_size: int, obs_dim: int, proprio_dim: int, action_dim: int,
     tasks = [f"task{i}" for i in range(n_tasks)]
     buffers = TaskBuffers(tasks)
     kw = dict(obs_dim=obs_dim, proprio_dim=proprio_dim, action_dim=action_dim, n_tasks=n_tasks, g=g, cameras=cameras,
-              image_size=image_size)
+              image_size=image_size, h_dim=h_dim)
     for i, task in enumerate(tasks):
         buffers.add_episode(task, "demo", random_rows(per_task, i, **kw))
         if phase == "online":
@@ -189,10 +190,18 @@ def _to(batch, device: torch.device):
 
 
 def build_module(phase: str, max_updates: int, cameras: int = 0, image_size: int = 128,
-                 image_encoder: str = "resnet18", freeze_encoder: bool = False) -> DualActorModule:
+                 image_encoder: str = "resnet18", freeze_encoder: bool = False, pixel_vla: str | None = None
+                 ) -> DualActorModule:
     """The benchmarked module: module defaults (the core-module entry's setup), plus, with
     ``cameras > 0``, the image encoder of ``conf/image_encoder/<image_encoder>.yaml`` on cameras
-    ``cam0..`` of ``image_size`` x ``image_size``."""
+    ``cam0..`` of ``image_size`` x ``image_size``; with ``pixel_vla`` (a bench VLA folder) the pixel bench's
+    learner (docs/vla.md): the proprio state, h from that frozen VLA, ``image_encoder=h``."""
+    if pixel_vla is not None:
+        policy = dict(tasks=TASKS, obs_dim=4, proprio_dim=4, action_dim=4, state_slice=[0, 4],
+                      image_encoder={"kind": "h"}, cameras=["corner", "gripperPOV"], image_size=128,
+                      backbone={"name": "smolvla", "checkpoint": pixel_vla, "device": "cpu",
+                                "camera_map": {"corner": "corner", "gripperPOV": "gripperPOV"}})
+        return DualActorModule(policy=policy, phase=phase, max_updates=max_updates, log_every=50)
     policy = dict(tasks=TASKS, obs_dim=39, proprio_dim=4, action_dim=4)
     if cameras > 0:
         policy.update(image_encoder=image_encoder_config(image_encoder, freeze_encoder),
@@ -202,17 +211,22 @@ def build_module(phase: str, max_updates: int, cameras: int = 0, image_size: int
 
 def dual_actor_rate(phase: str, updates: int, warmup: int, batch_size: int, device: str, cameras: int = 0,
                     image_size: int = 128, image_encoder: str = "resnet18", freeze_encoder: bool = False,
-                    precision: str = "32-true", compile_nets: bool = False, calql_samples: bool = False) -> float:
-    obs_dim, proprio_dim, action_dim = 39, 4, 4
+                    precision: str = "32-true", compile_nets: bool = False, calql_samples: bool = False,
+                    pixel_vla: str | None = None) -> float:
+    obs_dim, proprio_dim, action_dim = (4 if pixel_vla else 39), 4, 4
     torch.manual_seed(0)
-    module = build_module(phase, warmup + updates, cameras, image_size, image_encoder, freeze_encoder)
+    module = build_module(phase, warmup + updates, cameras, image_size, image_encoder, freeze_encoder, pixel_vla)
+    if pixel_vla is not None:  # the learner never runs the VLA: a call would fail the measurement
+        def no_vla(*a, **k):
+            raise RuntimeError("the pixel bench's learner ran the VLA")
+        module.policy.backbone.embed = module.policy.backbone.forward = no_vla
     if compile_nets:
         compile_module(module)
     if calql_samples:  # the lever off: Cal-QL draws n samples per state although primary mode is deterministic
         type(module.policy.primary).deterministic = property(lambda self: False)  # this process only
     gpu = device.startswith("cuda")
     batch = make_batch(batch_size, obs_dim, proprio_dim, action_dim, len(TASKS), cameras=cameras,
-                       image_size=image_size, phase=phase)
+                       image_size=image_size, phase=phase, h_dim=module.policy.h_dim if pixel_vla else None)
     batch = _to(batch, torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu"))
     timer = _Timer(warmup)
     trainer = L.Trainer(
@@ -422,7 +436,7 @@ def run_one(arm: dict, args) -> float:
     return dual_actor_rate(arm["phase"], args.updates, args.warmup, args.batch_size, args.device, args.cameras,
                            args.image_size, args.image_encoder, args.freeze_encoder,
                            arm.get("precision", args.precision), arm.get("compile", False),
-                           arm.get("calql_samples", False))
+                           arm.get("calql_samples", False), arm.get("pixel_vla"))
 
 
 def arms_of(args) -> dict[str, dict]:
@@ -438,6 +452,8 @@ def arms_of(args) -> dict[str, dict]:
             arms[f"compile_{ph}"] = {"kind": "dual_actor", "phase": ph, "compile": True}
         if "calql-samples" in args.levers and ph == "warmup":
             arms["calqlsamples_warmup"] = {"kind": "dual_actor", "phase": ph, "calql_samples": True}
+        if args.pixel_bench:
+            arms[f"pixel_{ph}"] = {"kind": "dual_actor", "phase": ph, "pixel_vla": args.pixel_vla}
     return arms
 
 
@@ -498,6 +514,11 @@ def main(argv=None) -> dict:
                    help="measure every arm in this process, not each in a fresh one: a quick check of the script "
                         "(one process's caches and allocator are shared by the arms; not for figures; no "
                         "--baseline-repo or --levers)")
+    p.add_argument("--pixel-bench", action="store_true",
+                   help="also time the pixel bench's learner (docs/vla.md: proprio state, h of a frozen bench VLA, "
+                        "image_encoder=h) against the state bench's, interleaved: pixel_<phase>_x_state")
+    p.add_argument("--pixel-vla", default=None, help="the bench VLA folder of --pixel-bench (default: its "
+                                                     "architecture with random weights, built here)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one arm's measurement, printed as JSON
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -544,6 +565,13 @@ def main(argv=None) -> dict:
         return res
 
     res.update(gemm_peak(args.device, args.gemm_size))
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="pixel-vla-")
+    if args.pixel_bench and args.pixel_vla is None:  # the learner never runs it: random weights measure the same
+        from bench_vla_latency import random_bench_vla
+
+        args.pixel_vla = str(random_bench_vla(Path(tmp.name) / "vla", smoke=False))
     arms = arms_of(args)
     rates = interleaved(arms, args)
     res["rates"] = rates
@@ -558,6 +586,9 @@ def main(argv=None) -> dict:
             if f"{other}_{ph}" in rates:
                 res[f"dual_actor_{ph}_x_{other}"] = statistics.median(
                     a / b for a, b in zip(rates[f"dual_actor_{ph}"], rates[f"{other}_{ph}"]))
+        if f"pixel_{ph}" in rates:  # the pixel bench's learner against the state bench's, per round
+            res[f"pixel_{ph}_x_state"] = statistics.median(
+                a / b for a, b in zip(rates[f"pixel_{ph}"], rates[f"dual_actor_{ph}"]))
     if args.breakdown and not gpu:
         peak = res["gemm_peak_fp32_gflops"]
         for ph in ("warmup", "online"):

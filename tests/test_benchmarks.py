@@ -125,6 +125,17 @@ def test_learner_update_one_camera(tmp_path):
     assert "resnet10 trained, 1 x 32x32" in r.stdout
 
 
+def test_learner_update_pixel_bench(tmp_path):
+    """--pixel-bench: the pixel bench's learner (proprio state, h of a frozen bench VLA with random weights,
+    image_encoder=h) beside the state bench's, both phases, and their ratio; the arm fails if the learner ran the
+    VLA (its embed raises)."""
+    out = tmp_path / "pixel.json"
+    run("learner_update.py", "--updates", "2", "--warmup", "1", "--rounds", "1", "--batch-size", "12", "--gemm-size",
+        "128", "--skip-lerobot", "--same-process", "--pixel-bench", "--json", str(out))
+    res = json.loads(out.read_text())
+    figures(res, "pixel_warmup", "pixel_online", "pixel_warmup_x_state", "pixel_online_x_state")
+
+
 def test_learner_update_count_work(tmp_path):
     """The arithmetic per update (FLOPs, trunk images per row), both sides, one camera through a frozen trunk."""
     out = tmp_path / "work.json"
