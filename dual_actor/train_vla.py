@@ -52,7 +52,32 @@ def train_vla(cfg: DictConfig) -> Path:
                            image_size=int(cfg.env.image_size or 128), progress=bool(cfg.trainer.progress_bar))
         atomic_write_text(out / "eval.json", json.dumps(res, indent=2))
         print(format_table(res).rsplit("\n", 3)[0], flush=True)
+    probe = probe_vla(out, data, list(cfg.vla.cameras), info["episodes"])
+    if probe is not None:
+        atomic_write_text(out / "probe.json", json.dumps(probe, indent=2))
+        o = probe["object"]
+        print(f"[bench VLA] what h knows (linear probe, {probe['episodes']['held_out']} held-out episodes): object "
+              f"position R^2 x/y/z {' / '.join(f'{v:.2f}' for v in o['h']['r2'])} (from proprio alone "
+              f"{' / '.join(f'{v:.2f}' for v in o['proprio']['r2'])}), RMSE {100 * o['h']['rmse_m']:.1f} cm",
+              flush=True)
     return out
+
+
+def probe_vla(out: Path, data: Path, cameras: list[str], episodes: int) -> dict | None:
+    """``probe.json``: :func:`dual_actor.vla.probe.probe_dataset` of the VLA's h on its own demos (None with fewer
+    than 2 episodes)."""
+    from dual_actor.nets.backbones.smolvla import SmolVLABackbone
+    from dual_actor.vla.probe import probe_dataset
+
+    if episodes < 2:
+        return None
+    bb = SmolVLABackbone(out, camera_map={c: c for c in cameras}, device="cpu")
+
+    def embed(obs, tasks):
+        return bb.embed({"state": obs["proprio"], "images": {c: x.float() / 255.0 for c, x in obs["images"].items()}},
+                        tasks)
+
+    return probe_dataset(data, embed, cameras, every=max(2, min(5, episodes)))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -45,6 +45,26 @@ def test_demo_chunks_pad_past_the_episode_end_and_carry_the_task():
         DemoChunks([_episode(2, "place the bolt", 0.0)], ["wrist"], chunk=2)
 
 
+def test_position_probe_reads_what_the_features_carry():
+    """The probe (dual_actor/vla/probe.py) on hand-made features: features that hold the object's position score
+    R^2 ~ 1 on held-out episodes, noise scores ~0 or below, and proprio (the hand) is scored beside them."""
+    from dual_actor.vla.probe import position_probe
+
+    rng = np.random.default_rng(0)
+    states = [rng.uniform(-0.3, 0.3, size=(40, 39)) for _ in range(10)]
+    proprio = [s[:, :4] for s in states]
+    good = [np.concatenate([s[:, 4:7] * 3 + 1, rng.normal(size=(40, 5))], 1) for s in states]
+    noise = [rng.normal(size=(40, 8)) for _ in states]
+    res = position_probe(good, states, proprio)
+    assert res["episodes"] == {"fit": 8, "held_out": 2} and res["rows"] == {"fit": 320, "held_out": 80}
+    assert min(res["object"]["h"]["r2"]) > 0.95 and res["object"]["h"]["rmse_m"] < 0.02
+    assert max(res["goal"]["h"]["r2"]) < 0.1  # the goal's entries are not in these features
+    assert max(position_probe(noise, states, proprio)["object"]["h"]["r2"]) < 0.1
+    assert max(res["object"]["proprio"]["r2"]) < 0.1  # the hand does not say where the (independent) object is
+    with pytest.raises(ValueError, match="hold out"):
+        position_probe(good[:2], states[:2], proprio[:2], every=5)
+
+
 def _train_vla(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "dual_actor.train_vla", "experiment=smoke", f"run_root={tmp_path}",
@@ -79,6 +99,9 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     assert ev["split"] == "test" and ev["seeds"] == trial_seeds("test", 1, 10_000)
     assert set(ev["per_task"]) == {"place the bolt", "pick up the bolt", "assemble the bolt"}
     assert "average" in r.stdout and f"saved to {out}" in r.stdout
+    probe = json.loads((out / "probe.json").read_text())  # what h knows of the hidden positions, on held-out demos
+    assert probe["episodes"] == {"fit": 2, "held_out": 1} and len(probe["object"]["h"]["r2"]) == 3
+    assert "what h knows" in r.stdout
     # h from the frozen bench VLA (Eq. 17): 2 * kv_heads * head_dim = 2 * 2 * 16
     bb = SmolVLABackbone(out, camera_map={"corner": "corner", "gripperPOV": "gripperPOV"})
     obs = {"state": torch.zeros(2, 4), "images": {"corner": torch.rand(2, 3, 64, 64), "gripperPOV": torch.rand(2, 3, 64, 64)}}
