@@ -115,6 +115,31 @@ def test_smolvla_v_half_is_the_masked_mean_of_the_last_layers_values(smolvla):
     torch.testing.assert_close(h[:, 32:], expected, atol=1e-5, rtol=1e-5)
 
 
+def test_smolvla_layer_and_image_token_pooling(ckpt, smolvla):
+    """backbone.layer / backbone.pool, derived independently: the first layer's V over the 8 image tokens (hooked
+    v_proj) is what layer=0, pool=images gives; those K, V precede any attention, so they cannot depend on the
+    task or the state (the whole prefix's do); layer=-1 is Eq. 17's last layer."""
+    first = build_backbone("smolvla", checkpoint=str(ckpt), device="cpu", layer=0, pool="images")
+    layers = first.policy.model.vlm_with_expert.get_vlm_model().text_model.layers
+    captured = []
+    handle = layers[0].self_attn.v_proj.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        h = first.embed(_obs(2), [SHORT, LONG])
+    finally:
+        handle.remove()
+    torch.testing.assert_close(h[:, 32:], captured[0][:, :8].mean(dim=1), atol=1e-5, rtol=1e-5)
+    obs = _obs(1)
+    other_state = {**obs, "state": obs["state"] + 1.0}
+    torch.testing.assert_close(first.embed(obs, [SHORT]), first.embed(other_state, [LONG]))
+    prefix0 = build_backbone("smolvla", checkpoint=str(ckpt), device="cpu", layer=0)
+    assert (prefix0.embed(obs, [SHORT]) - prefix0.embed(obs, [LONG])).abs().max() > 1e-4
+    last = build_backbone("smolvla", checkpoint=str(ckpt), device="cpu", layer=1)
+    assert torch.equal(last.embed(obs, [SHORT]), smolvla.embed(obs, [SHORT]))
+    for bad in ({"layer": 2}, {"layer": -3}, {"pool": "language"}):
+        with pytest.raises(ValueError, match="backbone."):
+            build_backbone("smolvla", checkpoint=str(ckpt), device="cpu", **bad)
+
+
 def test_smolvla_uses_the_checkpoints_state_normalisation(ckpt, smolvla, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -41,6 +41,9 @@ class SmolVLABackbone:
     dtype: Optional[str] = setting(None, DTYPE_HELP)
     vlm_model_name: Optional[str] = setting(None, "override the SmolVLM folder / id named in the checkpoint's config")
     strict: bool = setting(True, "missing / unexpected weight keys are an error (shape mismatches always are)")
+    layer: int = setting(-1, "the VLM layer whose K, V are pooled (-1: the last, Eq. 17)")
+    pool: str = setting("prefix", "prefix (every real prefix token, Eq. 17) | images (the cameras' tokens only)",
+                        choices=("prefix", "images"))
 
     def __post_init__(self) -> None:
         check_choices(self, "backbone.")

@@ -63,6 +63,8 @@ EMPTY_CAMERA_PREFIX = IMAGE_PREFIX + "empty_camera_"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
+POOLS = ("prefix", "images")
+"""What ``SmolVLABackbone(pool=...)`` averages: every real prefix token (Eq. 17) or the cameras' tokens only."""
 _LEGACY_NORM_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
 
 
@@ -215,6 +217,10 @@ class SmolVLABackbone(PinnedFrozenBackbone):
         dtype: model dtype (default bf16 on CUDA, float32 on CPU); a torch.dtype or its name.
         vlm_model_name: override of the config's SmolVLM id/folder (tokenizer, processor, config).
         strict: missing or unexpected weight keys are an error (shape mismatches always are).
+        layer: the VLM layer whose K, V are pooled (-1: the last, Eq. 17; 0 .. num_vlm_layers - 1, or negative
+            from the end).
+        pool: the prefix positions averaged: ``prefix`` (all real tokens, Eq. 17) or ``images`` (the cameras'
+            tokens only, before the language and the state).
 
     Raises:
         FileNotFoundError: missing directory / files, or a Hub id that cannot be fetched.
@@ -232,6 +238,8 @@ class SmolVLABackbone(PinnedFrozenBackbone):
         dtype: torch.dtype | str | None = None,
         vlm_model_name: str | None = None,
         strict: bool = True,
+        layer: int = -1,
+        pool: str = "prefix",
     ):
         super().__init__()
         ckpt_dir = resolve_checkpoint(checkpoint)
@@ -245,7 +253,7 @@ class SmolVLABackbone(PinnedFrozenBackbone):
         policy = _build_policy(config)
         _load_weights(policy, weights, strict)
         self.checkpoint = str(checkpoint)
-        self._setup(policy, ckpt_dir, camera_map, allow_missing_cameras, device, dtype)
+        self._setup(policy, ckpt_dir, camera_map, allow_missing_cameras, device, dtype, layer, pool)
 
     @classmethod
     def from_config(
@@ -272,7 +280,14 @@ class SmolVLABackbone(PinnedFrozenBackbone):
         self._setup(policy, None, camera_map, allow_missing_cameras, device, dtype)
         return self
 
-    def _setup(self, policy, ckpt_dir, camera_map, allow_missing_cameras, device, dtype) -> None:
+    def _setup(self, policy, ckpt_dir, camera_map, allow_missing_cameras, device, dtype, layer: int = -1,
+               pool: str = "prefix") -> None:
+        n = int(policy.model.vlm_with_expert.num_vlm_layers)
+        if not -n <= int(layer) < n:
+            raise ValueError(f"backbone.layer must be in [{-n}, {n - 1}] (this SmolVLA has {n} VLM layers), got {layer}")
+        if pool not in POOLS:
+            raise ValueError(f"backbone.pool must be one of {POOLS}, got {pool!r}")
+        self.layer, self.pool = int(layer) % n, str(pool)
         self._pin(device, dtype)
         policy.config.device = str(self._device)
         policy.to(device=self._device, dtype=self._dtype)
@@ -395,5 +410,9 @@ class SmolVLABackbone(PinnedFrozenBackbone):
             attention_mask=att_2d, position_ids=position_ids, past_key_values=None,
             inputs_embeds=[embs, None], use_cache=True, fill_kv_cache=True,
         )
-        last = kv[model.vlm_with_expert.num_vlm_layers - 1]
-        return pool_kv(last["key_states"].float(), last["value_states"].float(), pad_masks)
+        cache = kv[self.layer]
+        mask = pad_masks
+        if self.pool == "images":  # the prefix is [camera tokens ..., language tokens, state token]
+            n_images = pad_masks.shape[1] - batch[OBS_LANGUAGE_TOKENS].shape[1] - 1
+            mask = pad_masks & (torch.arange(pad_masks.shape[1], device=pad_masks.device) < n_images)[None]
+        return pool_kv(cache["key_states"].float(), cache["value_states"].float(), mask)
