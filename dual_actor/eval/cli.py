@@ -56,6 +56,25 @@ def load_policy(path: Path) -> DualActorPolicy:
     raise ValueError(reason)
 
 
+def _world(tasks: Sequence[str]):
+    """The env factory of gym-hil's world when ``tasks`` are its, else None (the bench, ``evaluate``'s default)."""
+    from dual_actor.runtime.sim.experts import task_env
+    from dual_actor.runtime.sim.gym_hil import GymHilTaskEnv
+
+    worlds = {task_env(t) for t in tasks}
+    if GymHilTaskEnv in worlds:
+        if len(worlds) > 1:
+            raise ValueError(f"tasks {list(tasks)} mix gym-hil's and the bench's worlds: evaluate them apart")
+        return GymHilTaskEnv
+    return None
+
+
+def _default_steps(tasks: Sequence[str]) -> int:
+    from dual_actor.runtime.sim.gym_hil import MAX_EPISODE_STEPS as GYM_HIL_STEPS
+
+    return GYM_HIL_STEPS if _world(tasks) is not None else 200
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dual_actor.eval POLICY_DIR [--trials 25] [--with-commands] [--chain K] [--out eval.json]``:
     evaluate a saved policy (``save_pretrained`` folder) on the simulated bench and print the table;
@@ -71,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="--expert: Gaussian action noise of the expert (the demos' is 0.1)")
     p.add_argument("--tasks", nargs="+", default=None, help="task strings (default: all the policy's tasks)")
     p.add_argument("--trials", type=int, default=25)
-    p.add_argument("--max-episode-steps", type=int, default=200)
+    p.add_argument("--max-episode-steps", type=int, default=None,
+                   help="a trial's step limit (default: the world's: 200 on the bench, 100 on gym-hil)")
     p.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED)
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="the trials: test (what is reported) or dev (to choose settings on); disjoint seeds")
@@ -102,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chain is not None and args.tasks:
         print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
         return 2
+    if args.max_episode_steps is None:
+        args.max_episode_steps = _default_steps(args.tasks or [])
     try:
         if args.expert is not None and args.chain is not None:  # the expert's own chains: RQ4's ceiling
             res = evaluate_chain(None, args.chain, trials=args.trials, max_episode_steps=args.max_episode_steps,
@@ -122,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         policy = load_policy(args.policy)
         tasks = args.tasks or list(policy.tasks)
+        make_env = _world(tasks)
+        if make_env is not None and args.max_episode_steps == _default_steps([]):
+            args.max_episode_steps = _default_steps(tasks)
         speaker = None
         if args.with_commands:
             from dual_actor.runtime.operators import SimulatedOperator
@@ -134,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = format_chain_table(res)
         else:
             res = evaluate(policy, tasks, trials=args.trials, max_episode_steps=args.max_episode_steps,
-                           seed=args.seed, speaker=speaker, progress=True, split=args.split)
+                           seed=args.seed, speaker=speaker, progress=True, split=args.split, make_env=make_env)
             table = format_table(res)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

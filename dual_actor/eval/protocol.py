@@ -274,22 +274,25 @@ def evaluate_expert(
     operator executes when it takes over, up to its correction noise; ``variant``: ``metaworld`` | ``corrected``,
     as the operator's ``expert``) acting alone on the very trials
     :func:`evaluate` gives a policy (same env seeds per task). It is the bench's reference: a policy taught by
-    this operator is not expected to beat it on a task where the expert itself fails. Same result dict."""
-    from dual_actor.runtime.sim import ScriptedExpert
-
+    this operator is not expected to beat it on a task where the expert itself fails. gym-hil's pick-cube task
+    (env=gym_hil) gets its own scripted expert and world (:func:`~dual_actor.runtime.sim.experts.make_expert`,
+    :func:`~dual_actor.runtime.sim.experts.task_env`). Same result dict."""
     if trials < 1:
         raise ValueError(f"trials must be >= 1, got {trials}")
     seeds = trial_seeds(split, trials, seed)
     per_task: dict[str, dict[str, Any]] = {}
+    from dual_actor.runtime.sim.experts import make_expert, task_env
+
     for task in tasks:
-        resolved = resolve_task(task)[0]
+        resolved = task if task_env(task) is not MetaworldTaskEnv else resolve_task(task)[0]
+        world = task_env(resolved)
 
         def episode(_trial: int, env: Any, obs: np.ndarray, torch_seed: int) -> bool:
-            expert = ScriptedExpert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
+            expert = make_expert(resolved, noise=noise, rng=np.random.default_rng(torch_seed), variant=variant)
             return expert_episode(expert, env, obs)[0]
 
-        with TrialEnv(lambda env_seed: MetaworldTaskEnv(task=resolved, seed=env_seed,
-                                                        max_episode_steps=max_episode_steps)) as envs:
+        with TrialEnv(lambda env_seed: world(task=resolved, seed=env_seed,
+                                             max_episode_steps=max_episode_steps)) as envs:
             per_task[resolved] = run_trials(resolved, seeds, envs, episode)
     return eval_result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from data_tools.talk_tweak import SIGMA_M, WINDOW, refinement_command
 from dual_actor.runtime.operators.base import NO_INPUT, Operator, OperatorInput
-from dual_actor.runtime.sim.bench import ACTION_SCALE_M, resolve_task
-from dual_actor.runtime.sim.experts import EXPERTS, ScriptedExpert
+from dual_actor.runtime.sim.bench import ACTION_SCALE_M
+from dual_actor.runtime.sim.experts import EXPERTS, ScriptedExpert, make_expert
 
 
 class SimulatedOperator(Operator):
@@ -119,10 +119,9 @@ class SimulatedOperator(Operator):
         self.rng.bit_generator.state = state["rng"]
 
     def _expert(self, task: str) -> ScriptedExpert:
-        key = resolve_task(task)[0]
-        if key not in self._experts:
-            self._experts[key] = ScriptedExpert(key, noise=0.0, variant=self.expert_variant)
-        return self._experts[key]
+        if task not in self._experts:  # the bench's (Metaworld) or gym-hil's scripted expert
+            self._experts[task] = make_expert(task, noise=0.0, variant=self.expert_variant)
+        return self._experts[task]
 
     def reset(self, task: str) -> None:
         self.task = task

@@ -74,7 +74,7 @@ def rollout_expert(
         rewards=np.asarray(rewards, dtype=np.float32),
         dones=dones,
         task=env.task,
-        robot=ROBOT,
+        robot=getattr(env, "robot_name", ROBOT),
         kind="demo",
         episode_id=episode_id,
         extra_attrs={"env_name": env.env_name},
@@ -102,11 +102,15 @@ def generate_demos(
     cameras: Sequence[str] = (),
     image_size: int = IMAGE_SIZE,
     render_effects: bool = False,
+    world: str = "metaworld",
 ) -> Path:
     """Write noisy scripted-expert demos for ``tasks`` to a new HDF5 dataset at ``path``.
 
     ``cameras`` (with ``image_size``, ``render_effects``; see :class:`MetaworldTaskEnv`) adds
     ``obs/<camera>`` uint8 (N, H, W, 3) images; the states, actions and noise are the same as without.
+
+    ``world``: ``metaworld`` (the bench: :class:`MetaworldTaskEnv`, :class:`ScriptedExpert`) or ``gym_hil``
+    (:class:`~dual_actor.runtime.sim.gym_hil.GymHilTaskEnv`, its :class:`~dual_actor.runtime.sim.gym_hil.PickCubeExpert`).
 
     Per task, rolls out the expert until ``episodes_per_task`` episodes are kept (successful ones
     only if ``successful_only``; RuntimeError after ``5 * episodes_per_task`` attempts). Episodes
@@ -116,7 +120,15 @@ def generate_demos(
     path = Path(path)
     if path.exists() and not force:
         raise FileExistsError(f"{path}: exists (pass force=True / --force to overwrite)")
-    resolved = [resolve_task(t) for t in tasks]
+    if world == "gym_hil":
+        from dual_actor.runtime.sim import gym_hil
+
+        env_cls, expert_cls, resolve, env_kw = gym_hil.GymHilTaskEnv, gym_hil.PickCubeExpert, gym_hil.resolve_task, {}
+    elif world == "metaworld":
+        env_cls, expert_cls, resolve, env_kw = MetaworldTaskEnv, ScriptedExpert, resolve_task, {"render_effects": render_effects}
+    else:
+        raise ValueError(f"world must be metaworld or gym_hil, got {world!r}")
+    resolved = [resolve(t) for t in tasks]
     if not resolved:
         raise ValueError("generate_demos: no tasks given")
     if episodes_per_task < 1:
@@ -131,10 +143,10 @@ def generate_demos(
             task_map[task] = env_name
             bar.set_postfix_str(env_name)
             env_seed, rng = task_seeds(seed, env_name)
-            expert = ScriptedExpert(env_name, noise=noise, rng=rng)
+            expert = expert_cls(task if world == "gym_hil" else env_name, noise=noise, rng=rng)
             kept = 0
-            with MetaworldTaskEnv(task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
-                                  image_size=image_size, render_effects=render_effects) as env:
+            with env_cls(task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
+                         image_size=image_size, **env_kw) as env:
                 for _ in range(max_attempts):
                     ep = rollout_expert(env, expert, rng)
                     if successful_only and not ep.success:
@@ -151,7 +163,7 @@ def generate_demos(
                     "Lower the noise or raise max_episode_steps."
                 )
     env_args = {
-        "bench": "metaworld",
+        "bench": world,
         "tasks": task_map,
         "max_episode_steps": int(max_episode_steps),
         "noise": float(noise),

@@ -96,3 +96,24 @@ class ScriptedExpert:
                 rng = self.rng = np.random.default_rng()
             action = action + rng.normal(0.0, self.noise, size=action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def make_expert(task: str, noise: float = 0.0, rng: np.random.Generator | None = None, variant: str = "corrected"):
+    """The scripted expert of ``task`` in whichever simulated world has it: gym-hil's pick-cube
+    (:class:`~dual_actor.runtime.sim.gym_hil.PickCubeExpert`; ``variant`` does not apply) or a Metaworld task
+    (:class:`ScriptedExpert` of ``variant``). KeyError for a task neither knows."""
+    from dual_actor.runtime.sim.gym_hil import TASK as GYM_HIL_TASK, PickCubeExpert
+
+    if task == GYM_HIL_TASK:
+        return PickCubeExpert(task, noise=noise, rng=rng)
+    return ScriptedExpert(resolve_task(task)[0], noise=noise, rng=rng, variant=variant)
+
+
+def task_env(task: str):
+    """The env class of ``task``'s simulated world (a :class:`~dual_actor.runtime.env.RobotEnv` factory:
+    ``(task, seed, max_episode_steps, cameras, image_size)``): gym-hil's for its pick-cube task, else the bench's
+    :class:`~dual_actor.runtime.sim.bench.MetaworldTaskEnv`."""
+    from dual_actor.runtime.sim.bench import MetaworldTaskEnv
+    from dual_actor.runtime.sim.gym_hil import TASK as GYM_HIL_TASK, GymHilTaskEnv
+
+    return GymHilTaskEnv if task == GYM_HIL_TASK else MetaworldTaskEnv
