@@ -37,6 +37,10 @@ def test_block_positions_come_from_the_envs_own_seed_not_numpys_global_generator
         assert ((first >= lo - 1e-6) & (first <= hi + 1e-6)).all()
         obs = a.reset()
         assert obs.shape == (OBS_DIM,) and obs.dtype == np.float32 and a.elapsed_steps == 0
+        saved = a.rng_state()  # a resumed run continues the stream
+        nxt = blocks(a, 2)
+        a.load_rng_state(saved)
+        np.testing.assert_allclose(blocks(a, 2), nxt, atol=1e-6)
 
 
 def test_actions_move_the_end_effector_target_as_gym_hils_wrapper_does():

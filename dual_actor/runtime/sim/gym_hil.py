@@ -92,6 +92,14 @@ class GymHilTaskEnv:
     def elapsed_steps(self) -> int:
         return self._steps
 
+    def rng_state(self) -> dict:
+        """Where the block-position stream stands (a resumed run continues it instead of replaying it)."""
+        return {"rng": self._rng.bit_generator.state, "episodes_started": self.episodes_started}
+
+    def load_rng_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self.episodes_started = int(state["episodes_started"])
+
     def _observe(self) -> np.ndarray:
         e = self._env
         d = e.data
