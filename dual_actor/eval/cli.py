@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chain is not None and args.tasks:
         print("error: --chain runs the three bench sub-tasks in order; --tasks does not apply", file=sys.stderr)
         return 2
-    if args.max_episode_steps is None:
-        args.max_episode_steps = _default_steps(args.tasks or [])
+    given_steps = args.max_episode_steps  # None: the world's limit, once the tasks (hence the world) are known
+    args.max_episode_steps = given_steps or _default_steps(args.tasks or [])
     try:
         if args.expert is not None and args.chain is not None:  # the expert's own chains: RQ4's ceiling
             res = evaluate_chain(None, args.chain, trials=args.trials, max_episode_steps=args.max_episode_steps,
@@ -145,8 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy = load_policy(args.policy)
         tasks = args.tasks or list(policy.tasks)
         make_env = _world(tasks)
-        if make_env is not None and args.max_episode_steps == _default_steps([]):
-            args.max_episode_steps = _default_steps(tasks)
+        args.max_episode_steps = given_steps or _default_steps(tasks)
         speaker = None
         if args.with_commands:
             from dual_actor.runtime.operators import SimulatedOperator
