@@ -107,7 +107,7 @@ def episode_transitions(
         step = max(1, int(spec.embed_batch_size))
         h = torch.cat([
             embed({"state": obs[i : i + step], "proprio": proprio[i : i + step],
-                   "images": {c: x[i : i + step] for c, x in images.items()}}, [ep.task] * len(obs[i : i + step]))
+                   "images": {c: x[i : i + step] for c, x in (images or {}).items()}}, [ep.task] * len(obs[i : i + step]))
             for i in range(0, n, step)
         ])
     else:
