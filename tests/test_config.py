@@ -44,7 +44,10 @@ ADDED = {"algo.refine_proj_dim": 128, "algo.obs_feature_dim": 256, "algo.critic_
          "vla.patch_size": 16, "vla.vision_hidden": 128, "vla.vision_layers": 4, "vla.vision_heads": 4,
          "vla.text_hidden": 256, "vla.text_layers": 4, "vla.text_heads": 4, "vla.kv_heads": 2, "vla.chunk_size": 10,
          "vla.n_action_steps": 5, "vla.num_steps": 10, "vla.steps": 5000, "vla.batch_size": 32, "vla.lr": 1e-4,
-         "vla.warmup_steps": 200, "vla.log_every": 100, "vla.eval_trials": 25}
+         "vla.warmup_steps": 200, "vla.log_every": 100, "vla.eval_trials": 25,
+         # observation layouts (issue 29: gym-hil's state | pixels): the bench reads its whole state; its metres per
+         # action unit (online.translation_scale_m, before: 0.01 there, now following it)
+         "env.state_dims": None, "env.obs_mode": None, "env.obs_modes": {}, "env.translation_scale_m": 0.01}
 
 
 def _compose(*overrides):

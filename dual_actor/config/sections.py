@@ -6,7 +6,7 @@ share a warm-up (``warmup.share=true``, :func:`dual_actor.training.warmup_cache.
 """
 
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from data_tools.talk_tweak import DEFAULT_LABEL, LABELS, SIGMA_M, WINDOW
 from dual_actor.config.algo import AlgoConfig
@@ -45,6 +45,21 @@ class EnvConfig:
                                                     "sparse success reward that ends the episode)")
     cameras: List[str] = setting([], "camera images obs/<camera> to render / read")
     image_size: Optional[int] = setting(None, "the cameras' H = W (null: whatever the file holds)")
+    state_dims: Optional[int] = setting(None, "the policy's and critics' state: the leading state_dims entries of "
+                                              "obs/<obs_key> (the robot's observation vector; the operator and the "
+                                              "scripted expert still see all of it); null: all of it")
+    obs_mode: Optional[str] = setting(None, "a named observation layout of obs_modes (e.g. gym-hil: state | pixels); "
+                                            "null: none")
+    obs_modes: Dict[str, Any] = setting({}, "obs_mode -> the keys it sets (cameras, state_dims), read by the env's "
+                                            "yaml through interpolations")
+    translation_scale_m: float = setting(0.01, "metres per action unit of the translational dims (Metaworld: "
+                                               "0.01); online.translation_scale_m follows it")
+
+    def __post_init__(self) -> None:
+        if self.state_dims is not None and self.state_dims < 1:
+            raise ConfigError(f"env.state_dims must be >= 1 (or null: the whole state), got {self.state_dims}")
+        if self.state_dims is not None and self.obs_dim is not None and self.state_dims > self.obs_dim:
+            raise ConfigError(f"env.state_dims={self.state_dims} exceeds env.obs_dim={self.obs_dim}")
 
 
 @dataclass
@@ -163,7 +178,8 @@ class OnlineConfig:
                                               "robot")
     window: int = setting(WINDOW, "talk-and-tweak J (Eq. 12)")
     sigma: float = setting(SIGMA_M, "talk-and-tweak threshold sigma (Eq. 13), metres")
-    translation_scale_m: float = setting(0.01, "action units -> metres of the translational dims (Metaworld: 0.01)")
+    translation_scale_m: float = setting("${env.translation_scale_m}", "action units -> metres of the translational "
+                                                                       "dims (the env's)")
     label: str = setting(DEFAULT_LABEL, "talk-and-tweak label source: correction (executed - the policy's proposal: "
                                        "which way the operator corrected it; 3 seeds per arm at 15k: weakest command "
                                        "0.30 -> 0.52 at the same success, docs/results.md) | action (Eq. 12 as "

@@ -60,6 +60,11 @@ def check_config(cfg: DictConfig) -> None:
         where = extra[0].rsplit(".", 1)[0] if "." in extra[0] else "the top level"
         raise ConfigError(f"unknown config key {extra[0]!r}: {where} declares no such key "
                           f"(python -m dual_actor.fit --cfg job lists them; docs/configuration.md)")
+    env = cfg.get("env")
+    if env is not None and env.get("obs_mode") is not None and env.obs_mode not in env.get("obs_modes", {}):
+        modes = ", ".join(env.get("obs_modes", {})) or "none"
+        raise ConfigError(f"env.obs_mode={env.obs_mode}: env={env.get('name')} has no such observation layout "
+                          f"(env.obs_modes: {modes})")
     try:
         OmegaConf.to_object(cfg)  # builds every section's dataclass: its __post_init__ checks run
     except MissingMandatoryValue as e:

@@ -39,7 +39,8 @@ class DataSpec:
     when images are read; ``as_mapping``: hand ``embed`` the observation mapping even without cameras
     (a ``smolvla`` / ``cls`` backbone reads ``proprio`` from it); ``h_key``: the policy's
     :attr:`~dual_actor.policy.DualActorPolicy.h_key`: an episode that stores h under ``obs/<h_key>`` (written by the
-    robot side that acted with the same frozen backbone) is not embedded again.
+    robot side that acted with the same frozen backbone) is not embedded again; ``state_dims``: the rows' state is
+    the leading ``state_dims`` entries of ``obs/<obs_key>`` (``obs_dim`` wide; None: all of it).
     """
 
     tasks: Sequence[str]
@@ -54,6 +55,7 @@ class DataSpec:
     embed_batch_size: int = 256
     as_mapping: bool = False
     h_key: str | None = None
+    state_dims: int | None = None
 
 
 def _check_shapes(ep: Episode, spec: DataSpec, where: str) -> None:
@@ -92,7 +94,7 @@ def episode_transitions(
     gamma: float,
 ) -> dict[str, torch.Tensor]:
     """One episode as transition rows (see ``dual_actor.constants`` for keys and shapes)."""
-    obs = torch.from_numpy(np.asarray(ep.obs[spec.obs_key], dtype=np.float32))
+    obs = torch.from_numpy(np.asarray(ep.obs[spec.obs_key][:, : spec.state_dims], dtype=np.float32))
     proprio = torch.from_numpy(np.asarray(ep.obs[spec.proprio_key], dtype=np.float32))
     n = len(obs)
     images = None

@@ -175,16 +175,26 @@ def algo_config(cfg: DictConfig) -> AlgoConfig:
     return OmegaConf.to_object(cfg.algo)
 
 
+def state_slice(cfg: DictConfig) -> list[int] | None:
+    """What the policy reads of the robot's observation vector: its leading ``env.state_dims`` entries, or
+    ``[0, proprio_dim)`` when the state is the proprioception (``env.obs_key`` = ``proprio_key``: the robot's
+    vector still holds the world), else all of it (None)."""
+    env = cfg.env
+    if env.state_dims is not None:
+        return [0, int(env.state_dims)]
+    return [0, int(env.proprio_dim)] if env.obs_key == env.proprio_key else None
+
+
 def policy_config(cfg: DictConfig) -> PolicyConfig:
     """The deployable policy's config: the env's tasks, dims and cameras, the encoder groups, and the
     algorithm's policy-architecture keys (:class:`PolicyArch`)."""
     env = cfg.env
     return PolicyConfig(
-        **PolicyArch.arch_of(algo_config(cfg)), tasks=list(env.tasks), obs_dim=int(env.obs_dim),
+        **PolicyArch.arch_of(algo_config(cfg)), tasks=list(env.tasks),
+        obs_dim=int(env.obs_dim if env.state_dims is None else env.state_dims),
         proprio_dim=int(env.proprio_dim), action_dim=int(env.action_dim), backbone=_section(cfg, "backbone"),
         text_encoder=_section(cfg, "text_encoder"), image_encoder=_section(cfg, "image_encoder"),
-        cameras=env_cameras(cfg), image_size=env.image_size,
-        state_slice=[0, int(env.proprio_dim)] if env.obs_key == env.proprio_key else None,
+        cameras=env_cameras(cfg), image_size=env.image_size, state_slice=state_slice(cfg),
     )
 
 
@@ -232,7 +242,7 @@ def build_datamodule(cfg: DictConfig, module: DualActorModule, path: Path) -> Of
     """The warm-up's data: the whole dataset loaded and validated (``setup``), each observation embedded once."""
     env = cfg.env
     spec = DataSpec(list(env.tasks), env.obs_key, int(env.obs_dim), env.proprio_key, int(env.proprio_dim),
-                    int(env.action_dim), cameras=env_cameras(cfg), image_size=env.image_size,
+                    int(env.action_dim), cameras=env_cameras(cfg), image_size=env.image_size, state_dims=env.state_dims,
                     store_images=module.policy.uses_images, as_mapping=module.policy.wants_mapping,
                     h_key=module.policy.h_key)
     dm = OfflineDataModule(path, spec, module.policy.embed, module.policy.command_ids,

@@ -165,18 +165,21 @@ def evaluate_vla(actor: VLAActor, tasks: Sequence[str], trials: int = 25, max_ep
                  make_env: Any = None) -> dict[str, Any]:
     """The bench VLA acting alone on the bench's evaluation trials (the trials :func:`dual_actor.eval.evaluate` gives
     a policy: same env seeds, the torch seed set per trial), its cameras rendered at ``image_size``. ``make_env``:
-    ``(task, seed, max_episode_steps, cameras, image_size) -> env`` (default: the bench's ``MetaworldTaskEnv``).
+    ``(task, seed, max_episode_steps, cameras, image_size) -> env`` (default: the task's simulated world, the bench's
+    ``MetaworldTaskEnv`` or gym-hil's).
     The ``eval.json`` dict."""
     from tqdm.auto import tqdm
 
     from dual_actor.eval.protocol import TrialEnv, eval_result, run_trials, trial_seeds
     from dual_actor.runtime.sim import MetaworldTaskEnv, resolve_task
+    from dual_actor.runtime.sim.experts import task_env
 
     seeds = trial_seeds(split, trials, seed)
     per_task = {}
     with tqdm(total=len(tasks) * trials, desc="vla eval", unit="ep", disable=not progress, leave=False) as bar:
         for task in tasks:
-            resolved = resolve_task(task)[0]
+            world = task_env(task)
+            resolved = resolve_task(task)[0] if world is MetaworldTaskEnv else task
 
             def episode(_trial: int, env: Any, obs: np.ndarray, torch_seed: int, task: str = resolved) -> bool:
                 actor.reset()
@@ -187,7 +190,7 @@ def evaluate_vla(actor: VLAActor, tasks: Sequence[str], trials: int = 25, max_ep
                 return bool(terminated)
 
             with torch.random.fork_rng(devices=[]), TrialEnv(lambda env_seed, task=resolved: (
-                    make_env or MetaworldTaskEnv)(task=task, seed=env_seed, max_episode_steps=max_episode_steps,
+                    make_env or world)(task=task, seed=env_seed, max_episode_steps=max_episode_steps,
                                                    cameras=actor.cameras, image_size=image_size)) as envs:
                 per_task[resolved] = run_trials(resolved, seeds, envs, episode, bar)
     return eval_result(per_task, online_steps=0, intervention_rate=0.0, split=split, seeds=seeds)

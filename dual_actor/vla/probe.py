@@ -19,6 +19,15 @@ import numpy as np
 
 TARGETS: dict[str, slice] = {"object": slice(4, 7), "goal": slice(36, 39)}
 """Entries of the Metaworld bench's 39-d state probed: the object's position (its first object) and the goal's."""
+GYM_HIL_TARGETS: dict[str, slice] = {"object": slice(18, 21)}
+"""gym-hil's pick-cube state (21-d): the block's position (its last three entries)."""
+
+
+def targets_for(task: str) -> dict[str, slice]:
+    """The hidden positions probed for ``task``'s world: gym-hil's block, else the bench's object and goal."""
+    from dual_actor.runtime.sim.gym_hil import TASK as GYM_HIL_TASK
+
+    return GYM_HIL_TARGETS if task == GYM_HIL_TASK else TARGETS
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float = 1e-2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -38,10 +47,11 @@ def r2_scores(y: np.ndarray, pred: np.ndarray) -> list[float]:
 
 
 def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray], proprio: Sequence[np.ndarray],
-                   every: int = 5, lam: float = 1e-2) -> dict[str, Any]:
-    """Per episode: ``features`` (n, D) h, ``states`` (n, 39), ``proprio`` (n, P). Episode j is held out when
-    ``j % every == every - 1`` (the others fit). Returns ``{"episodes": {"fit", "held_out"}, "rows": {...},
-    <target>: {"h": {"r2": [x, y, z], "rmse_m": float}, "proprio": {...}}}`` for each of :data:`TARGETS`."""
+                   every: int = 5, lam: float = 1e-2, targets: Mapping[str, slice] = TARGETS) -> dict[str, Any]:
+    """Per episode: ``features`` (n, D) h, ``states`` (n, S: the world's full state), ``proprio`` (n, P). Episode j
+    is held out when ``j % every == every - 1`` (the others fit). Returns ``{"episodes": {"fit", "held_out"},
+    "rows": {...}, <target>: {"h": {"r2": [x, y, z], "rmse_m": float}, "proprio": {...}}}`` for each of ``targets``
+    (the bench's :data:`TARGETS` by default)."""
     held = [j % every == every - 1 for j in range(len(features))]
     if all(held) or not any(held):
         raise ValueError(f"the probe needs episodes to fit and to hold out: {len(features)} episodes, every {every}")
@@ -51,7 +61,7 @@ def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray],
 
     out: dict[str, Any] = {"episodes": {"fit": int(len(held) - sum(held)), "held_out": int(sum(held))},
                            "rows": {"fit": int(len(stack(states, False))), "held_out": int(len(stack(states, True)))}}
-    for name, sl in TARGETS.items():
+    for name, sl in targets.items():
         y_fit, y_out = stack(states, False)[:, sl], stack(states, True)[:, sl]
         out[name] = {}
         for what, xs in (("h", features), ("proprio", proprio)):
@@ -65,13 +75,15 @@ def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray],
 def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cameras: Sequence[str],
                   proprio_key: str = "proprio", h_key: str | None = None, batch: int = 64, **kw) -> dict[str, Any]:
     """:func:`position_probe` over the episodes of an HDF5 file: h from ``obs/<h_key>`` when stored, else
-    ``embed({"state", "proprio", "images"}, tasks)`` in batches of ``batch`` rows."""
+    ``embed({"state", "proprio", "images"}, tasks)`` in batches of ``batch`` rows; the targets of the file's world
+    (:func:`targets_for` its tasks) unless ``targets`` is given."""
     import torch
 
     from data_tools.hdf5_format import read_episodes
 
-    feats, states, props = [], [], []
+    feats, states, props, tasks = [], [], [], set()
     for ep in read_episodes(path, load_images=True):
+        tasks.add(ep.task)
         proprio = np.asarray(ep.obs[proprio_key], dtype=np.float32)
         if h_key is not None and h_key in ep.obs:
             h = np.asarray(ep.obs[h_key], dtype=np.float32)
@@ -87,4 +99,6 @@ def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cam
         feats.append(h)
         states.append(np.asarray(ep.obs["state"], dtype=np.float32))
         props.append(proprio)
+    if "targets" not in kw and tasks:
+        kw["targets"] = targets_for(sorted(tasks)[0])
     return position_probe(feats, states, props, **kw)

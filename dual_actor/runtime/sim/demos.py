@@ -106,7 +106,7 @@ def generate_demos(
 ) -> Path:
     """Write noisy scripted-expert demos for ``tasks`` to a new HDF5 dataset at ``path``.
 
-    ``cameras`` (with ``image_size``, ``render_effects``; see :class:`MetaworldTaskEnv`) adds
+    ``cameras`` (with ``image_size``, ``render_effects``; see :class:`MetaworldTaskEnv`, :class:`GymHilTaskEnv`) adds
     ``obs/<camera>`` uint8 (N, H, W, 3) images; the states, actions and noise are the same as without.
 
     ``world``: ``metaworld`` (the bench: :class:`MetaworldTaskEnv`, :class:`ScriptedExpert`) or ``gym_hil``
@@ -123,9 +123,9 @@ def generate_demos(
     if world == "gym_hil":
         from dual_actor.runtime.sim import gym_hil
 
-        env_cls, expert_cls, resolve, env_kw = gym_hil.GymHilTaskEnv, gym_hil.PickCubeExpert, gym_hil.resolve_task, {}
+        env_cls, expert_cls, resolve = gym_hil.GymHilTaskEnv, gym_hil.PickCubeExpert, gym_hil.resolve_task
     elif world == "metaworld":
-        env_cls, expert_cls, resolve, env_kw = MetaworldTaskEnv, ScriptedExpert, resolve_task, {"render_effects": render_effects}
+        env_cls, expert_cls, resolve = MetaworldTaskEnv, ScriptedExpert, resolve_task
     else:
         raise ValueError(f"world must be metaworld or gym_hil, got {world!r}")
     resolved = [resolve(t) for t in tasks]
@@ -146,7 +146,7 @@ def generate_demos(
             expert = expert_cls(task if world == "gym_hil" else env_name, noise=noise, rng=rng)
             kept = 0
             with env_cls(task, seed=env_seed, max_episode_steps=max_episode_steps, cameras=cameras,
-                         image_size=image_size, **env_kw) as env:
+                         image_size=image_size, render_effects=render_effects) as env:
                 for _ in range(max_attempts):
                     ep = rollout_expert(env, expert, rng)
                     if successful_only and not ep.success:

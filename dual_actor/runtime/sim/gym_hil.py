@@ -17,6 +17,13 @@ Observation (``obs_mode="state"``, 21-d float32): the proprioception first (TCP 
 closure in [0, 1]), then the 7 joint positions and 7 joint velocities (the rest of gym-hil's ``agent_pos``), then
 the block's position (gym-hil's ``environment_state``). :class:`PickCubeExpert` is a scripted expert that acts from
 that observation alone (approach, descend, grasp, lift), for demos and for the simulated operator.
+
+Cameras (``env.obs_mode=pixels``: ``front`` and ``wrist``, :data:`CAMERAS`): gym-hil's own two cameras (its
+``front`` and ``handcam_rgb``), rendered here by one ``mujoco.Renderer`` at ``image_size`` with shadows and
+reflections off (``render_effects=False``; gym-hil's ``image_obs=True`` renders both with them, ~380 ms a step on
+this CPU). With ``render_effects=True`` the frames are gym-hil's own, pixel for pixel (tests/test_gym_hil.py). The
+observation vector stays the 21-d state (the simulated operator sees the scene); what the policy reads of it is the
+env's ``state_dims`` (pixels: the 18 entries of gym-hil's ``agent_pos``, no block position).
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ TASK = "pick up the cube"
 MAX_EPISODE_STEPS = 100
 """gym-hil registers its Panda tasks with 100 steps (10 s at 10 Hz)."""
 ENV_NAME = "PandaPickCube"
+CAMERAS = {"front": "front", "wrist": "handcam_rgb"}
+"""Our camera names -> gym-hil's MuJoCo cameras (its ``pixels`` keys are ``front`` and ``wrist``)."""
+AGENT_POS_DIMS = 18
+"""The leading entries of the observation that gym-hil's ``agent_pos`` holds (what pixel runs' policies read)."""
 
 _OPEN: "weakref.WeakSet[GymHilTaskEnv]" = weakref.WeakSet()
 _HOOKED: list[bool] = []
@@ -60,21 +71,23 @@ def resolve_task(task: str) -> tuple[str, str]:
 
 
 class GymHilTaskEnv:
-    """One gym-hil PandaPickCube episode stream (module docstring). ``task`` must be :data:`TASK`; ``cameras`` are
-    not rendered yet (state observations only)."""
+    """One gym-hil PandaPickCube episode stream (module docstring). ``task`` must be :data:`TASK`; ``cameras`` a
+    subset of :data:`CAMERAS`, rendered at ``image_size`` by :meth:`images`."""
 
     robot_name = "gym-hil-panda"
     translation_scale_m = EE_STEP_M
     rotation_scale_rad = 0.0
 
     def __init__(self, task: str = TASK, seed: int = 0, max_episode_steps: int = MAX_EPISODE_STEPS,
-                 cameras: Sequence[str] = (), image_size: int = 128) -> None:
+                 cameras: Sequence[str] = (), image_size: int = 128, render_effects: bool = False) -> None:
         self.task, self.env_name = resolve_task(task)
-        if cameras:
-            raise ValueError(f"env=gym_hil renders no cameras yet (state observations), got cameras={list(cameras)}")
+        unknown = [c for c in cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"gym-hil's cameras are {sorted(CAMERAS)}, got {unknown} (env.cameras)")
         from gym_hil.envs import PandaPickCubeGymEnv
 
-        self.max_episode_steps, self.cameras = int(max_episode_steps), []
+        self.max_episode_steps, self.cameras = int(max_episode_steps), [str(c) for c in cameras]
+        self.image_size, self.render_effects, self._renderer = int(image_size), bool(render_effects), None
         self._env = PandaPickCubeGymEnv(seed=int(seed), reward_type="sparse", random_block_position=False)
         if not _HOOKED:  # after the env's renderer imported MuJoCo's GL: runs before its teardown
             atexit.register(_close_open_envs)
@@ -147,11 +160,30 @@ class GymHilTaskEnv:
         return self._observe(), float(success), bool(success), bool(truncated and not success), dict(info)
 
     def images(self) -> dict[str, np.ndarray]:
-        return {}
+        """The current frame of every camera: ``{camera: uint8 (image_size, image_size, 3)}`` RGB."""
+        if not self.cameras:
+            return {}
+        if self._closed:
+            raise RuntimeError(f"{self.env_name}: env is closed")
+        if self._renderer is None:
+            import mujoco
+
+            self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
+            if not self.render_effects:
+                for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
+                    self._renderer.scene.flags[flag] = False
+        out = {}
+        for cam in self.cameras:
+            self._renderer.update_scene(self._env.data, camera=CAMERAS[cam])
+            out[cam] = self._renderer.render().copy()
+        return out
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self._renderer is not None:
+                self._renderer.close()
+                self._renderer = None
             self._env.close()
 
     def __enter__(self) -> "GymHilTaskEnv":
