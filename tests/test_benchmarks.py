@@ -48,7 +48,8 @@ def figures(d: dict, *paths: str) -> None:
         figure(d, p)
 
 
-COVERED = {"acting_latency.py", "bench_vla_latency.py", "convert_throughput.py", "image_learner_memory.py", "learner_update.py",
+COVERED = {"acting_latency.py", "bench_vla_latency.py", "convert_throughput.py", "gym_hil_vs_lerobot.py",
+           "image_learner_memory.py", "learner_update.py",
            "lerobot_sac_anchor.py", "multi_robot.py", "smolvla_embedding.py", "gpu_session.sh"}
 
 
@@ -211,3 +212,57 @@ def test_gpu_session_dry_run_on_the_cpu(tmp_path):
     assert json.loads((out / "learner_2cam.json").read_text())["cameras"] == 2
     figure(json.loads((out / "smolvla.json").read_text()), "embed_b1.p99_ms")
     assert (out / "env.txt").read_text().strip()
+
+
+def _gym_hil_vs_lerobot():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gym_hil_vs_lerobot", BENCH / "gym_hil_vs_lerobot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gym_hil_vs_lerobot_layouts_are_gym_hils_own():
+    """What LeRobot's actor sees of our gym-hil env is gym-hil's own observation (its ``_compute_observation``:
+    agent_pos = qpos, qvel, gripper command, TCP; environment_state = the block), and actions map both ways."""
+    import numpy as np
+
+    from dual_actor.runtime.sim.gym_hil import GymHilTaskEnv, PickCubeExpert
+
+    m = _gym_hil_vs_lerobot()
+    with GymHilTaskEnv(seed=5) as env:
+        obs, expert = env.reset(), PickCubeExpert()
+        for _ in range(25):  # far enough for the gripper to close
+            ours = m.lerobot_obs(obs)
+            theirs = env._env._compute_observation()
+            np.testing.assert_allclose(ours["agent_pos"], theirs["agent_pos"], rtol=1e-6, atol=1e-5)
+            np.testing.assert_allclose(ours["environment_state"], theirs["environment_state"], rtol=1e-6, atol=1e-6)
+            obs, *_ = env.step(expert.act(obs))
+    assert m.to_lerobot_action(np.array([0.5, -2.0, 0.1, 0.93])).tolist() == [0.5, -1.0, np.float32(0.1), 2.0]
+    assert m.to_lerobot_action(np.array([0, 0, 0, -1.0]))[3] == 0.0 and m.to_lerobot_action(np.zeros(4))[3] == 1.0
+    assert m.to_our_action(np.array([0.2, 0.0, -0.3, 2.0])).tolist() == [np.float32(0.2), 0.0, np.float32(-0.3), 1.0]
+
+
+def test_gym_hil_vs_lerobot_tiny(tmp_path):
+    """Both learners at a tiny budget through the script as a user runs it: LeRobot's SAC (its actor and learner
+    processes, the operator's take-overs through gym-hil's intervention keys, the demos as a LeRobotDataset) and
+    ours; each writes its result on the same held-out trials, and the summary table lists both."""
+    out = tmp_path / "sweep"
+    run("gym_hil_vs_lerobot.py", "--out", str(out), "--arms", "dual", "lerobot_sac", "--seeds", "0", "--env-steps", "120",
+        "--demos", "2", "--trials", "2", "--fps", "0", "--batch-size", "16", "--before-learning", "20",
+        "--curve-every", "60", "--fit", "experiment=smoke", "eval.curve_every_env_steps=120",
+        "online.max_episode_steps=60", "eval.max_episode_steps=100", timeout=900)
+    res = {arm: json.loads((out / f"{arm}-s0" / "result.json").read_text()) for arm in ("dual", "lerobot_sac")}
+    assert res["dual"]["eval"]["seeds"] == res["lerobot_sac"]["eval"]["seeds"] == [10001, 10003]
+    assert all(r["eval"]["split"] == "test" and r["eval"]["per_task"]["pick up the cube"]["trials"] == 2
+               for r in res.values())
+    sac = res["lerobot_sac"]
+    assert sac["steps"] == 120 and 0 < sac["takeover_steps"] <= 120  # the operator took over, within the budget
+    assert sum(e["length"] for e in sac["episodes_log"]) <= 120 and sac["learner_updates"] > 0
+    assert (out / "lerobot_sac-s0" / "final" / "config.json").exists()
+    info = json.loads((out / "data" / "demos2_lerobot" / "meta" / "info.json").read_text())
+    assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [18]
+    assert res["dual"]["steps"] >= 120 and res["dual"]["episodes_log"]
+    table = (out / "summary.md").read_text()
+    assert "| dual | 1 |" in table and "| lerobot_sac | 1 |" in table
