@@ -187,6 +187,9 @@ def test_keep_record_keeps_results_and_scalars_not_checkpoints(tmp_path):
     run = _run(tmp_path / "runs", "dual-s0", [1.0, 0.5], [0.5, 0.75])["path"]
     (run / "config.yaml").write_text("seed: 0\n")
     (run / "last.ckpt").write_bytes(b"\0" * 4096)
+    with pytest.raises(FileNotFoundError, match="no summary.json"):  # eval.json written, the run still writing
+        sc.keep_record(run, tmp_path / "records")
+    (run / "summary.json").write_text(json.dumps({"updates": 3}))
     (run / "policy").mkdir()
     (run / "policy" / "model.safetensors").write_bytes(b"\0" * 64)
     with SummaryWriter(str(run / "tb")) as w:
@@ -196,7 +199,7 @@ def test_keep_record_keeps_results_and_scalars_not_checkpoints(tmp_path):
     rec = sc.keep_record(run, tmp_path / "records")
     assert rec == tmp_path / "records" / "dual-s0"
     assert sorted(p.name for p in rec.iterdir()) == ["authority.json", "config.yaml", "eval.json",
-                                                      "learning_curve.json", "scalars.json"]
+                                                      "learning_curve.json", "scalars.json", "summary.json"]
     assert json.loads((rec / "scalars.json").read_text()) == {"rollout/intervention_rate": [[0, 0.5], [100, 0.25],
                                                                                            [200, 0.125]]}
     kept, orig = sc.load_run(rec), sc.load_run(run)

@@ -65,14 +65,17 @@ def keep_record(run: str | os.PathLike, dest: str | os.PathLike,
     :func:`load_run` / :func:`run_scalars` read it as they read the run. Returns the record's folder.
 
     Raises:
-        FileNotFoundError: ``run`` has no ``eval.json`` (not finished: nothing is written).
+        FileNotFoundError: ``run`` has no ``eval.json`` or no ``summary.json`` (the last file a run writes, after
+            ``eval_commands.json``: not finished, or still writing; nothing is written).
     """
     import shutil
     import tempfile
 
     run, dest = Path(run), Path(dest)
-    if not (run / "eval.json").is_file():
-        raise FileNotFoundError(f"{run}: no eval.json (a finished run's folder is needed)")
+    for name in ("eval.json", "summary.json"):
+        if not (run / name).is_file():
+            raise FileNotFoundError(f"{run}: no {name} (a finished run's folder is needed; summary.json is the "
+                                    f"last file a run writes)")
     out = dest / run.name
     dest.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}.", dir=dest))
