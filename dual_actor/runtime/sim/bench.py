@@ -19,7 +19,7 @@ renderer per env, created on first use; MuJoCo's GL backend from ``MUJOCO_GL``, 
 raw camera output (no flips; Metaworld's ``corner*`` cameras look at the table upside down).
 Camera names: ``topview``, ``corner``, ``corner2``, ``corner3``, ``corner4``, ``behindGripper``,
 ``gripperPOV`` (:data:`CAMERAS`). Renderers still alive at exit are freed before MuJoCo tears its GL
-display down (:func:`_close_renderers`).
+display down (:mod:`dual_actor.runtime.sim.rendering`, shared with gym-hil's cameras).
 
 Per-episode randomisation. ``gym.make("Meta-World/MT1", env_name=..., seed=...)`` draws one of
 50 configurations fixed by the seed and ignores ``reset(seed=)``. Instead this module builds the
@@ -38,11 +38,11 @@ Measured on this 2-core CPU (Metaworld 3.1.1, MuJoCo 3.3.0): stepping with the s
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from typing import Any, Sequence
 
 import numpy as np
+
+from dual_actor.runtime.sim.rendering import SceneCameras
 
 BENCH_TASKS: dict[str, str] = {
     "place the bolt": "pick-place-v3",
@@ -69,16 +69,6 @@ scene leaves ``p`` free (a scene's own objects or platform can hold the hand bac
 _HAND_REFINE_M = 0.002  # reset(hand_pos=) redoes the reset once, corrected, when the hand is further off than this
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 """Cameras of the Metaworld v3 Sawyer scenes (``MetaworldTaskEnv(cameras=...)``)."""
-
-
-_RENDERING: "weakref.WeakSet[MetaworldTaskEnv]" = weakref.WeakSet()
-
-
-def _close_renderers() -> None:
-    """Free every live renderer before MuJoCo's own atexit hook terminates the EGL display (registered
-    earlier, so it runs later); a context freed after that prints EGL_NOT_INITIALIZED tracebacks."""
-    for env in list(_RENDERING):
-        env.close_renderer()
 
 
 def resolve_task(task: str) -> tuple[str, str]:
@@ -150,7 +140,7 @@ class MetaworldTaskEnv:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self.image_size = int(image_size)
         self.render_effects = bool(render_effects)
-        self._renderer = None
+        self._cams = SceneCameras({c: c for c in self.cameras}, self.image_size, self.render_effects)
         self.task, self.env_name = resolve_task(task)
         self.seed = int(seed)
         self.max_episode_steps = int(max_episode_steps)
@@ -205,21 +195,7 @@ class MetaworldTaskEnv:
             return {}
         if self._env is None:
             raise RuntimeError(f"{self.env_name}: env is closed")
-        if self._renderer is None:
-            import mujoco
-
-            self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
-            if not _RENDERING:
-                atexit.register(_close_renderers)  # after mujoco's GL import: runs before its teardown
-            _RENDERING.add(self)
-            if not self.render_effects:
-                for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
-                    self._renderer.scene.flags[flag] = False
-        out = {}
-        for cam in self.cameras:
-            self._renderer.update_scene(self._env.data, camera=cam)
-            out[cam] = self._renderer.render().copy()
-        return out
+        return self._cams.frames(self._env.model, self._env.data)
 
     def rng_state(self) -> dict:
         """Where the env's randomness stands (the generator that draws each reset's object / goal
@@ -341,10 +317,7 @@ class MetaworldTaskEnv:
 
     def close_renderer(self) -> None:
         """Free the GL context of :meth:`images` (a later call makes a new one)."""
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        _RENDERING.discard(self)
+        self._cams.close()
 
     def close(self) -> None:
         self.close_renderer()

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dual_actor.runtime.sim.rendering import SceneCameras
+
 EE_STEP_M = 0.025
 """Metres of end-effector motion per action unit (gym-hil's ``DEFAULT_EE_STEP_SIZE``)."""
 SAMPLING_BOUNDS = np.asarray([[0.3, -0.15], [0.5, 0.15]])
@@ -87,7 +89,8 @@ class GymHilTaskEnv:
         from gym_hil.envs import PandaPickCubeGymEnv
 
         self.max_episode_steps, self.cameras = int(max_episode_steps), [str(c) for c in cameras]
-        self.image_size, self.render_effects, self._renderer = int(image_size), bool(render_effects), None
+        self.image_size, self.render_effects = int(image_size), bool(render_effects)
+        self._cams = SceneCameras({c: CAMERAS[c] for c in self.cameras}, self.image_size, self.render_effects)
         self._env = PandaPickCubeGymEnv(seed=int(seed), reward_type="sparse", random_block_position=False)
         if not _HOOKED:  # after the env's renderer imported MuJoCo's GL: runs before its teardown
             atexit.register(_close_open_envs)
@@ -165,25 +168,12 @@ class GymHilTaskEnv:
             return {}
         if self._closed:
             raise RuntimeError(f"{self.env_name}: env is closed")
-        if self._renderer is None:
-            import mujoco
-
-            self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
-            if not self.render_effects:
-                for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION):
-                    self._renderer.scene.flags[flag] = False
-        out = {}
-        for cam in self.cameras:
-            self._renderer.update_scene(self._env.data, camera=CAMERAS[cam])
-            out[cam] = self._renderer.render().copy()
-        return out
+        return self._cams.frames(self._env.model, self._env.data)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._renderer is not None:
-                self._renderer.close()
-                self._renderer = None
+            self._cams.close()
             self._env.close()
 
     def __enter__(self) -> "GymHilTaskEnv":
