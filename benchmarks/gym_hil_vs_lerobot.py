@@ -5,8 +5,10 @@ the same held-out evaluation trials (docs/gym-hil.md, issue 29).
     python benchmarks/gym_hil_vs_lerobot.py --out /work/gymhil --seeds 0 1 2 --env-steps 5000
 
 Per arm and seed it writes ``OUT/<arm>-s<seed>/result.json`` as soon as that run ends (a killed sweep keeps what
-finished; an existing result is not run again), then ``OUT/summary.md``: success on the test trials, take-over
-rate, learner updates and wall-clock, and the training episodes' success vs environment steps.
+finished; an existing result is not run again; arms can run as separate invocations on one folder), then, over
+every result in the folder, ``OUT/summary.md`` (:func:`summary_md`: success on the test trials, ours' warm-up on
+them, take-over and spoken rates, learner updates and seconds, paired differences, the training episodes' success
+vs environment steps) and ``OUT/curves.png`` (:func:`figure`: success vs environment steps and vs seconds).
 
 **The same terms.**
 - World: :class:`dual_actor.runtime.sim.gym_hil.GymHilTaskEnv` for both (gym-hil's ``PandaPickCubeGymEnv``, its
@@ -100,16 +102,17 @@ class LeRobotView:
             "environment_state": box(-np.inf, np.inf, (3,), np.float32)})
         self.action_space = box(np.array([-1, -1, -1, 0], np.float32), np.array([1, 1, 1, 2], np.float32))
         self.counts = {"steps": 0, "takeover_steps": 0, "episodes": 0, "successes": 0}
-        self.episodes: list[dict] = []  # per ended episode: env steps so far, its length, success
+        self.episodes: list[dict] = []  # per ended episode: env steps so far, length, success, take-overs, seconds so far
         self._obs = None
-        self._len = 0
+        self._t0: float | None = None
+        self._len = self._taken = 0
 
     @property
     def unwrapped(self):
         return self
 
     def reset(self, seed=None, options=None):
-        self._obs, self._len = self.env.reset(), 0
+        self._obs, self._len, self._taken = self.env.reset(), 0, 0
         if self.operator is not None:
             self.operator.reset(TASK)
         return lerobot_obs(self._obs), {}
@@ -120,13 +123,17 @@ class LeRobotView:
         intervening = bool(take is not None and take.intervening)
         executed = to_lerobot_action(take.action) if intervening else proposed
         self._obs, reward, terminated, truncated, _ = self.env.step(to_our_action(executed))
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
         self._len += 1
+        self._taken += int(intervening)
         self.counts["steps"] += 1
         self.counts["takeover_steps"] += int(intervening)
         if terminated or truncated:
             self.counts["episodes"] += 1
             self.counts["successes"] += int(terminated)
-            self.episodes.append({"env_steps": self.counts["steps"], "length": self._len, "success": bool(terminated)})
+            self.episodes.append({"env_steps": self.counts["steps"], "length": self._len, "success": bool(terminated),
+                                  "takeover_steps": self._taken, "wall_s": time.perf_counter() - self._t0})
         info = {"is_intervention": intervening, "teleop_action": executed, "succeed": bool(terminated)}
         return lerobot_obs(self._obs), float(reward), bool(terminated), bool(truncated), info
 
@@ -250,7 +257,7 @@ def _actor_main(cfg, ev, pq, tq, iq, res_q, seed: int) -> None:
             q.cancel_join_thread()
 
 
-def _learner_main(cfg, ev, pq, tq, iq, res_q) -> None:
+def _learner_main(cfg, ev, pq, tq, iq, res_q, snapshot_every: int = 0) -> None:
     _quiet()
     import lerobot.rl.learner as L
 
@@ -264,12 +271,17 @@ def _learner_main(cfg, ev, pq, tq, iq, res_q) -> None:
 
     L.make_policy = keep_policy
 
-    class Recorder:  # stands in for LeRobot's WandBLogger
+    class Recorder:  # stands in for LeRobot's WandBLogger; saves the policy every ``snapshot_every`` env steps
         def __init__(self):
-            self.steps = 0
+            self.steps = self.env_steps = 0
+            self.next_snapshot = snapshot_every
 
         def log_dict(self, d, mode="train", custom_step_key=None):  # noqa: ARG002
             self.steps = max(self.steps, int(d.get("Optimization step", 0) or 0))
+            self.env_steps = max(self.env_steps, int(d.get("Interaction step", 0) or 0))  # the actor's, per episode
+            if snapshot_every and self.env_steps >= self.next_snapshot and "policy" in box:
+                box["policy"].save_pretrained(Path(cfg.output_dir) / "snapshots" / f"{self.env_steps:07d}")
+                self.next_snapshot = (self.env_steps // snapshot_every + 1) * snapshot_every
 
     rec = Recorder()
     t0 = time.perf_counter()
@@ -285,15 +297,17 @@ def _learner_main(cfg, ev, pq, tq, iq, res_q) -> None:
 
 
 def run_lerobot_sac(out: Path, demos_lerobot: Path, env_steps: int, seed: int, fps: int, batch_size: int,
-                    before_learning: int) -> dict:
-    """LeRobot's actor and learner, two processes, until the actor has spent ``env_steps``."""
+                    before_learning: int, snapshot_every: int = 0) -> dict:
+    """LeRobot's actor and learner, two processes, until the actor has spent ``env_steps``; with ``snapshot_every``
+    the learner also saves its policy to ``out/snapshots/<env steps>`` each time the actor's reported env steps pass
+    a multiple of it (the actor reports them once per episode)."""
     import torch.multiprocessing as mp
 
     cfg = sac_config(out, demos_lerobot, env_steps, seed, fps, batch_size, before_learning)
     ctx = mp.get_context("spawn")
     pq, tq, iq, ra, rl = (ctx.Queue() for _ in range(5))
     ev = ctx.Event()
-    learner = ctx.Process(target=_learner_main, args=(cfg, ev, pq, tq, iq, rl))
+    learner = ctx.Process(target=_learner_main, args=(cfg, ev, pq, tq, iq, rl, snapshot_every))
     actor = ctx.Process(target=_actor_main, args=(cfg, ev, pq, tq, iq, ra, seed))
     t0 = time.perf_counter()
     learner.start()
@@ -354,59 +368,205 @@ def run_ours(arm: str, out: Path, demos: Path, env_steps: int, seed: int, trials
     run = out / name
     ev = json.loads((run / "eval.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    return {"eval": ev, "wall_s": time.perf_counter() - t0, "steps": int(ev.get("online_steps", env_steps)),
+    warm = run / "eval_warmup.json"  # the warm-up policy on the same trials: where the online phase started
+    return {"eval": ev, "eval_warmup": json.loads(warm.read_text()) if warm.exists() else None,
+            "wall_s": time.perf_counter() - t0, "steps": int(ev.get("online_steps", env_steps)),
             "takeover_steps": int(ev.get("takeover_steps", 0)), "spoken_steps": int(ev.get("spoken_steps", 0)),
             "learner_updates": summary.get("online_updates"), "warmup_updates": summary["updates"] - summary["online_updates"],
             "learner_wall_s": summary.get("online_seconds"), "warmup_wall_s": summary.get("warmup_seconds"),
-            "episodes_log": our_episodes(run)}
+            "episodes_log": our_episodes(run), "curve": our_curve(run)}
+
+
+def our_curve(run: Path) -> list[dict]:
+    """The run's learning curve (the policy alone on dev trials, ``learning_curve.json``): env steps, success."""
+    path = run / "learning_curve.json"
+    points = json.loads(path.read_text())["points"] if path.exists() else []
+    return [{"env_steps": int(p["online_steps"]), "success": float(p["average_success_rate"]), "trials": int(p["trials"]),
+             "split": p.get("split", "dev")} for p in points]
 
 
 def our_episodes(run: Path) -> list[dict]:
-    """The online phase's episodes from the run's teleop log: env steps so far, length, success."""
+    """The online phase's episodes from the run's teleop log: env steps so far, length, success, steps taken over
+    (spoken steps are not take-overs) and seconds since the online phase began (each episode's file is written as
+    it ends, its session's ``session.json`` as the phase begins: acting, the learner's updates and the learning
+    curve's evaluations; a resumed run's sessions follow one another)."""
     from data_tools.teleop_reader import read_session
 
-    out, steps = [], 0
+    out, steps, before = [], 0, 0.0
     for session in sorted((run / "teleop").iterdir()):
         if not (session / "session.json").exists():
             continue
+        t0, last = (session / "session.json").stat().st_mtime, 0.0
         for ep in read_session(session).episodes(load_images=False):
             steps += len(ep)
-            out.append({"env_steps": steps, "length": len(ep), "success": bool(ep.rewards.sum() > 0)})
+            last = ep.steps_path.stat().st_mtime - t0
+            out.append({"env_steps": steps, "length": len(ep), "success": bool(ep.rewards.sum() > 0),
+                        "takeover_steps": int(np.sum(ep.intervention)), "wall_s": before + last})
+        before += last
     return out
 
 
 # ------------------------------------------------------------------------------------------ the sweep
 
-def curve(episodes: list[dict], every: int, budget: int) -> list[tuple[int, float | None]]:
-    """Training episodes' success rate per window of ``every`` environment steps (None: no episode ended in it)."""
+def curve(episodes: list[dict], every: float, budget: float, key: str = "env_steps") -> list[tuple[float, float | None]]:
+    """Training episodes' success rate per window of ``every`` units of ``key`` (``env_steps``; ``wall_s``: seconds of
+    the online phase) up to ``budget`` (None: no episode ended in the window)."""
     pts = []
-    for hi in range(every, budget + every, every):
-        xs = [e["success"] for e in episodes if hi - every < e["env_steps"] <= hi]
+    for k in range(1, int(np.ceil(budget / every)) + 1):
+        hi = k * every
+        xs = [e["success"] for e in episodes if hi - every < e[key] <= hi]
         pts.append((hi, float(np.mean(xs)) if xs else None))
     return pts
 
 
-def summary_md(results: dict[str, dict], budget: int, every: int) -> str:
+def takeover_curve(episodes: list[dict], every: float, budget: float) -> list[tuple[float, float | None]]:
+    """Steps the operator took over, % of the steps of the episodes that ended in each window of ``every``
+    environment steps (None: no episode ended there, or the log has no per-episode take-overs)."""
+    pts = []
+    for k in range(1, int(np.ceil(budget / every)) + 1):
+        hi = k * every
+        xs = [e for e in episodes if hi - every < e["env_steps"] <= hi]
+        ok = xs and all("takeover_steps" in e for e in xs)
+        pts.append((hi, 100.0 * sum(e["takeover_steps"] for e in xs) / sum(e["length"] for e in xs) if ok else None))
+    return pts
+
+
+def load_results(out: Path) -> dict[str, dict]:
+    """``{<arm>-s<seed>: result}`` of every ``OUT/<arm>-s<seed>/result.json`` (a sweep's folder or its kept records)."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(out).glob("*-s*/result.json"))}
+
+
+def _by_arm(results: dict[str, dict]) -> dict[str, list[dict]]:
     arms: dict[str, list] = {}
-    for name, r in sorted(results.items()):
-        arms.setdefault(name.rsplit("-s", 1)[0], []).append(r)
-    lines = ["| arm | seeds | test success (per seed) | mean | take-over % of steps | learner updates | wall-clock s |",
-             "|---|---|---|---|---|---|---|"]
+    for name, r in sorted(results.items(), key=lambda kv: (ARMS.index(kv[1]["arm"]) if kv[1]["arm"] in ARMS else 99,
+                                                            kv[1]["seed"])):
+        arms.setdefault(r["arm"], []).append(r)
+    return arms
+
+
+def _spread(v: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    x = scale * np.asarray(v, dtype=np.float64)
+    return f"{x.mean():.{digits}f} +- {x.std():.{digits}f} [{x.min():.{digits}f}, {x.max():.{digits}f}]"
+
+
+def summary_md(results: dict[str, dict], budget: int, every: int) -> str:
+    """The sweep's tables (docs/results.md "gym-hil" holds this text for the kept records, checked by a test): per arm
+    over seeds, success on the held-out test trials (the warm-up's too, for ours), operator effort (steps taken
+    over / spoken, % of the online steps), the learner's updates and wall-clock; paired differences by seed; the
+    training episodes' success per ``every`` environment steps."""
+    from dual_actor.eval.stats import paired_difference
+
+    arms = _by_arm(results)
+    lines = ["| arm (seeds) | test success | per seed | warm-up (same trials) | taken over % | spoken % "
+             "| learner updates, online | updates per env step | online s |", "|---|---|---|---|---|---|---|---|---|"]
     for arm, rs in arms.items():
         succ = [r["eval"]["average_success_rate"] for r in rs]
-        take = [100.0 * r["takeover_steps"] / max(r["steps"], 1) for r in rs]
-        lines.append(f"| {arm} | {len(rs)} | {' / '.join(f'{s:.2f}' for s in succ)} | {np.mean(succ):.2f} "
-                     f"| {np.mean(take):.1f} | {np.mean([r.get('learner_updates') or 0 for r in rs]):.0f} "
-                     f"| {np.mean([r['wall_s'] for r in rs]):.0f} |")
-    lines += ["", f"Training episodes' success per {every} environment steps (mean over seeds):", "",
+        warm = [r["eval_warmup"]["average_success_rate"] for r in rs if r.get("eval_warmup")]
+        pct = lambda k: _spread([100.0 * r.get(k, 0) / max(r["steps"], 1) for r in rs], digits=1)  # noqa: E731
+        upd = [r.get("learner_updates") or 0 for r in rs]
+        online_s = [r["episodes_log"][-1]["wall_s"] if r["episodes_log"] and "wall_s" in r["episodes_log"][-1]
+                    else r.get("learner_wall_s") or r["wall_s"] for r in rs]
+        lines.append(f"| {arm} ({len(rs)}) | {_spread(succ)} | {' / '.join(f'{x:.2f}' for x in succ)} "
+                     f"| {_spread(warm) if len(warm) == len(rs) else '-'} | {pct('takeover_steps')} "
+                     f"| {pct('spoken_steps') if arm != 'lerobot_sac' else '- (no language channel)'} "
+                     f"| {np.mean(upd):.0f} | {np.mean([u / max(r['steps'], 1) for u, r in zip(upd, rs)]):.2f} "
+                     f"| {np.mean(online_s):.0f} |")
+    pairs = [(a, b) for a, b in (("dual", "lerobot_sac"), ("single", "lerobot_sac"), ("dual", "single"))
+             if a in arms and b in arms]
+    if pairs:
+        lines += ["", "Paired by seed (the same training episodes, operator seed and test trials), test success:", "",
+                  "| | seeds | mean difference (points) | 95% bootstrap | wins / ties / losses | sign test p |",
+                  "|---|---|---|---|---|---|"]
+        for a, b in pairs:
+            sa = {r["seed"]: r["eval"]["average_success_rate"] for r in arms[a]}
+            sb = {r["seed"]: r["eval"]["average_success_rate"] for r in arms[b]}
+            seeds = sorted(set(sa) & set(sb))
+            d = paired_difference([sa[k] for k in seeds], [sb[k] for k in seeds])
+            lines.append(f"| {a} - {b} | {', '.join(map(str, seeds))} | {100 * d['mean']:+.1f} "
+                         f"| [{100 * d['interval'][0]:+.1f}, {100 * d['interval'][1]:+.1f}] "
+                         f"| {d['wins']} / {d['ties']} / {d['losses']} | {d['sign_p']:.2f} |")
+    lines += ["", f"Training episodes' success per {every} environment steps (mean over seeds; the operator's take-overs "
+              "and, for ours, spoken commands included):", "",
               "| env steps | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
-    for i, hi in enumerate(range(every, budget + every, every)):
+    lines += _window_rows(arms, every, budget, lambda log: curve(log, every, budget), "{:.2f}")
+    runs = [(f"{r['arm']}-s{r['seed']}", r["curve"]) for rs in arms.values() for r in rs if r.get("curve")]
+    if runs:
+        lines += ["", "The policy alone on dev trials as it learned (ours: the learning curve at 0 = the warm-up; "
+                  "LeRobot: its snapshots), env steps: success (trials):", ""]
+        lines += [f"- {name}: " + ", ".join(f"{p['env_steps']}: {p['success']:.2f} ({p['trials']})" for p in c)
+                  for name, c in runs]
+    if any("takeover_steps" in e for rs in arms.values() for r in rs for e in r["episodes_log"]):
+        lines += ["", f"Steps the operator took over, % of the training episodes' steps per {every} environment steps "
+                  "(mean over seeds; -: not logged per episode):", "",
+                  "| env steps | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        lines += _window_rows(arms, every, budget, lambda log: takeover_curve(log, every, budget), "{:.0f}")
+    return "\n".join(lines) + "\n"
+
+
+def _window_rows(arms: dict[str, list[dict]], every: int, budget: int, per_run: Any, fmt: str) -> list[str]:
+    rows = []
+    for i, (hi, _) in enumerate(curve([], every, budget)):
         cells = []
         for rs in arms.values():
-            v = [c[i][1] for r in rs for c in [curve(r["episodes_log"], every, budget)] if c[i][1] is not None]
-            cells.append(f"{np.mean(v):.2f}" if v else "-")
-        lines.append(f"| {hi} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            v = [c[i][1] for r in rs for c in [per_run(r["episodes_log"])] if c[i][1] is not None]
+            cells.append(fmt.format(np.mean(v)) if v else "-")
+        rows.append(f"| {hi:.0f} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def figure(results: dict[str, dict], budget: int, every: int, path: Path, windows: int = 10) -> None:
+    """The policy alone on dev trials as it learned (where the runs have curves), the training episodes' success vs
+    environment steps and vs seconds of the online phase, and the steps taken over vs environment steps (each arm:
+    mean over seeds, the band min to max; windows of ``every`` steps and of 1/``windows`` of the longest run's
+    seconds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = _by_arm(results)
+    longest = max((e["wall_s"] for rs in arms.values() for r in rs for e in r["episodes_log"][-1:] if "wall_s" in e),
+                  default=0.0)
+    panels = []
+    if any(r.get("curve") for rs in arms.values() for r in rs):
+        panels.append((None, "environment steps", "the policy alone: success on dev trials"))
+    panels.append((lambda log: curve(log, every, budget), "environment steps", "training episodes' success"))
+    if longest:
+        panels.append((lambda log: curve(log, longest / windows, longest, "wall_s"),
+                       "seconds of the online phase (acting + learning)", "training episodes' success"))
+    if any("takeover_steps" in e for rs in arms.values() for r in rs for e in r["episodes_log"]):
+        panels.append((lambda log: takeover_curve(log, every, budget), "environment steps", "steps taken over (%)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (per_run, xlabel, ylabel) in zip(axes[0], panels):
+        for arm, rs in arms.items():
+            if per_run is None:  # learning curves / snapshots: the k-th points of the seeds together, at their mean x
+                cs = [r["curve"] for r in rs if r.get("curve")]
+                n = min((len(c) for c in cs), default=0)
+                pts = [[(float(np.mean([c[k]["env_steps"] for c in cs])), c[k]["success"]) for k in range(n)] for c in cs]
+                if not n:  # no curve: the final policy on the test trials, one mark per seed
+                    ax.plot([r["env_steps"] for r in rs], [r["eval"]["average_success_rate"] for r in rs], "x",
+                            color=f"C{list(arms).index(arm)}", label=f"{arm}: final, test trials")
+                    continue
+            else:
+                pts = [per_run(r["episodes_log"]) for r in rs]
+            ys = np.array([[np.nan if v is None else v for _, v in c] for c in pts], dtype=np.float64)
+            ok = ~np.all(np.isnan(ys), axis=0)
+            if not ok.any():
+                continue
+            x, color = np.array([p[0] for p in pts[0]])[ok], f"C{list(arms).index(arm)}"  # an arm's colour in every panel
+            ax.plot(x, np.nanmean(ys[:, ok], axis=0), marker="o", ms=3, color=color, label=f"{arm} ({len(rs)} seeds)")
+            ax.fill_between(x, np.nanmin(ys[:, ok], axis=0), np.nanmax(ys[:, ok], axis=0), color=color, alpha=0.15)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if "success" in ylabel:
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("gym-hil PandaPickCube, state: ours beside LeRobot 0.4.4's SAC", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -422,35 +582,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-learning", type=int, default=100, help="LeRobot's online steps before it learns")
     ap.add_argument("--curve-every", type=int, default=500, help="environment steps per curve window")
     ap.add_argument("--fit", nargs="*", default=[], help="extra overrides for our runs (e.g. the tiny sizes)")
+    ap.add_argument("--figure", type=Path, default=None, help="the curves' PNG (default: OUT/curves.png)")
+    ap.add_argument("--snapshot-every", type=int, default=0,
+                    help="LeRobot: save its policy every N env steps and evaluate each on --curve-trials dev trials "
+                         "(the policy alone vs env steps, as our runs' learning curve; 0: final policy only)")
+    ap.add_argument("--curve-trials", type=int, default=10, help="dev trials per snapshot (ours: eval.curve_trials)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     demos = make_demos(args.out / "data" / f"demos{args.demos}.hdf5", args.demos)
-    results = {}
     for seed in args.seeds:
         for arm in args.arms:
             name = f"{arm}-s{seed}"
             path = args.out / name / "result.json"
             if path.exists():
-                results[name] = json.loads(path.read_text())
                 continue
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
             if arm == "lerobot_sac":
                 lr_demos = write_lerobot_demos(demos, args.out / "data" / f"demos{args.demos}_lerobot")
                 r = run_lerobot_sac(args.out / name, lr_demos, args.env_steps, seed, args.fps, args.batch_size,
-                                    args.before_learning)
+                                    args.before_learning, args.snapshot_every)
                 r["eval"] = evaluate_actor(SACActor(args.out / name / "final"), args.trials)
+                r["curve"] = [{"env_steps": int(snap.name), "trials": args.curve_trials, "split": "dev",
+                               "success": evaluate_actor(SACActor(snap), args.curve_trials, split="dev")
+                               ["average_success_rate"]}
+                              for snap in sorted((args.out / name / "snapshots").glob("*"))]
             else:
                 r = run_ours(arm, args.out, demos, args.env_steps, seed, args.trials, args.fit)
             r.update(arm=arm, seed=seed, env_steps=args.env_steps, demos=args.demos)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(r, indent=1))
-            results[name] = r
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(r, indent=1))
+            tmp.replace(path)  # whole or absent
             print(f"  {name}: test success {r['eval']['average_success_rate']:.2f}, take-overs "
                   f"{r['takeover_steps']}/{r['steps']}, learner updates {r.get('learner_updates')}, "
                   f"{r['wall_s']:.0f} s", flush=True)
+    results = load_results(args.out)  # every run in the folder, earlier invocations' arms and seeds included
     md = summary_md(results, args.env_steps, args.curve_every)
     (args.out / "summary.md").write_text(md)
+    figure(results, args.env_steps, args.curve_every, args.figure or args.out / "curves.png")
     print(md)
     return 0
 

@@ -251,7 +251,8 @@ def test_gym_hil_vs_lerobot_tiny(tmp_path):
     out = tmp_path / "sweep"
     run("gym_hil_vs_lerobot.py", "--out", str(out), "--arms", "dual", "lerobot_sac", "--seeds", "0", "--env-steps", "120",
         "--demos", "2", "--trials", "2", "--fps", "0", "--batch-size", "16", "--before-learning", "20",
-        "--curve-every", "60", "--fit", "experiment=smoke", "eval.curve_every_env_steps=120",
+        "--curve-every", "60", "--snapshot-every", "50", "--curve-trials", "2", "--fit", "experiment=smoke",
+        "eval.curve_every_env_steps=120",
         "online.max_episode_steps=60", "eval.max_episode_steps=100", timeout=900)
     res = {arm: json.loads((out / f"{arm}-s0" / "result.json").read_text()) for arm in ("dual", "lerobot_sac")}
     assert res["dual"]["eval"]["seeds"] == res["lerobot_sac"]["eval"]["seeds"] == [10001, 10003]
@@ -264,5 +265,47 @@ def test_gym_hil_vs_lerobot_tiny(tmp_path):
     info = json.loads((out / "data" / "demos2_lerobot" / "meta" / "info.json").read_text())
     assert info["total_episodes"] == 2 and info["features"]["observation.state"]["shape"] == [18]
     assert res["dual"]["steps"] >= 120 and res["dual"]["episodes_log"]
+    assert res["dual"]["eval_warmup"]["seeds"] == [10001, 10003]  # ours' warm-up on the same trials
+    for r in res.values():  # seconds so far, growing with the env steps
+        log = r["episodes_log"]
+        assert all(a["wall_s"] <= b["wall_s"] and a["env_steps"] < b["env_steps"] for a, b in zip(log, log[1:]))
     table = (out / "summary.md").read_text()
-    assert "| dual | 1 |" in table and "| lerobot_sac | 1 |" in table
+    assert "| dual (1) |" in table and "| lerobot_sac (1) |" in table and "| dual - lerobot_sac | 0 |" in table
+    assert (out / "curves.png").stat().st_size > 0
+    # the policy alone as it learned: our learning curve (0 = the warm-up), LeRobot's snapshots, on dev trials
+    assert res["dual"]["curve"][0]["env_steps"] == 0 and all(p["split"] == "dev" for p in res["dual"]["curve"])
+    snaps = sorted(p.name for p in (out / "lerobot_sac-s0" / "snapshots").iterdir())
+    assert snaps and [p["env_steps"] for p in sac["curve"]] == [int(n) for n in snaps]
+    assert all(p["env_steps"] >= 50 and p["trials"] == 2 and 0 <= p["success"] <= 1 for p in sac["curve"])
+    assert "- lerobot_sac-s0: " in table
+
+
+@pytest.mark.parametrize("name, arms, seeds, every", [("gym_hil_state", {"dual", "single", "lerobot_sac"}, 3, 500),
+                                                      ("gym_hil_long", {"lerobot_sac"}, 1, 2500)])
+def test_gym_hil_results_md_block_is_generated_from_the_records(name, arms, seeds, every):
+    """docs/results.md's gym-hil tables are ``summary_md`` of the kept records (docs/runs/<name>: each run's
+    result.json as the script wrote it), pasted verbatim between their marks: nothing typed by hand. The comparison
+    (gym_hil_state) has >= 3 seeds per arm, one budget and one set of test trials for every arm."""
+    m = _gym_hil_vs_lerobot()
+    results = m.load_results(ROOT / "docs" / "runs" / name)
+    assert {r["arm"] for r in results.values()} == arms
+    assert all(sum(r["arm"] == arm for r in results.values()) >= seeds for arm in arms)
+    budget = {r["env_steps"] for r in results.values()}
+    assert len(budget) == 1  # the same budget for every arm
+    trials = {tuple(r["eval"]["seeds"]) for r in results.values()}
+    assert len(trials) == 1 and all(r["eval"]["split"] == "test" for r in results.values())  # the same test trials
+    generated = m.summary_md(results, budget.pop(), every)
+    text = (ROOT / "docs" / "results.md").read_text()
+    mark = f"<!-- generated: benchmarks/gym_hil_vs_lerobot.py summary_md(docs/runs/{name}) -->\n"
+    assert mark in text, f"docs/results.md has no block generated from docs/runs/{name}"
+    block = text[text.index(mark) + len(mark):]
+    assert block[: block.index("<!-- /generated -->")] == generated, f"docs/results.md's {name} block is stale"
+
+
+def test_gym_hil_curve_windows():
+    """Training episodes' success per window, by environment steps or seconds, hand-computed."""
+    m = _gym_hil_vs_lerobot()
+    log = [{"env_steps": 40, "wall_s": 3.0, "success": True}, {"env_steps": 90, "wall_s": 9.5, "success": False},
+           {"env_steps": 100, "wall_s": 10.0, "success": True}, {"env_steps": 250, "wall_s": 31.0, "success": True}]
+    assert m.curve(log, 100, 300) == [(100, 2 / 3), (200, None), (300, 1.0)]
+    assert m.curve(log, 10.0, 31.0, key="wall_s") == [(10.0, 2 / 3), (20.0, None), (30.0, None), (40.0, 1.0)]
