@@ -85,6 +85,8 @@ def prepare(cfg: DictConfig) -> Run | None:
               f"continue it", flush=True)
         return None
     shared = warmup_cache.shared_warmup_dir(cfg) if cfg.warmup.share else None
+    if shared is not None and not cfg.resume:
+        warmup_cache.claim_shared_warmup(shared)  # another run computing it now: wait for it instead of repeating it
     if shared is not None and not cfg.resume and (shared / warmup_cache.SHARED_DONE).exists():
         resume_phase = build.checkpoint_phase(shared / "last.ckpt", policy, warm)
     module = build.build_module(cfg)  # before any file is written: a bad backbone path writes nothing
@@ -133,6 +135,7 @@ def warmup(r: Run) -> None:
         if int(cfg.online.env_steps) > 0 and cfg.eval.warmup_point:
             warmup_evaluations(r)
     warmup_cache.publish_shared_warmup(cfg, r.run_dir, r.shared_warmup, module.num_updates)
+    warmup_cache.release_shared_warmup(r.shared_warmup)
     r.warmup_s = time.perf_counter() - r.t0
 
 

@@ -3,6 +3,7 @@ people's actions), ConRFT flat (one shared critic, pooled sampling), DSRL (froze
 policy steering the noise); the shared warm-up per seed; and each baseline end to end through the entry point."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -394,3 +395,44 @@ def test_baselines_train_and_evaluate_through_fit_sharing_warmups(tmp_path):
     sd = torch.load(tmp_path / "dsrl_na" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert "log_alpha" in sd and any(k.startswith("latent_critics.") for k in sd)  # published DSRL's own parts
     assert DualActorPolicy.from_pretrained(tmp_path / "dual" / "policy").null_latent == "zero"
+
+
+def test_shared_warmup_claim_one_computes_the_others_wait_a_killed_claim_is_taken_over(tmp_path, capsys):
+    """Runs started together compute the shared warm-up once: the first claims it, a second waits until its
+    done.json is there (then loads it), a claim left by a killed process is taken over."""
+    import subprocess
+    import sys
+
+    from dual_actor.training import warmup_cache as wc
+
+    dest = tmp_path / "warmups" / "seed0-abc"
+    claim = dest.parent / ".seed0-abc.claim"
+    assert wc.claim_shared_warmup(dest) is True and claim.read_text() == str(os.getpid())
+    assert wc.claim_shared_warmup(dest) is True  # already ours
+    wc.release_shared_warmup(dest)
+    assert not claim.exists()
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim.write_text(str(other.pid))  # another process computes it
+        waits = []
+
+        def sleep(s):  # the other process finishes while we wait
+            waits.append(s)
+            dest.mkdir(parents=True)
+            (dest / wc.SHARED_DONE).write_text("{}")
+
+        assert wc.claim_shared_warmup(dest, poll_s=0.5, sleep=sleep) is False and waits == [0.5]
+        assert f"waiting for process {other.pid}" in capsys.readouterr().out
+        wc.release_shared_warmup(dest)
+        assert claim.read_text() == str(other.pid)  # not ours: left alone
+    finally:
+        other.kill()
+        other.wait()
+
+    dest2 = tmp_path / "warmups" / "seed1-abc"
+    claim2 = dest2.parent / ".seed1-abc.claim"
+    claim2.write_text(str(other.pid))  # killed above: its claim is stale
+    assert wc.claim_shared_warmup(dest2, sleep=lambda s: pytest.fail("waited for a dead process")) is True
+    assert claim2.read_text() == str(os.getpid()) and not list(dest2.parent.glob(".seed1-abc.claim.*"))
+    wc.release_shared_warmup(dest2)

@@ -3,15 +3,20 @@
 What the warm-up depends on is declared in the schema (each key's ``warmup``, dual_actor/config/): the
 fingerprint is the resolved config seen through those declarations, so a new key is covered by declaring it.
 ``algo=dual_actor``, ``algo.refine_enabled=false`` and ``algo=dsrl`` agree; ``warmup_fingerprint`` says why two
-configs do not.
+configs do not. Two runs started together (dual and single side by side) compute it once:
+:func:`claim_shared_warmup` lets the first compute it and the others wait for its ``done.json``.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +42,67 @@ def shared_warmup_dir(cfg: DictConfig) -> Path:
     config, reused by every run (arm) with ``warmup.share=true`` that shares it."""
     fp = json.dumps(warmup_fingerprint(cfg), sort_keys=True)
     return Path(cfg.run_root) / "warmups" / f"seed{int(cfg.seed)}-{hashlib.sha256(fp.encode()).hexdigest()[:12]}"
+
+
+def _claim_path(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.claim"
+
+
+def _holder(claim: Path) -> int | None:
+    try:
+        return int(claim.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def claim_shared_warmup(dest: Path, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Before computing the shared warm-up ``dest``: True when this process holds its claim (it computes the warm-up
+    and publishes it; :func:`release_shared_warmup`, also at exit, lets go); False when it is finished, perhaps after
+    waiting for the process that holds the claim. The claim is ``.<dest name>.claim`` beside it, holding the
+    claimant's pid, made whole by a hard link (never read half-written); a claim whose process is gone (killed) is
+    taken over. Pids are a machine's own, so runs on several machines sharing one ``run_root`` may each compute it,
+    as before (:func:`publish_shared_warmup` keeps the first)."""
+    claim, me = _claim_path(dest), os.getpid()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while not (dest / SHARED_DONE).exists():
+        mine = claim.with_name(f"{claim.name}.{me}")
+        mine.write_text(str(me))
+        try:
+            os.link(mine, claim)
+        except FileExistsError:
+            holder = _holder(claim)
+            if holder == me:
+                return True
+            if holder is None or not _alive(holder):  # a killed claimant's (or unreadable): take it over
+                claim.unlink(missing_ok=True)
+                continue
+            if not waited:
+                print(f"[warm-up] waiting for process {holder}, which computes the shared warm-up {dest}", flush=True)
+                waited = True
+            sleep(poll_s)
+            continue
+        finally:
+            mine.unlink(missing_ok=True)
+        atexit.register(release_shared_warmup, dest)
+        return True
+    return False
+
+
+def release_shared_warmup(dest: Path | None) -> None:
+    """Remove this process's claim on ``dest`` (nothing when another process holds it or none is there)."""
+    if dest is not None and _holder(_claim_path(dest)) == os.getpid():
+        _claim_path(dest).unlink(missing_ok=True)
 
 
 def copy_shared_files(src: Path, dest: Path) -> None:
