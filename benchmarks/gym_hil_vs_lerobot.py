@@ -444,16 +444,12 @@ def _by_arm(results: dict[str, dict]) -> dict[str, list[dict]]:
     return arms
 
 
-def _spread(v: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    x = scale * np.asarray(v, dtype=np.float64)
-    return f"{x.mean():.{digits}f} +- {x.std():.{digits}f} [{x.min():.{digits}f}, {x.max():.{digits}f}]"
-
-
 def summary_md(results: dict[str, dict], budget: int, every: int) -> str:
     """The sweep's tables (docs/results.md "gym-hil" holds this text for the kept records, checked by a test): per arm
     over seeds, success on the held-out test trials (the warm-up's too, for ours), operator effort (steps taken
     over / spoken, % of the online steps), the learner's updates and wall-clock; paired differences by seed; the
     training episodes' success per ``every`` environment steps."""
+    from dual_actor.analysis.tables import spread as _spread
     from dual_actor.eval.stats import paired_difference
 
     arms = _by_arm(results)
