@@ -60,6 +60,12 @@ def train_vla(cfg: DictConfig) -> Path:
               f"position R^2 x/y/z {' / '.join(f'{v:.2f}' for v in o['h']['r2'])} (from proprio alone "
               f"{' / '.join(f'{v:.2f}' for v in o['proprio']['r2'])}), RMSE {100 * o['h']['rmse_m']:.1f} cm",
               flush=True)
+        if "start" in probe:
+            s = probe["start"]["object"]
+            print(f"[bench VLA] ... on each episode's first {probe['start']['frames']} frames (before the hand gets "
+                  f"there): R^2 {' / '.join(f'{v:.2f}' for v in s['h']['r2'])} (proprio + task "
+                  f"{' / '.join(f'{v:.2f}' for v in s['proprio_task']['r2'])}), RMSE {100 * s['h']['rmse_m']:.1f} cm",
+                  flush=True)
     return out
 
 

@@ -65,6 +65,36 @@ def test_position_probe_reads_what_the_features_carry():
         position_probe(good[:2], states[:2], proprio[:2], every=5)
 
 
+def test_position_probe_at_the_start_separates_seeing_from_following_the_hand():
+    """Over whole episodes the hand goes to the object, so proprio alone predicts where it is; on each episode's first
+    frames (``first``) the hand has not moved and only features that see the object do. ``tasks`` adds the baseline
+    proprio + task one-hot: here each task's objects lie around their own centre (+-0.05 m on x), the task explains
+    var 0.05^2 / (0.05^2 + 0.1^2 / 3) ~ 0.43 of x's variance and nothing of y's, z's."""
+    from dual_actor.vla.probe import position_probe
+
+    rng = np.random.default_rng(1)
+    states, proprio, seen, tasks = [], [], [], []
+    for j in range(1000):  # 200 held out: the task's share of x's variance within a few points of 0.43
+        task = ("a", "b")[j % 2]
+        obj = rng.uniform(-0.1, 0.1, size=3) + np.array([0.05 if task == "a" else -0.05, 0.0, 0.0])
+        st = np.zeros((40, 39))
+        st[:, 4:7] = obj
+        hand = np.zeros((40, 4))
+        hand[:10, :3] = rng.normal(scale=0.01, size=(10, 3))  # the first frames: near the start pose
+        hand[10:, :3] = obj  # then at the object, carrying it
+        states.append(st), proprio.append(hand), tasks.append(task)
+        seen.append(np.concatenate([st[:, 4:7] + rng.normal(scale=0.002, size=(40, 3)), rng.normal(size=(40, 4))], 1))
+    whole = position_probe(seen, states, proprio, tasks=tasks)
+    start = position_probe(seen, states, proprio, first=10, tasks=tasks)
+    assert start["rows"] == {"fit": 8000, "held_out": 2000} and whole["rows"] == {"fit": 32000, "held_out": 8000}
+    assert min(whole["object"]["proprio"]["r2"]) > 0.6  # the hand carries the object for 30 of 40 frames
+    assert max(start["object"]["proprio"]["r2"]) < 0.1  # at the start it says nothing
+    assert min(start["object"]["h"]["r2"]) > 0.95
+    x, y, z = start["object"]["proprio_task"]["r2"]
+    assert 0.25 < x < 0.6 and max(y, z) < 0.05
+    assert "proprio_task" not in position_probe(seen, states, proprio)["object"]
+
+
 def _train_vla(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "dual_actor.train_vla", "experiment=smoke", f"run_root={tmp_path}",
@@ -101,7 +131,21 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     assert "average" in r.stdout and f"saved to {out}" in r.stdout
     probe = json.loads((out / "probe.json").read_text())  # what h knows of the hidden positions, on held-out demos
     assert probe["episodes"] == {"fit": 2, "held_out": 1} and len(probe["object"]["h"]["r2"]) == 3
-    assert "what h knows" in r.stdout
+    assert "what h knows" in r.stdout and probe["start"]["frames"] == 10 and "proprio_task" in probe["start"]["object"]
+    # which h sees the object best: the start-of-episode probe per VLM layer x pooling (python -m dual_actor.vla.probe)
+    data = info["data"]
+    lev = subprocess.run([sys.executable, "-m", "dual_actor.vla.probe", str(out), data, "--out", str(tmp_path / "lev.json"),
+                          "--layers", "0", "-1", "--pools", "prefix", "images", "--frames", "3"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert lev.returncode == 0, lev.stderr[-3000:]
+    levers = json.loads((tmp_path / "lev.json").read_text())
+    assert levers["frames"] == 3 and levers["episodes"] == 3
+    assert [(c["layer"], c["pool"]) for c in levers["choices"]] == [(0, "prefix"), (0, "images"), (1, "prefix"), (1, "images")]
+    assert all(c["embedding_dim"] == 64 and len(c["object"]["h"]["r2"]) == 3 for c in levers["choices"])
+    assert lev.stdout.count("object R^2") == 4
+    bad = subprocess.run([sys.executable, "-m", "dual_actor.vla.probe", str(out), data, "--out", str(tmp_path / "b.json"),
+                          "--layers", "7"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "backbone.layer must be in [-2, 1]" in bad.stdout and not (tmp_path / "b.json").exists()
     # h from the frozen bench VLA (Eq. 17): 2 * kv_heads * head_dim = 2 * 2 * 16
     bb = SmolVLABackbone(out, camera_map={"corner": "corner", "gripperPOV": "gripperPOV"})
     obs = {"state": torch.zeros(2, 4), "images": {"corner": torch.rand(2, 3, 64, 64), "gripperPOV": torch.rand(2, 3, 64, 64)}}
@@ -111,8 +155,8 @@ def test_train_vla_saves_a_folder_lerobot_loads_and_evaluates_it(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     fit = subprocess.run([sys.executable, "-m", "dual_actor.fit", "experiment=smoke", "env=metaworld_pixels",
                           "backbone=smolvla", f"backbone.checkpoint={out}", "image_encoder=h", f"run_root={tmp_path}",
-                          "run_name=px", "env.image_size=64", f"data.path={info['data']}",  # the VLA's demos "online.env_steps=80", "eval.curve_every_env_steps=80",
-                          "trainer.progress_bar=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          "run_name=px", "env.image_size=64", f"data.path={info['data']}",  # the VLA's demos
+                          "online.env_steps=80", "eval.curve_every_env_steps=80", "trainer.progress_bar=false"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert fit.returncode == 0, fit.stderr[-3000:]
     saved = json.loads((tmp_path / "px" / "policy" / "config.json").read_text())
     assert saved["state_slice"] == [0, 4] and saved["obs_dim"] == 4 and saved["image_encoder"] == {"kind": "h"}

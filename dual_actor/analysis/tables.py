@@ -272,8 +272,9 @@ def runs_table(runs: Sequence[dict]) -> str:
 
 def results_tables(run_root: str | os.PathLike, arms: Mapping[str, str] = RESULT_ARMS, threshold: float = 0.8) -> str:
     """docs/results.md's tables for a run root (records or run folders, ``<arm>-s<seed>``): Table I
-    (:func:`table_one`), dual vs single and dual vs HG-DAgger paired by seed (:func:`paired_table`, when both ran) and
-    one row per run (:func:`runs_table`); tests/test_analysis.py finds this text in docs/results.md for each
+    (:func:`table_one`), dual vs single and dual vs HG-DAgger paired by seed (:func:`paired_table`, when both ran),
+    the authority probes after online (:func:`authority_table`, when recorded) and one row per run
+    (:func:`runs_table`); tests/test_analysis.py finds this text in docs/results.md for each
     generated block (docs/runs/table1, docs/runs/demos5)."""
     from dual_actor.analysis.loading import load_arms
 
@@ -282,6 +283,11 @@ def results_tables(run_root: str | os.PathLike, arms: Mapping[str, str] = RESULT
     for other in ("single", "hg_dagger"):  # single shares dual's warm-up; HG-DAgger has its own (same demos, trials)
         if "dual" in runs and other in runs:
             parts.append(paired_table(runs["dual"], runs[other], names=("dual", other)))
+    if any(r["authority"] for rs in runs.values() for r in rs):
+        parts.append("The refinement actor's authority after online (`authority.json`'s last probe: how far the latent "
+                     "moves the action, in action units, and how often each single-axis command moves it the "
+                     "commanded way), mean +- std over seeds:\n\n"
+                     + authority_table({arms.get(arm, arm): rs for arm, rs in runs.items()}))
     parts.append("Per run:\n\n" + runs_table([r for rs in runs.values() for r in rs]))
     expert = Path(run_root) / "expert_chain.json"
     for key, how in (("chain", "without"), ("chain_commands", "with")):

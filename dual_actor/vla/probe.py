@@ -47,14 +47,28 @@ def r2_scores(y: np.ndarray, pred: np.ndarray) -> list[float]:
 
 
 def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray], proprio: Sequence[np.ndarray],
-                   every: int = 5, lam: float = 1e-2, targets: Mapping[str, slice] = TARGETS) -> dict[str, Any]:
+                   every: int = 5, lam: float = 1e-2, targets: Mapping[str, slice] = TARGETS,
+                   first: int | None = None, tasks: Sequence[str] | None = None) -> dict[str, Any]:
     """Per episode: ``features`` (n, D) h, ``states`` (n, S: the world's full state), ``proprio`` (n, P). Episode j
     is held out when ``j % every == every - 1`` (the others fit). Returns ``{"episodes": {"fit", "held_out"},
     "rows": {...}, <target>: {"h": {"r2": [x, y, z], "rmse_m": float}, "proprio": {...}}}`` for each of ``targets``
-    (the bench's :data:`TARGETS` by default)."""
+    (the bench's :data:`TARGETS` by default).
+
+    ``first``: only each episode's first ``first`` frames (before the hand has moved far, so the hand's position
+    says little of the object's: over whole episodes the hand goes to the object and carries it, and proprio alone
+    "knows" where it is). ``tasks`` (one per episode): a third feature set, ``proprio_task``, the proprioception
+    with the task's one-hot (each task's objects lie in their own region, and h has the instruction)."""
     held = [j % every == every - 1 for j in range(len(features))]
     if all(held) or not any(held):
         raise ValueError(f"the probe needs episodes to fit and to hold out: {len(features)} episodes, every {every}")
+    if first is not None:
+        features, states, proprio = ([np.asarray(x)[:first] for x in xs] for xs in (features, states, proprio))
+    sets = {"h": features, "proprio": proprio}
+    if tasks is not None:
+        names = sorted(set(tasks))
+        sets["proprio_task"] = [np.concatenate([np.asarray(p, dtype=np.float64),
+                                                np.tile(np.eye(len(names))[names.index(t)], (len(p), 1))], axis=1)
+                                for p, t in zip(proprio, tasks)]
 
     def stack(xs, flag):
         return np.concatenate([np.asarray(x, dtype=np.float64) for x, h in zip(xs, held) if h == flag])
@@ -64,7 +78,7 @@ def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray],
     for name, sl in targets.items():
         y_fit, y_out = stack(states, False)[:, sl], stack(states, True)[:, sl]
         out[name] = {}
-        for what, xs in (("h", features), ("proprio", proprio)):
+        for what, xs in sets.items():
             w, b, mu, sd = ridge_fit(stack(xs, False), y_fit, lam)
             pred = ((stack(xs, True) - mu) / sd) @ w + b
             out[name][what] = {"r2": r2_scores(y_out, pred),
@@ -73,17 +87,20 @@ def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray],
 
 
 def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cameras: Sequence[str],
-                  proprio_key: str = "proprio", h_key: str | None = None, batch: int = 64, **kw) -> dict[str, Any]:
+                  proprio_key: str = "proprio", h_key: str | None = None, batch: int = 64, start_frames: int = 10,
+                  **kw) -> dict[str, Any]:
     """:func:`position_probe` over the episodes of an HDF5 file: h from ``obs/<h_key>`` when stored, else
     ``embed({"state", "proprio", "images"}, tasks)`` in batches of ``batch`` rows; the targets of the file's world
-    (:func:`targets_for` its tasks) unless ``targets`` is given."""
+    (:func:`targets_for` its tasks) unless ``targets`` is given. With ``start_frames``, also ``"start"``: the same
+    probe on each episode's first ``start_frames`` frames, with the ``proprio_task`` baseline (where the object is
+    before the hand gets there: what the policy must read from the cameras)."""
     import torch
 
     from data_tools.hdf5_format import read_episodes
 
-    feats, states, props, tasks = [], [], [], set()
+    feats, states, props, tasks = [], [], [], []
     for ep in read_episodes(path, load_images=True):
-        tasks.add(ep.task)
+        tasks.append(ep.task)
         proprio = np.asarray(ep.obs[proprio_key], dtype=np.float32)
         if h_key is not None and h_key in ep.obs:
             h = np.asarray(ep.obs[h_key], dtype=np.float32)
@@ -101,4 +118,88 @@ def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cam
         props.append(proprio)
     if "targets" not in kw and tasks:
         kw["targets"] = targets_for(sorted(tasks)[0])
-    return position_probe(feats, states, props, **kw)
+    out = position_probe(feats, states, props, **kw)
+    if start_frames:
+        out["start"] = {"frames": int(start_frames),
+                        **position_probe(feats, states, props, first=start_frames, tasks=tasks, **kw)}
+    return out
+
+
+def lever_probes(checkpoint: Any, data: Any, cameras: Sequence[str], layers: Sequence[int] = (-1,),
+                 pools: Sequence[str] = ("prefix",), frames: int = 10, every: int | None = None,
+                 proprio_key: str = "proprio") -> dict[str, Any]:
+    """The start-of-episode probe (:func:`position_probe` with ``first=frames`` and the ``proprio_task`` baseline)
+    for each choice of h a frozen SmolVLA offers: ``backbone.layer`` (the VLM layer whose K, V are pooled) x
+    ``backbone.pool`` (``prefix``: Eq. 17's mask-pooling over images, language and state; ``images``: the cameras'
+    tokens only). Only each episode's first ``frames`` frames are embedded. Returns ``{"frames", "episodes",
+    "choices": [{"layer", "pool", "embedding_dim", <target>: {...}}, ...]}`` (``layer`` as resolved: -1 is the
+    last layer's index). ``every``: every how many episodes one is held out (default: 5, fewer for fewer episodes,
+    as ``python -m dual_actor.train_vla``'s probe.json)."""
+    import torch
+
+    from data_tools.hdf5_format import read_episodes
+    from dual_actor.nets.backbones.smolvla import SmolVLABackbone
+
+    eps = [(ep.task, {k: np.asarray(ep.obs[k][:frames]) for k in (*cameras, proprio_key, "state")})
+           for ep in read_episodes(data, load_images=True)]
+    if not eps:
+        raise ValueError(f"{data}: no episodes to probe")
+    tasks = [t for t, _ in eps]
+    every = int(every) if every is not None else max(2, min(5, len(eps)))
+    out: dict[str, Any] = {"frames": int(frames), "episodes": len(eps), "choices": []}
+    for layer in layers:
+        for pool in pools:
+            bb = SmolVLABackbone(checkpoint, camera_map={c: c for c in cameras}, device="cpu", layer=int(layer),
+                                 pool=str(pool))
+            feats = []
+            for task, o in eps:
+                p = torch.from_numpy(o[proprio_key].astype(np.float32))
+                images = {c: torch.from_numpy(np.ascontiguousarray(o[c].transpose(0, 3, 1, 2))).float() / 255.0
+                          for c in cameras}
+                with torch.no_grad():
+                    feats.append(bb.embed({"state": p, "images": images}, [task] * len(p)).cpu().numpy())
+            res = position_probe(feats, [o["state"] for _, o in eps], [o[proprio_key] for _, o in eps],
+                                 every=every, tasks=tasks, targets=targets_for(sorted(tasks)[0]))
+            out["choices"].append({"layer": bb.layer, "pool": str(pool), "embedding_dim": int(feats[0].shape[1]),
+                                   **{k: v for k, v in res.items() if k not in ("episodes", "rows")}})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dual_actor.vla.probe CHECKPOINT DATA --out probe_levers.json [--layers 0 1 -1] [--pools prefix
+    images] [--cameras corner gripperPOV] [--frames 10]``: :func:`lever_probes`, one line per choice."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from data_tools.atomic import atomic_write_text
+
+    ap = argparse.ArgumentParser(prog="python -m dual_actor.vla.probe", description=main.__doc__.split(":", 1)[1])
+    ap.add_argument("checkpoint", help="a SmolVLA policy folder (python -m dual_actor.train_vla's out)")
+    ap.add_argument("data", help="an HDF5 dataset with the cameras' images, obs/proprio and obs/state")
+    ap.add_argument("--out", required=True, help="the JSON file to write")
+    ap.add_argument("--layers", type=int, nargs="+", default=[-1])
+    ap.add_argument("--pools", nargs="+", default=["prefix"], choices=["prefix", "images"])
+    ap.add_argument("--cameras", nargs="+", default=["corner", "gripperPOV"])
+    ap.add_argument("--frames", type=int, default=10, help="each episode's first frames probed")
+    args = ap.parse_args(argv)
+    for what, path in (("checkpoint", Path(args.checkpoint)), ("data", Path(args.data))):
+        if not path.exists():
+            print(f"error: {what} {path} does not exist", flush=True)
+            return 2
+    try:
+        res = lever_probes(args.checkpoint, args.data, args.cameras, args.layers, args.pools, args.frames)
+    except (ValueError, KeyError) as e:
+        print(f"error: {e}", flush=True)
+        return 2
+    atomic_write_text(Path(args.out), json.dumps(res, indent=2))
+    for c in res["choices"]:
+        o = c["object"]
+        print(f"layer {c['layer']:>2} pool {c['pool']:<7} object R^2 {' / '.join(f'{v:.2f}' for v in o['h']['r2'])} "
+              f"RMSE {100 * o['h']['rmse_m']:.1f} cm (proprio + task: "
+              f"{' / '.join(f'{v:.2f}' for v in o['proprio_task']['r2'])})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
