@@ -227,7 +227,22 @@ def test_runs_table_rows_by_hand(tmp_path):
     assert "| dual-s3 | 0.50 / 0.25 (0.38) | 1.00 / 0.50 (0.75) | - | 10 | 20 | 30 (15.0%) |" in table
 
 
-@pytest.mark.parametrize("name", ["table1", "demos5"])
+def test_results_md_holds_the_vla_probe_tables_generated_from_the_record():
+    """docs/results.md's VLA-bench probe tables are ``dual_actor.vla.probe.probe_md`` of the kept probe.json and
+    probe_levers.json, verbatim between their marks."""
+    from dual_actor.vla.probe import probe_md
+
+    rec = sc.REPO_ROOT / "docs" / "runs" / "vla_bench" / "bench_vla"
+    generated = probe_md(json.loads((rec / "probe.json").read_text()), json.loads((rec / "probe_levers.json").read_text()))
+    text = (sc.REPO_ROOT / "docs" / "results.md").read_text()
+    mark = "<!-- generated: dual_actor.vla.probe.probe_md(docs/runs/vla_bench/bench_vla) -->\n"
+    assert mark in text, "docs/results.md has no block generated from docs/runs/vla_bench/bench_vla"
+    block = text[text.index(mark) + len(mark):]
+    assert block[:block.index("<!-- /generated -->")].strip() == generated.strip(), (
+        "docs/results.md is stale: paste dual_actor.vla.probe.probe_md of docs/runs/vla_bench/bench_vla's probe files")
+
+
+@pytest.mark.parametrize("name", ["table1", "demos5", "vla_bench"])
 def test_results_md_holds_the_tables_generated_from_the_records(name):
     """Nothing in docs/results.md's tables from kept records is typed by hand: the block that
     ``dual_actor.analysis.results_tables("docs/runs/<name>")`` generates from them is there verbatim, between its marks."""

@@ -95,6 +95,26 @@ def test_position_probe_at_the_start_separates_seeing_from_following_the_hand():
     assert "proprio_task" not in position_probe(seen, states, proprio)["object"]
 
 
+def test_probe_md_writes_each_feature_set_and_lever():
+    from dual_actor.vla.probe import probe_md
+
+    r = lambda a, b, c, m: {"r2": [a, b, c], "rmse_m": m}  # noqa: E731
+    probe = {"episodes": {"fit": 4, "held_out": 1}, "rows": {"fit": 40, "held_out": 10},
+             "object": {"h": r(0.5, 0.25, 1.0, 0.0123), "proprio": r(0.0, -0.1, 0.2, 0.05)},
+             "start": {"frames": 10, "episodes": {"fit": 4, "held_out": 1}, "rows": {"fit": 40, "held_out": 10},
+                       "object": {"h": r(0.9, 0.8, 0.7, 0.02), "proprio": r(0, 0, 0, 0.1),
+                                  "proprio_task": r(0.5, 0.5, 0.5, 0.07)}}}
+    levers = {"frames": 10, "episodes": 5, "choices": [{"layer": 3, "pool": "images", "embedding_dim": 8,
+                                                         "object": {"h": r(0.1, 0.2, 0.3, 0.04)}}]}
+    md = probe_md(probe, levers)
+    assert "| h (the frozen VLA) | 0.50 / 0.25 / 1.00 (1.2 cm) |" in md
+    assert "| proprioception | 0.00 / -0.10 / 0.20 (5.0 cm) |" in md
+    assert "| first 10 frames of each demo: features | object: R^2 x / y / z (RMSE) |" in md
+    assert "| proprioception + task | 0.50 / 0.50 / 0.50 (7.0 cm) |" in md
+    assert "| 3 | images | 0.10 / 0.20 / 0.30 (4.0 cm) | - |" in md
+    assert md.count("proprioception + task") == 1  # the whole-demos table has no task baseline
+
+
 def _train_vla(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "dual_actor.train_vla", "experiment=smoke", f"run_root={tmp_path}",

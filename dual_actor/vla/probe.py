@@ -203,3 +203,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def probe_md(probe: Mapping[str, Any], levers: Mapping[str, Any] | None = None) -> str:
+    """docs/results.md's tables of a ``probe.json`` (whole demos and, when there, each episode's start) and of a
+    ``python -m dual_actor.vla.probe`` output (``levers``): R^2 x / y / z and the RMSE per target and feature set."""
+
+    def cell(r: Mapping[str, Any]) -> str:
+        return f"{' / '.join(f'{v:.2f}' for v in r['r2'])} ({100 * r['rmse_m']:.1f} cm)"
+
+    parts = []
+    names = {"h": "h (the frozen VLA)", "proprio": "proprioception", "proprio_task": "proprioception + task"}
+    for title, res in (("whole demos", probe), (f"first {probe['start']['frames']} frames of each demo", probe.get("start"))):
+        if res is None:
+            continue
+        targets = [t for t in res if isinstance(res[t], Mapping) and "h" in res[t]]
+        lines = [f"| {title}: features | " + " | ".join(f"{t}: R^2 x / y / z (RMSE)" for t in targets) + " |",
+                 "|---|" + "---|" * len(targets)]
+        for what in names:
+            if what in res[targets[0]]:
+                lines.append(f"| {names[what]} | " + " | ".join(cell(res[t][what]) for t in targets) + " |")
+        parts.append("\n".join(lines))
+    if levers is not None:
+        lines = [f"| backbone.layer | backbone.pool | object at the start ({levers['frames']} frames): R^2 x / y / z "
+                 "(RMSE) | goal: R^2 x / y / z (RMSE) |", "|---|---|---|---|"]
+        for c in levers["choices"]:
+            goal = cell(c["goal"]["h"]) if "goal" in c else "-"
+            lines.append(f"| {c['layer']} | {c['pool']} | {cell(c['object']['h'])} | {goal} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
