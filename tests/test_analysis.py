@@ -166,6 +166,9 @@ def test_table_one_reports_warmup_length_effort_and_pairs_by_seed(tmp_path):
     # warm-up averages 0.7, 0.5 -> 60 +- 10; lengths (50+100)/2, (60+120)/2 = 75, 90 -> 82.5 +- 7.5;
     # effort 100 / 1000, 300 / 1000 -> 20.0 +- 10.0 %
     assert "| 60 +- 10 [50, 70] | 82.5 +- 7.5 [75.0, 90.0] | 20.0 +- 10.0 [10.0, 30.0] |" in table
+    # steps to 80%: dual-s0 at its second point (500 steps), dual-s1 never (one of two: not most seeds); runs without curve points: no claim
+    assert table.rstrip().endswith("| not reached by most seeds (500, never) |")
+    assert sc.table_one({"single": single}).rstrip().endswith("| - (no learning curve) |")
     paired = sc.paired_table(dual, single)
     # seeds 0, 1 only; average: dual 0.9, 0.7 vs single 0.8, 0.6 -> +10.0 both seeds, 2 wins, sign p = 2 / 4
     assert "paired over seeds 0, 1" in paired

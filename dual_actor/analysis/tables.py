@@ -158,11 +158,14 @@ def table_one(arms: Mapping[str, list[dict]], labels: Mapping[str, str] = RESULT
         cells.append(_cell([(r.get("eval_warmup") or {}).get("average_success_rate") for r in res], 100, 0))
         cells.append(_cell([_mean_length(r[key]) for r in res], 1, 1))
         cells.append(_cell([_effort(r[key]) for r in res], 100, 1))
-        per = [steps_to(r["curve"], threshold) for r in res]
-        med = median_steps(per)
-        fps = res[0]["fps"]
-        head = "not reached by most seeds" if med is None else f"{med} ({med / fps / 60:.1f} min at {fps:g} Hz)"
-        cells.append(head + " (" + ", ".join("never" if s is None else str(s) for s in per) + ")")
+        if not any(p["online_steps"] > 0 for r in res for p in (r["curve"] or [])):
+            cells.append("- (no learning curve)")  # eval.curve_trials=0: nothing says when, not "never"
+        else:
+            per = [steps_to(r["curve"], threshold) for r in res]
+            med = median_steps(per)
+            fps = res[0]["fps"]
+            head = "not reached by most seeds" if med is None else f"{med} ({med / fps / 60:.1f} min at {fps:g} Hz)"
+            cells.append(head + " (" + ", ".join("never" if s is None else str(s) for s in per) + ")")
         lines.append(f"| {labels.get(arm, arm)} ({len(res)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
