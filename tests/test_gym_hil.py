@@ -182,7 +182,9 @@ def test_pixels_mode_bench_vla_and_a_learning_run_without_the_block(tmp_path):
     assert vla.returncode == 0, vla.stderr[-3000:]
     assert json.loads((tmp_path / "vla" / "eval.json").read_text())["per_task"][TASK]["trials"] == 1
     probe = json.loads((tmp_path / "vla" / "probe.json").read_text())
-    assert set(probe) == {"episodes", "rows", "object"}  # gym-hil's hidden position: the block
+    assert set(probe) == {"episodes", "rows", "object", "start"}  # gym-hil's hidden position: the block
+    assert set(probe["start"]) == {"frames", "episodes", "rows", "object"}  # ... and at each episode's start
+    assert set(probe["start"]["object"]) == {"h", "proprio", "proprio_task"}
     data = tmp_path / "data" / "gym_hil_pixels_smoke_vla_demos.hdf5"
     fit = subprocess.run([sys.executable, "-m", "dual_actor.fit", *common, "backbone=smolvla",
                           f"backbone.checkpoint={tmp_path / 'vla'}", "image_encoder=h", "run_name=px",
