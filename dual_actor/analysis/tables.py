@@ -278,7 +278,7 @@ def results_tables(run_root: str | os.PathLike, arms: Mapping[str, str] = RESULT
     (:func:`table_one`), dual vs single and dual vs HG-DAgger paired by seed (:func:`paired_table`, when both ran),
     the authority probes after online (:func:`authority_table`, when recorded) and one row per run
     (:func:`runs_table`); tests/test_analysis.py finds this text in docs/results.md for each
-    generated block (docs/runs/table1, docs/runs/demos5)."""
+    generated block (docs/runs/table1, docs/runs/demos5, docs/runs/vla_bench)."""
     from dual_actor.analysis.loading import load_arms
 
     runs = {arm: rs for arm, rs in load_arms(run_root, arms).items() if rs}

@@ -201,9 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def probe_md(probe: Mapping[str, Any], levers: Mapping[str, Any] | None = None) -> str:
     """docs/results.md's tables of a ``probe.json`` (whole demos and, when there, each episode's start) and of a
@@ -214,7 +211,8 @@ def probe_md(probe: Mapping[str, Any], levers: Mapping[str, Any] | None = None) 
 
     parts = []
     names = {"h": "h (the frozen VLA)", "proprio": "proprioception", "proprio_task": "proprioception + task"}
-    for title, res in (("whole demos", probe), (f"first {probe['start']['frames']} frames of each demo", probe.get("start"))):
+    start = probe.get("start")
+    for title, res in (("whole demos", probe), (f"first {start['frames']} frames of each demo" if start else "", start)):
         if res is None:
             continue
         targets = [t for t in res if isinstance(res[t], Mapping) and "h" in res[t]]
@@ -232,3 +230,7 @@ def probe_md(probe: Mapping[str, Any], levers: Mapping[str, Any] | None = None) 
             lines.append(f"| {c['layer']} | {c['pool']} | {cell(c['object']['h'])} | {goal} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
