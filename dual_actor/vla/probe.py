@@ -86,6 +86,21 @@ def position_probe(features: Sequence[np.ndarray], states: Sequence[np.ndarray],
     return out
 
 
+def embed_frames(embed: Callable[[Mapping, Sequence[str]], Any], proprio: np.ndarray, images: Mapping[str, np.ndarray],
+                 task: str, batch: int = 64) -> np.ndarray:
+    """h of one episode's frames: ``embed({"state", "proprio", "images": {camera: (B, 3, H, W) uint8}}, tasks)`` in
+    batches of ``batch`` rows; ``images`` as stored (n, H, W, 3)."""
+    import torch
+
+    parts = []
+    for i in range(0, len(proprio), batch):
+        p = torch.from_numpy(np.asarray(proprio[i:i + batch], dtype=np.float32))
+        ims = {c: torch.from_numpy(np.ascontiguousarray(x[i:i + batch].transpose(0, 3, 1, 2))) for c, x in images.items()}
+        with torch.no_grad():
+            parts.append(embed({"state": p, "proprio": p, "images": ims}, [task] * len(p)).cpu().numpy())
+    return np.concatenate(parts)
+
+
 def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cameras: Sequence[str],
                   proprio_key: str = "proprio", h_key: str | None = None, batch: int = 64, start_frames: int = 10,
                   **kw) -> dict[str, Any]:
@@ -94,8 +109,6 @@ def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cam
     (:func:`targets_for` its tasks) unless ``targets`` is given. With ``start_frames``, also ``"start"``: the same
     probe on each episode's first ``start_frames`` frames, with the ``proprio_task`` baseline (where the object is
     before the hand gets there: what the policy must read from the cameras)."""
-    import torch
-
     from data_tools.hdf5_format import read_episodes
 
     feats, states, props, tasks = [], [], [], []
@@ -105,14 +118,7 @@ def probe_dataset(path: Any, embed: Callable[[Mapping, Sequence[str]], Any], cam
         if h_key is not None and h_key in ep.obs:
             h = np.asarray(ep.obs[h_key], dtype=np.float32)
         else:
-            parts = []
-            for i in range(0, len(proprio), batch):
-                p = torch.from_numpy(proprio[i:i + batch])
-                images = {c: torch.from_numpy(np.ascontiguousarray(ep.obs[c][i:i + batch].transpose(0, 3, 1, 2)))
-                          for c in cameras}
-                with torch.no_grad():
-                    parts.append(embed({"state": p, "proprio": p, "images": images}, [ep.task] * len(p)).cpu().numpy())
-            h = np.concatenate(parts)
+            h = embed_frames(embed, proprio, {c: ep.obs[c] for c in cameras}, ep.task, batch)
         feats.append(h)
         states.append(np.asarray(ep.obs["state"], dtype=np.float32))
         props.append(proprio)
@@ -135,8 +141,6 @@ def lever_probes(checkpoint: Any, data: Any, cameras: Sequence[str], layers: Seq
     "choices": [{"layer", "pool", "embedding_dim", <target>: {...}}, ...]}`` (``layer`` as resolved: -1 is the
     last layer's index). ``every``: every how many episodes one is held out (default: 5, fewer for fewer episodes,
     as ``python -m dual_actor.train_vla``'s probe.json)."""
-    import torch
-
     from data_tools.hdf5_format import read_episodes
     from dual_actor.nets.backbones.smolvla import SmolVLABackbone
 
@@ -151,13 +155,10 @@ def lever_probes(checkpoint: Any, data: Any, cameras: Sequence[str], layers: Seq
         for pool in pools:
             bb = SmolVLABackbone(checkpoint, camera_map={c: c for c in cameras}, device="cpu", layer=int(layer),
                                  pool=str(pool))
-            feats = []
-            for task, o in eps:
-                p = torch.from_numpy(o[proprio_key].astype(np.float32))
-                images = {c: torch.from_numpy(np.ascontiguousarray(o[c].transpose(0, 3, 1, 2))).float() / 255.0
-                          for c in cameras}
-                with torch.no_grad():
-                    feats.append(bb.embed({"state": p, "images": images}, [task] * len(p)).cpu().numpy())
+            def embed(obs, ts, bb=bb):
+                return bb.embed({"state": obs["proprio"], "images": {c: x.float() / 255.0 for c, x in obs["images"].items()}}, ts)
+
+            feats = [embed_frames(embed, o[proprio_key], {c: o[c] for c in cameras}, task) for task, o in eps]
             res = position_probe(feats, [o["state"] for _, o in eps], [o[proprio_key] for _, o in eps],
                                  every=every, tasks=tasks, targets=targets_for(sorted(tasks)[0]))
             out["choices"].append({"layer": bb.layer, "pool": str(pool), "embedding_dim": int(feats[0].shape[1]),
